@@ -1,0 +1,43 @@
+# The two commands: `make run` serves the whole system, `make test` runs every test and check.
+# Both install what is missing first (virtualenv in .venv, pinned by uv.lock) and start Postgres/Redis if down.
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV_VERSION := 0.13.9
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+
+.PHONY: run test lint typecheck imports pytest bench-api bench-dispatch bench-e2e install services clean
+
+.venv/.installed: pyproject.toml uv.lock
+	@test -x $(PY) || python3.11 -m venv .venv
+	@.venv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@.venv/bin/uv sync --frozen --quiet
+	@touch $@
+
+install: .venv/.installed
+
+services:
+	@bash infra/scripts/ensure-services.sh
+
+run: install services
+	@bash infra/scripts/run-local.sh
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: install
+	.venv/bin/mypy
+
+imports: install
+	.venv/bin/lint-imports
+
+pytest: install services
+	.venv/bin/pytest -q
+
+test: lint typecheck imports pytest
+
+bench-api: install services
+	$(PY) -m tests.benchmarks.bench_api
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,152 @@
+"""Domain events and the EventEnvelope, with the original's wire field names.
+
+Event ids are deterministic (UUIDv5 of the event type and what makes the event unique), so a re-published or
+re-derived event carries the same id and every consumer can recognise the duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from payment_domain.payment import PaymentOrder
+from payment_domain.status import PaymentOrderStatus
+from payment_domain.topics import Topic
+
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a8e-4b57-5d0e-9a3c-2f0b7d9e8c41")
+
+JsonValue = str | int | float | bool | None
+
+
+class EventType(StrEnum):
+    PAYMENT_ORDER_CREATED = "payment_order_created"
+    PSP_CALL_REQUESTED = "payment_order_psp_call_requested"
+    PSP_RESULT_UPDATED = "payment_order_psp_result_updated"
+    PAYMENT_ORDER_SUCCEEDED = "payment_order_success"
+    PAYMENT_ORDER_FAILED = "payment_order_failed"
+    STATUS_CHECK_REQUESTED = "payment_order_status_check_requested"
+
+    @property
+    def topic(self) -> Topic:
+        return _TOPIC_OF[self]
+
+
+_TOPIC_OF: Mapping[EventType, Topic] = {
+    EventType.PAYMENT_ORDER_CREATED: Topic.PAYMENT_ORDER_CREATED,
+    EventType.PSP_CALL_REQUESTED: Topic.PSP_CALL_REQUESTED,
+    EventType.PSP_RESULT_UPDATED: Topic.PSP_RESULT_UPDATED,
+    EventType.PAYMENT_ORDER_SUCCEEDED: Topic.PAYMENT_ORDER_SUCCEEDED,
+    EventType.PAYMENT_ORDER_FAILED: Topic.PAYMENT_ORDER_FAILED,
+    EventType.STATUS_CHECK_REQUESTED: Topic.STATUS_CHECK_SCHEDULER,
+}
+
+
+def deterministic_event_id(event_type: EventType, *parts: object) -> str:
+    """The same logical event always gets the same id."""
+    name = ":".join([event_type.value, *(str(p) for p in parts)])
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 in UTC with an explicit `Z` (the original wrote zone-less local date-times)."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def payment_order_data(
+    order: PaymentOrder,
+    *,
+    status: PaymentOrderStatus | None = None,
+    retry_count: int | None = None,
+    extra: Mapping[str, JsonValue] | None = None,
+) -> dict[str, JsonValue]:
+    """The payload every payment order event shares (`PaymentOrderEvent` in the original)."""
+    data: dict[str, JsonValue] = {
+        "paymentOrderId": str(order.payment_order_id.value),
+        "publicPaymentOrderId": order.payment_order_id.public,
+        "paymentId": str(order.payment_id.value),
+        "publicPaymentId": order.payment_id.public,
+        "sellerId": order.seller_id,
+        "amountValue": order.amount.value,
+        "currency": order.amount.currency.value,
+        "status": (status or order.status).value,
+        "createdAt": iso_utc(order.created_at),
+        "updatedAt": iso_utc(order.updated_at),
+        "retryCount": order.retry_count if retry_count is None else retry_count,
+        "retryReason": order.retry_reason,
+        "lastErrorMessage": order.last_error_message,
+    }
+    if extra:
+        data.update(extra)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class EventEnvelope:
+    """The original's envelope: eventId, eventType, aggregateId, data, timestamp, traceId, parentEventId.
+
+    aggregateId is always the numeric paymentOrderId as a string, and it is the Kafka key on every topic.
+    """
+
+    event_id: str
+    event_type: EventType
+    aggregate_id: str
+    data: Mapping[str, JsonValue]
+    timestamp: datetime
+    trace_id: str
+    parent_event_id: str
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        event_type: EventType,
+        aggregate_id: str,
+        data: Mapping[str, JsonValue],
+        timestamp: datetime,
+        trace_id: str,
+        id_parts: tuple[object, ...],
+        parent_event_id: str | None = None,
+    ) -> EventEnvelope:
+        """Root events (no parent) point at themselves, as in the original."""
+        event_id = deterministic_event_id(event_type, *id_parts)
+        return cls(
+            event_id=event_id,
+            event_type=event_type,
+            aggregate_id=aggregate_id,
+            data=data,
+            timestamp=timestamp,
+            trace_id=trace_id,
+            parent_event_id=parent_event_id or event_id,
+        )
+
+    @property
+    def topic(self) -> Topic:
+        return self.event_type.topic
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "eventId": self.event_id,
+            "eventType": self.event_type.value,
+            "aggregateId": self.aggregate_id,
+            "data": dict(self.data),
+            "timestamp": iso_utc(self.timestamp),
+            "traceId": self.trace_id,
+            "parentEventId": self.parent_event_id,
+        }
+
+
+def payment_order_created(order: PaymentOrder, *, trace_id: str, now: datetime) -> EventEnvelope:
+    return EventEnvelope.create(
+        event_type=EventType.PAYMENT_ORDER_CREATED,
+        aggregate_id=str(order.payment_order_id.value),
+        data=payment_order_data(order, retry_count=0),
+        timestamp=now,
+        trace_id=trace_id,
+        id_parts=(order.payment_order_id.public,),
+    )

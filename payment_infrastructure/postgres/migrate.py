@@ -1,0 +1,44 @@
+"""Run Alembic programmatically (start-up, tests, `python -m payment_infrastructure.postgres.migrate`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def sync_url(url: str) -> str:
+    """Alembic runs synchronously: swap the asyncpg driver for psycopg, keep everything else."""
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Apply the payment database migrations.")
+    parser.add_argument("url", help="database URL, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/payments")
+    parser.add_argument("revision", nargs="?", default="head")
+    args = parser.parse_args()
+    upgrade(args.url, args.revision)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Run several uvicorn servers and background loops in one process, with one SIGTERM handling for all.
+
+uvicorn's own signal capture is per server and re-raises the signal afterwards; with two servers (API and
+management) that would kill the process mid-drain, so this runner owns the signals instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from typing import Any
+
+import structlog
+import uvicorn
+from starlette.types import ASGIApp
+
+log = structlog.get_logger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def http_server(app: ASGIApp, *, host: str, port: int, backlog: int = 2048) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        backlog=backlog,
+        timeout_keep_alive=30,
+    )
+    return _QuietServer(config)
+
+
+async def run_until_stopped(
+    servers: Sequence[uvicorn.Server],
+    loops: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set); then stop accepting, drain, and wait for the loops."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(s.serve(), name=f"http:{s.config.port}") for s in servers]
+    tasks += [asyncio.create_task(fn(stop), name=getattr(fn, "__name__", "loop")) for fn in loops]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("component_failed", component=task.get_name(), error=repr(task.exception()))
+    stop.set()
+    for server in servers:
+        server.should_exit = True
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    if failures:
+        raise failures[0]
+
+
+async def run_periodically(
+    name: str, interval_seconds: float, work: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    """Run `work` now and then every interval until `stop`; a failure is logged and retried next time."""
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception:
+            log.exception("periodic_task_failed", task=name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

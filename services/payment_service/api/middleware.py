@@ -1,0 +1,66 @@
+"""Request context as plain ASGI middleware (no BaseHTTPMiddleware overhead on the hot path): trace ids in and
+out, log context, and the request latency histogram."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payment_infrastructure.observability.tracing import trace_from_headers
+from services.payment_service.metrics import HTTP_REQUESTS
+
+log = structlog.get_logger(__name__)
+SLOW_REQUEST_SECONDS = 1.0
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        x_trace_id = traceparent = None
+        for name, value in scope["headers"]:
+            if name == b"x-trace-id":
+                x_trace_id = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+        trace = trace_from_headers(x_trace_id, traceparent)
+        scope.setdefault("state", {})["trace_id"] = trace.trace_id
+        extra_headers = [(b"x-trace-id", trace.trace_id.encode()), (b"traceparent", trace.traceparent.encode())]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_trace(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(h for h in extra_headers if h[0] not in present),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(trace_id=trace.trace_id):
+            try:
+                await self.app(scope, receive, send_with_trace)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = _route_of(scope)
+                HTTP_REQUESTS.labels(scope["method"], route, str(status)).observe(elapsed)
+                if status >= 500 or elapsed > SLOW_REQUEST_SECONDS:
+                    log.warning("http_request", method=scope["method"], route=route, status=status, seconds=elapsed)
+                elif self.access_log or status >= 400:
+                    log.info("http_request", method=scope["method"], route=route, status=status, seconds=elapsed)

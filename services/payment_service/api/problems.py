@@ -1,0 +1,179 @@
+"""RFC 9457 problem responses, one mapping from every failure a caller can cause to its status code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from payment_application.errors import (
+    DependencyTimeout,
+    DependencyUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyMismatch,
+)
+from payment_domain.errors import FieldViolation, InvalidPayment
+from payment_infrastructure.auth.errors import AuthenticationError, AuthorizationError, JwksUnavailableError
+from services.payment_service.api.security import www_authenticate
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger(__name__)
+
+
+class BadRequest(Exception):
+    """A malformed request the schema cannot even describe (bad header, unreadable JSON)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def trace_id_of(request: Request) -> str:
+    return str(getattr(request.state, "trace_id", ""))
+
+
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str,
+    errors: Sequence[FieldViolation] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"https://payments.example/problems/{kind}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "traceId": trace_id_of(request),
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    all_headers = {"X-Trace-Id": body["traceId"], **(headers or {})}
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=all_headers)
+
+
+def _location(loc: Sequence[Any]) -> str:
+    parts = [p for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
+    retry_after = {"Retry-After": str(retry_after_seconds)}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem(request, 400, "Malformed JSON", "the request body is not valid JSON", kind="malformed-json")
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+            return problem(request, 400, "Missing body", "a JSON request body is required", kind="missing-body")
+        violations = [FieldViolation(_location(e.get("loc", ())), str(e.get("msg", "invalid"))) for e in errors]
+        return problem(
+            request,
+            422,
+            "Invalid payment request",
+            f"{len(violations)} field(s) are invalid",
+            kind="validation",
+            errors=violations,
+        )
+
+    @app.exception_handler(InvalidPayment)
+    async def _invalid(request: Request, exc: InvalidPayment) -> Response:
+        return problem(
+            request,
+            422,
+            "Invalid payment request",
+            f"{len(exc.violations)} field(s) are invalid",
+            kind="validation",
+            errors=exc.violations,
+        )
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(request: Request, exc: BadRequest) -> Response:
+        return problem(request, 400, "Bad request", exc.detail, kind="bad-request")
+
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(request: Request, exc: AuthenticationError) -> Response:
+        return problem(
+            request,
+            401,
+            "Unauthorized",
+            exc.description,
+            kind="unauthorized",
+            headers={"WWW-Authenticate": www_authenticate(exc)},
+        )
+
+    @app.exception_handler(AuthorizationError)
+    async def _forbidden(request: Request, exc: AuthorizationError) -> Response:
+        return problem(
+            request, 403, "Forbidden", f"this operation needs the role {exc.required_role}", kind="forbidden"
+        )
+
+    @app.exception_handler(JwksUnavailableError)
+    async def _jwks_down(request: Request, exc: JwksUnavailableError) -> Response:
+        log.warning("jwks_unavailable", detail=exc.description)
+        return problem(
+            request,
+            503,
+            "Service unavailable",
+            "cannot verify tokens right now",
+            kind="unavailable",
+            headers=retry_after,
+        )
+
+    @app.exception_handler(IdempotencyKeyMismatch)
+    async def _mismatch(request: Request, exc: IdempotencyKeyMismatch) -> Response:
+        return problem(request, 422, "Idempotency-Key reused", str(exc), kind="idempotency-key-mismatch")
+
+    @app.exception_handler(IdempotencyKeyInFlight)
+    async def _in_flight(request: Request, exc: IdempotencyKeyInFlight) -> Response:
+        return problem(
+            request, 409, "Request in progress", str(exc), kind="idempotency-key-in-use", headers=retry_after
+        )
+
+    @app.exception_handler(DependencyUnavailable)
+    async def _unavailable(request: Request, exc: DependencyUnavailable) -> Response:
+        log.warning("dependency_unavailable", dependency=exc.dependency, detail=exc.detail)
+        return problem(
+            request,
+            503,
+            "Service unavailable",
+            f"{exc.dependency} is unavailable; nothing was written, retry later",
+            kind="unavailable",
+            headers=retry_after,
+        )
+
+    @app.exception_handler(DependencyTimeout)
+    async def _timeout(request: Request, exc: DependencyTimeout) -> Response:
+        log.warning("dependency_timeout", dependency=exc.dependency, detail=exc.detail)
+        return problem(request, 504, "Timed out", f"{exc.dependency} timed out; nothing was written", kind="timeout")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed"}
+        return problem(
+            request,
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            str(exc.detail),
+            kind=f"http-{exc.status_code}",
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled_error", error_class=type(exc).__name__)
+        return problem(request, 500, "Internal error", "an unexpected error occurred", kind="internal")

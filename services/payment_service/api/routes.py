@@ -1,0 +1,110 @@
+"""POST /payments and GET /payments/{paymentId}: decode, call the use case, encode."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from starlette.responses import Response
+
+from payment_application.create_payment import CreatePaymentCommand, PaymentCreated
+from payment_domain.ids import PaymentId
+from payment_domain.money import Amount, Currency
+from payment_domain.payment import PaymentLine
+from services.payment_service.api.presenter import payment_document
+from services.payment_service.api.problems import BadRequest, trace_id_of
+from services.payment_service.api.schemas import CreatePaymentRequest
+from services.payment_service.api.security import WritePrincipal, require_read
+from services.payment_service.metrics import IDEMPOTENT_REPLAYS, PAYMENT_ORDERS_CREATED, PAYMENTS_CREATED
+
+router = APIRouter()
+log = structlog.get_logger(__name__)
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if not all(0x21 <= ord(c) <= 0x7E for c in raw):
+        raise BadRequest("Idempotency-Key must be visible ASCII characters without spaces")
+    return raw
+
+
+def _request_hash(body: CreatePaymentRequest) -> str:
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _command(body: CreatePaymentRequest, *, client_id: str, trace_id: str, key: str | None) -> CreatePaymentCommand:
+    return CreatePaymentCommand(
+        client_id=client_id,
+        buyer_id=body.buyerId,
+        order_id=body.orderId,
+        total=Amount(body.totalAmount.value, Currency(body.totalAmount.currency)),
+        lines=tuple(
+            PaymentLine(seller_id=line.sellerId, amount=Amount(line.amount.value, Currency(line.amount.currency)))
+            for line in body.paymentOrders
+        ),
+        trace_id=trace_id,
+        idempotency_key=key,
+        request_hash=_request_hash(body) if key is not None else "",
+    )
+
+
+@router.post(
+    "/payments",
+    status_code=202,
+    responses={
+        202: {"description": "Accepted: the payment and its orders are recorded; charging happens asynchronously"},
+        409: {"description": "A request with this Idempotency-Key is still in flight"},
+        422: {"description": "Invalid request, or Idempotency-Key reused with a different body"},
+        503: {"description": "A dependency is unavailable; nothing was written"},
+    },
+)
+async def create_payment(
+    body: CreatePaymentRequest,
+    request: Request,
+    principal: WritePrincipal,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    key = _idempotency_key(idempotency_key)
+    command = _command(body, client_id=principal.client_id, trace_id=trace_id_of(request), key=key)
+    outcome = await request.app.state.container.create_payment(command)
+    if isinstance(outcome, PaymentCreated):
+        PAYMENTS_CREATED.inc()
+        PAYMENT_ORDERS_CREATED.inc(len(outcome.payment.payment_orders))
+        payment_id = outcome.payment.public_id
+        log.info(
+            "payment_created",
+            payment_id=payment_id,
+            payment_order_ids=[o.public_id for o in outcome.payment.payment_orders],
+            client_id=principal.client_id,
+        )
+        headers = {"Location": f"/payments/{payment_id}"}
+    else:
+        IDEMPOTENT_REPLAYS.inc()
+        payment_id = PaymentId(outcome.payment_id).public
+        log.info("payment_replayed", payment_id=payment_id, client_id=principal.client_id)
+        headers = {"Location": f"/payments/{payment_id}", "Idempotent-Replayed": "true"}
+    return Response(outcome.body, status_code=outcome.status_code, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/payments/{payment_id}",
+    responses={404: {"description": "No such payment"}},
+    dependencies=[Depends(require_read)],
+)
+async def get_payment(payment_id: str, request: Request) -> Response:
+    try:
+        parsed = PaymentId.from_public(payment_id)
+    except ValueError:
+        raise HTTPException(404, f"payment {payment_id} not found") from None
+    payment = await request.app.state.container.payments.get(parsed)
+    if payment is None:
+        raise HTTPException(404, f"payment {payment_id} not found")
+    return Response(orjson.dumps(payment_document(payment)), media_type="application/json")

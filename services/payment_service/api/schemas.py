@@ -1,0 +1,35 @@
+"""Request schema of POST /payments (the original's field names). Per-field rules live here, so one response
+lists every bad field; cross-field rules (sum, one currency) are the domain's."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_MINOR_UNITS = 10**15
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class AmountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    value: Annotated[int, Field(ge=1, le=MAX_MINOR_UNITS, description="minor units (cents), > 0")]
+    currency: Literal["EUR", "USD", "GBP"]
+
+
+class PaymentOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sellerId: Text
+    amount: AmountIn
+
+
+class CreatePaymentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    buyerId: Text
+    orderId: Text
+    totalAmount: AmountIn
+    paymentOrders: Annotated[list[PaymentOrderIn], Field(min_length=1, max_length=100)]

@@ -1,0 +1,16 @@
+"""payment-service API metrics (outbox metrics live with the dispatcher's adapters)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Histogram(
+    "http_server_requests_seconds",
+    "HTTP request latency by method, route template and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+PAYMENTS_CREATED = Counter("payments_created_total", "Payments accepted and written")
+PAYMENT_ORDERS_CREATED = Counter("payment_orders_created_total", "Payment orders written (one per seller line)")
+IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "POST /payments answered from a stored response")
+IDEMPOTENCY_KEYS_PURGED = Counter("idempotency_keys_purged_total", "Expired idempotency keys deleted")

@@ -1,0 +1,43 @@
+"""payment-service settings: env prefix PAYMENTS_, nested groups with `__` (PAYMENTS_DB__URL=...)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payment_infrastructure.auth.settings import AuthSettings
+from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.postgres.outbox_settings import OutboxSettings
+from payment_infrastructure.postgres.settings import DatabaseSettings
+from payment_infrastructure.redis.settings import RedisSettings
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    management_host: str = "127.0.0.1"
+    management_port: int = Field(default=9000, ge=0, le=65535)
+    idempotency_ttl_hours: float = Field(default=24, gt=0)
+    idempotency_purge_interval_seconds: float = Field(default=300, gt=0)
+    idempotency_purge_batch: int = Field(default=5_000, ge=1)
+    partition_maintenance_interval_seconds: float = Field(default=300, gt=0)
+    retry_after_seconds: int = Field(default=1, ge=1)
+
+
+class LoggingSettings(BaseModel):
+    level: str = "INFO"
+    json_output: bool = True
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYMENTS_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
+
+    api: ApiSettings = ApiSettings()
+    db: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    auth: AuthSettings = AuthSettings()
+    logging: LoggingSettings = LoggingSettings()

@@ -1,0 +1,9 @@
+"""Shared fixtures live in tests/fixtures/* as plugins so each resource has one owner."""
+
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.redis",
+    "tests.fixtures.issuer",
+    "tests.fixtures.tcp_proxy",
+    "tests.fixtures.payment_api",
+]
