@@ -6,6 +6,7 @@ re-derived event carries the same id and every consumer can recognise the duplic
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ _TOPIC_OF: Mapping[EventType, Topic] = {
 
 def deterministic_event_id(event_type: EventType, *parts: object) -> str:
     """The same logical event always gets the same id."""
-    name = ":".join([event_type.value, *(str(p) for p in parts)])
+    # JSON keeps the parts apart: ("a:b",) and ("a", "b") must not collide.
+    name = json.dumps([event_type.value, *(str(p) for p in parts)], separators=(",", ":"))
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
 
 

@@ -85,8 +85,7 @@ def validate_request(buyer_id: str, order_id: str, total: Amount, lines: Sequenc
             bad.append(
                 FieldViolation(
                     f"{where}.amount.currency",
-                    f"must equal the total's currency {total.currency.value}, "
-                    f"got {line.amount.currency.value}",
+                    f"must equal the total's currency {total.currency.value}, got {line.amount.currency.value}",
                 )
             )
     if lines and all(line.amount.currency is total.currency for line in lines):

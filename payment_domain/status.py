@@ -31,9 +31,7 @@ class PaymentOrderStatus(StrEnum):
 
 S = PaymentOrderStatus
 
-FINAL_OUTCOMES: frozenset[PaymentOrderStatus] = frozenset(
-    {S.SUCCESSFUL_FINAL, S.FAILED_FINAL, S.DECLINED_FINAL}
-)
+FINAL_OUTCOMES: frozenset[PaymentOrderStatus] = frozenset({S.SUCCESSFUL_FINAL, S.FAILED_FINAL, S.DECLINED_FINAL})
 RETRYABLE: frozenset[PaymentOrderStatus] = frozenset(
     {S.FAILED_TRANSIENT_ERROR, S.PSP_UNAVAILABLE_TRANSIENT, S.TIMEOUT_EXCEEDED_1S_TRANSIENT}
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any
 
@@ -23,6 +24,15 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening address several worker processes can bind at once; the kernel spreads connections."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def http_server(app: ASGIApp, *, host: str, port: int, backlog: int = 2048) -> uvicorn.Server:
@@ -46,14 +56,20 @@ async def run_until_stopped(
     loops: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     *,
     stop: asyncio.Event | None = None,
+    sockets: dict[int, socket.socket] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` is set); then stop accepting, drain, and wait for the loops."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set); then stop accepting, drain, and wait for the loops.
+    `sockets` maps a server's index to a pre-bound socket (e.g. a SO_REUSEPORT one)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(s.serve(), name=f"http:{s.config.port}") for s in servers]
+    sockets = sockets or {}
+    tasks = [
+        asyncio.create_task(s.serve(sockets=[sockets[i]] if i in sockets else None), name=f"http:{s.config.port}")
+        for i, s in enumerate(servers)
+    ]
     tasks += [asyncio.create_task(fn(stop), name=getattr(fn, "__name__", "loop")) for fn in loops]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -36,7 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Apply the payment database migrations.")
     parser.add_argument("url", help="database URL, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/payments")
     parser.add_argument("revision", nargs="?", default="head")
+    parser.add_argument("--create", action="store_true", help="create the database first if it is missing")
     args = parser.parse_args()
+    if args.create:
+        from payment_infrastructure.postgres.database import create_database_if_missing
+
+        asyncio.run(create_database_if_missing(args.url))
     upgrade(args.url, args.revision)
 
 

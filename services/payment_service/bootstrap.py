@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import asyncpg
 import httpx
 import structlog
 from redis.asyncio import Redis
@@ -17,6 +18,7 @@ from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.id_floor import PostgresIdFloor
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
+from payment_infrastructure.postgres.pool import create_pool
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
 from services.payment_service.api.presenter import JsonPaymentPresenter
@@ -33,6 +35,7 @@ class Container:
     settings: ServiceSettings
     clock: Clock
     engine: AsyncEngine
+    pool: asyncpg.Pool
     redis: Redis
     http: httpx.AsyncClient
     verifier: JwtVerifier
@@ -48,12 +51,14 @@ class Container:
     async def close(self) -> None:
         await self.http.aclose()
         await self.redis.aclose()
+        await self.pool.close()
         await self.engine.dispose()
 
 
-def build_container(settings: ServiceSettings, *, clock: Clock | None = None) -> Container:
+async def build_container(settings: ServiceSettings, *, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
     engine = create_engine(settings.db, application_name="payment-service")
+    pool = await create_pool(settings.db, application_name="payment-service")
     redis = create_redis(settings.redis)
     http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
     verifier = JwtVerifier(settings.auth, http)
@@ -64,7 +69,10 @@ def build_container(settings: ServiceSettings, *, clock: Clock | None = None) ->
         resync_margin=settings.redis.id_block_size * RESYNC_BLOCKS,
     )
     payments = PostgresPaymentRepository(
-        engine, statement_timeout_ms=settings.db.statement_timeout_ms, lock_timeout_ms=settings.db.lock_timeout_ms
+        pool,
+        statement_timeout_ms=settings.db.statement_timeout_ms,
+        lock_timeout_ms=settings.db.lock_timeout_ms,
+        acquire_timeout_seconds=settings.db.pool_timeout_seconds,
     )
     create = CreatePayment(
         payments=payments,
@@ -77,6 +85,7 @@ def build_container(settings: ServiceSettings, *, clock: Clock | None = None) ->
         settings=settings,
         clock=clock,
         engine=engine,
+        pool=pool,
         redis=redis,
         http=http,
         verifier=verifier,

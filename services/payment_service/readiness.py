@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 from payment_infrastructure.observability.management import ReadinessCheck
+from payment_infrastructure.postgres.pool import acquire
 from services.payment_service.bootstrap import Container
 
 
 def readiness_checks(container: Container) -> dict[str, ReadinessCheck]:
     async def postgres() -> None:
-        async with container.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with acquire(container.pool, container.settings.db.pool_timeout_seconds) as conn:
+            await conn.fetchval("SELECT 1")
 
     async def redis() -> None:
         await container.redis.ping()

@@ -17,6 +17,9 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     management_host: str = "127.0.0.1"
     management_port: int = Field(default=9000, ge=0, le=65535)
+    workers: int = Field(
+        default=1, ge=1, le=64, description="API processes sharing the port (SO_REUSEPORT); 1 per pod on Kubernetes"
+    )
     idempotency_ttl_hours: float = Field(default=24, gt=0)
     idempotency_purge_interval_seconds: float = Field(default=300, gt=0)
     idempotency_purge_batch: int = Field(default=5_000, ge=1)

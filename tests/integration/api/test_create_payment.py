@@ -98,7 +98,12 @@ async def test_get_payment_returns_its_orders_with_current_statuses(
 
 async def test_unknown_or_malformed_payment_id_is_404_problem(payment_api: RunningApi, tokens: dict[str, str]) -> None:
     async with payment_api.client() as client:
-        for path in ("/payments/payment-999999999999", "/payments/not-a-payment", "/payments/payment-0"):
+        for path in (
+            "/payments/payment-999999999999",
+            "/payments/not-a-payment",
+            "/payments/payment-0",
+            "/payments/payment-9223372036854775808",
+        ):
             response = await client.get(path, headers=bearer(tokens["payment-reader"]))
             assert response.status_code == 404, path
             assert response.headers["content-type"] == "application/problem+json"
@@ -110,7 +115,10 @@ async def test_ids_are_unique_across_many_concurrent_creates(payment_api: Runnin
 
     async with payment_api.client() as client:
         responses = await asyncio.gather(
-            *(client.post("/payments", json=valid_payment(), headers=bearer(tokens["order-service"])) for _ in range(40))
+            *(
+                client.post("/payments", json=valid_payment(), headers=bearer(tokens["order-service"]))
+                for _ in range(40)
+            )
         )
     assert {r.status_code for r in responses} == {202}
     payment_ids = [r.json()["paymentId"] for r in responses]

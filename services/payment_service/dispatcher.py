@@ -1,0 +1,181 @@
+"""`python -m services.payment_service.dispatcher`: the outbox dispatcher process.
+
+Start-up: topics (idempotent; the dev broker forgets them on restart), outbox partitions, then the dispatch loop
+(claim → publish → settle, woken by LISTEN outbox_event_new), partition maintenance and the backlog gauges on
+timers, and /metrics on PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT (default 9002). SIGTERM: each worker finishes
+its batch (bounded by the Kafka delivery timeout), then the producer flushes and the process exits 0.
+Several dispatchers may run side by side; leases keep them off each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+import uvloop
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payment_application.dispatch_outbox import DispatchOutbox, OutboxDispatchLoop
+from payment_application.ports.clock import Clock
+from payment_infrastructure.clock import SystemClock
+from payment_infrastructure.kafka.admin import ensure_topics
+from payment_infrastructure.kafka.producer import KafkaEventPublisher
+from payment_infrastructure.observability.logging import configure_logging
+from payment_infrastructure.postgres.engine import create_engine
+from payment_infrastructure.postgres.outbox_metrics import (
+    PrometheusDispatchObserver,
+    outbox_default_partition_rows,
+    outbox_maintenance_failed_total,
+    record_pending,
+)
+from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
+from payment_infrastructure.postgres.outbox_partitions import (
+    ensure_outbox_partitions,
+    prune_outbox_partitions,
+    relocate_default_partition_rows,
+)
+from payment_infrastructure.postgres.outbox_settings import check_lease_outlives_delivery
+from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
+from payment_infrastructure.server import run_periodically
+from services.payment_service.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class OutboxDispatcher:
+    """The dispatcher's composition root: every concrete adapter it runs with."""
+
+    settings: ServiceSettings
+    clock: Clock
+    engine: AsyncEngine
+    store: PostgresOutboxStore
+    publisher: KafkaEventPublisher
+    notifications: PostgresOutboxNotifications
+    loop: OutboxDispatchLoop
+
+    async def maintain_partitions(self) -> None:
+        outbox = self.settings.outbox
+        try:
+            async with self.engine.begin() as conn:
+                await ensure_outbox_partitions(
+                    conn,
+                    now=self.clock.now(),
+                    windows_ahead=outbox.windows_ahead,
+                    lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
+                )
+            report = await relocate_default_partition_rows(
+                self.engine, lock_timeout_ms=outbox.maintenance_lock_timeout_ms
+            )
+            outbox_default_partition_rows.set(report.rows_found)
+            await prune_outbox_partitions(
+                self.engine,
+                now=self.clock.now(),
+                retention=timedelta(hours=outbox.retention_hours),
+                lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
+            )
+        except Exception:
+            outbox_maintenance_failed_total.inc()
+            raise
+
+    async def refresh_backlog(self) -> None:
+        stats = await self.store.pending_stats()
+        record_pending(stats.count, stats.oldest_created_at, now=self.clock.now())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        outbox = self.settings.outbox
+        await ensure_topics(self.settings.kafka)
+        await self.maintain_partitions()
+        await self.publisher.start()
+        try:
+            await self.notifications.start()
+            timers = [
+                asyncio.create_task(
+                    run_periodically(
+                        "outbox_partition_maintenance",
+                        outbox.maintenance_interval_seconds,
+                        self.maintain_partitions,
+                        stop,
+                    )
+                ),
+                asyncio.create_task(
+                    run_periodically("outbox_backlog", outbox.metrics_refresh_seconds, self.refresh_backlog, stop)
+                ),
+            ]
+            log.info("outbox_dispatcher_started", workers=outbox.workers, batch_size=outbox.batch_size)
+            try:
+                await self.loop.run(stop)
+            finally:
+                stop.set()
+                await asyncio.gather(*timers, return_exceptions=True)
+        finally:
+            await self.notifications.stop()
+            await self.publisher.stop()
+            log.info("outbox_dispatcher_stopped")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_dispatcher(settings: ServiceSettings, *, clock: Clock | None = None) -> OutboxDispatcher:
+    check_lease_outlives_delivery(settings.outbox, settings.kafka.delivery_timeout_seconds)
+    outbox = settings.outbox
+    engine = create_engine(settings.db, application_name="payment-outbox-dispatcher")
+    store = PostgresOutboxStore(engine)
+    publisher = KafkaEventPublisher.from_settings(settings.kafka, client_id=f"{settings.kafka.client_id}-outbox")
+    notifications = PostgresOutboxNotifications(settings.db.url, channel=outbox.notify_channel)
+    loop = OutboxDispatchLoop(
+        DispatchOutbox(store, publisher, batch_size=outbox.batch_size, lease_seconds=outbox.lease_seconds),
+        notifications,
+        PrometheusDispatchObserver(),
+        workers=outbox.workers,
+        idle_min_wait=outbox.idle_min_wait_seconds,
+        idle_max_wait=outbox.idle_max_wait_seconds,
+        failure_min_backoff=outbox.failure_min_backoff_seconds,
+        failure_max_backoff=outbox.failure_max_backoff_seconds,
+    )
+    return OutboxDispatcher(
+        settings=settings,
+        clock=clock or SystemClock(),
+        engine=engine,
+        store=store,
+        publisher=publisher,
+        notifications=notifications,
+        loop=loop,
+    )
+
+
+async def serve(settings: ServiceSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    metrics_server = None
+    port = settings.outbox.dispatcher_metrics_port
+    if port is not None:
+        metrics_server, _ = start_http_server(port, addr=settings.outbox.dispatcher_metrics_host)
+    dispatcher = build_dispatcher(settings)
+    try:
+        await dispatcher.run(stop)
+    finally:
+        await dispatcher.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+
+
+def main() -> None:
+    settings = ServiceSettings()
+    configure_logging(
+        service="payment-outbox-dispatcher", level=settings.logging.level, json=settings.logging.json_output
+    )
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

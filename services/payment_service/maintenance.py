@@ -1,0 +1,53 @@
+"""Background upkeep inside the API process: outbox partitions ahead of time, expired idempotency keys out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from payment_infrastructure.postgres.idempotency_purge import purge_expired_idempotency_keys
+from payment_infrastructure.postgres.outbox_partitions import ensure_outbox_partitions
+from payment_infrastructure.server import run_periodically
+from services.payment_service.bootstrap import Container
+from services.payment_service.metrics import IDEMPOTENCY_KEYS_PURGED
+
+log = structlog.get_logger(__name__)
+
+
+async def ensure_partitions(container: Container) -> list[str]:
+    async with container.engine.begin() as conn:
+        created = await ensure_outbox_partitions(
+            conn, now=container.clock.now(), windows_ahead=container.settings.outbox.windows_ahead
+        )
+    if created:
+        log.info("outbox_partitions_created", partitions=created)
+    return created
+
+
+async def purge_idempotency_keys(container: Container) -> int:
+    purged = await purge_expired_idempotency_keys(
+        container.engine, now=container.clock.now(), batch=container.settings.api.idempotency_purge_batch
+    )
+    if purged:
+        IDEMPOTENCY_KEYS_PURGED.inc(purged)
+        log.info("idempotency_keys_purged", count=purged)
+    return purged
+
+
+def maintenance_loops(container: Container) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    api = container.settings.api
+
+    async def partitions(stop: asyncio.Event) -> None:
+        await run_periodically(
+            "outbox_partitions", api.partition_maintenance_interval_seconds, lambda: ensure_partitions(container), stop
+        )
+
+    async def idempotency(stop: asyncio.Event) -> None:
+        await run_periodically(
+            "idempotency_purge", api.idempotency_purge_interval_seconds, lambda: purge_idempotency_keys(container), stop
+        )
+
+    return [partitions, idempotency]

@@ -1,0 +1,87 @@
+"""The payment-service process (`python -m services.payment_service`): the API on :8080, management on :9000.
+
+With `PAYMENTS_API__WORKERS=N` (N > 1) the API runs in N processes sharing the port through SO_REUSEPORT, a way to
+use every core of one machine; worker 0 also serves the management port (metrics aggregated across workers) and
+runs the maintenance loops. On Kubernetes keep one worker per pod and scale pods instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from types import FrameType
+
+import structlog
+import uvloop
+
+from payment_infrastructure.observability.logging import configure_logging
+from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.server import http_server, reuse_port_socket, run_until_stopped
+from services.payment_service.api.app import create_app
+from services.payment_service.bootstrap import build_container
+from services.payment_service.maintenance import ensure_partitions, maintenance_loops
+from services.payment_service.readiness import readiness_checks
+from services.payment_service.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: ServiceSettings, *, worker: int = 0) -> None:
+    container = await build_container(settings)
+    try:
+        await container.start()
+        api = http_server(create_app(container), host=settings.api.host, port=settings.api.port)
+        servers, loops = [api], []
+        sockets = {0: reuse_port_socket(settings.api.host, settings.api.port)} if settings.api.workers > 1 else {}
+        if worker == 0:
+            await ensure_partitions(container)
+            management = create_management_app(readiness_checks(container))
+            servers.append(
+                http_server(management, host=settings.api.management_host, port=settings.api.management_port)
+            )
+            loops = maintenance_loops(container)
+        log.info("payment_service_starting", worker=worker, api_port=settings.api.port)
+        await run_until_stopped(servers, loops, sockets=sockets)
+    finally:
+        await container.close()
+        log.info("payment_service_stopped", worker=worker)
+
+
+def _run_worker(worker: int) -> None:
+    settings = ServiceSettings()
+    configure_logging(service="payment-service", level=settings.logging.level, json=settings.logging.json_output)
+    structlog.contextvars.bind_contextvars(worker=worker)
+    uvloop.run(serve(settings, worker=worker))
+
+
+def _run_workers(count: int) -> int:
+    metrics_dir = tempfile.mkdtemp(prefix="payment-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_run_worker, args=(i,), name=f"api-worker-{i}") for i in range(count)]
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for process in workers:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return max((p.exitcode or 0) for p in workers)
+
+
+def main() -> None:
+    settings = ServiceSettings()
+    if settings.api.workers > 1:
+        raise SystemExit(_run_workers(settings.api.workers))
+    _run_worker(0)

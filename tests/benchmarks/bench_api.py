@@ -1,0 +1,73 @@
+"""`make bench-api`: POST /payments with real tokens against a real payment-service process.
+
+Phase 1 saturates the API with closed-loop k6 users and reports created payments/s. Phase 2 offers half that rate
+open-loop and reports latency percentiles. Figures are printed; nothing is asserted (benchmarks are not tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.stack import ROOT, api_stack, client_token
+
+K6_SCRIPT = Path(__file__).with_name("k6") / "create_payment.js"
+K6 = str(ROOT / ".venv" / "bin" / "k6")
+
+
+def run_k6(env: dict[str, str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "summary.json"
+        subprocess.run(
+            [K6, "run", "--quiet", "--summary-export", str(summary), str(K6_SCRIPT)],
+            env={**os.environ, **env},
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+        return dict(json.loads(summary.read_text())["metrics"])
+
+
+def report(title: str, metrics: dict[str, Any]) -> float:
+    duration = metrics["http_req_duration"]
+    reqs = metrics["http_reqs"]
+    ok = metrics["checks"]["passes"]
+    failed = metrics["checks"]["fails"]
+    rate = float(reqs["rate"]) * ok / max(ok + failed, 1)
+    print(f"{title}")
+    print(f"  requests/s         {reqs['rate']:.0f}  (202 accepted: {rate:.0f}/s, non-202: {failed})")
+    print(
+        "  latency ms         "
+        f"p50 {duration['med']:.2f}  p90 {duration['p(90)']:.2f}  p95 {duration['p(95)']:.2f}  "
+        f"p99 {duration['p(99)']:.2f}  max {duration['max']:.2f}"
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", default="20s")
+    parser.add_argument("--vus", type=int, default=48)
+    parser.add_argument("--workers", type=int, default=2, help="API processes (PAYMENTS_API__WORKERS)")
+    args = parser.parse_args()
+    with api_stack(workers=args.workers) as stack:
+        token = client_token(stack.issuer_url)
+        common = {"BASE_URL": stack.api_url, "TOKEN": token, "DURATION": args.duration}
+        run_k6({**common, "MODE": "saturate", "VUS": "8", "DURATION": "3s"})  # warm-up
+        saturated = report(
+            f"saturation ({args.vus} closed-loop users, {args.duration})",
+            run_k6({**common, "MODE": "saturate", "VUS": str(args.vus)}),
+        )
+        half = max(int(saturated / 2), 1)
+        report(
+            f"half rate ({half} req/s open-loop, {args.duration})",
+            run_k6({**common, "MODE": "rate", "RATE": str(half), "VUS": "50"}),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+// POST /payments load for the API benchmark (driven by tests/benchmarks/bench_api.py).
+// MODE=saturate: VUS closed-loop users as fast as they can; MODE=rate: RATE requests/s open-loop.
+import http from "k6/http";
+import { check } from "k6";
+
+const BASE = __ENV.BASE_URL;
+const TOKEN = __ENV.TOKEN;
+const MODE = __ENV.MODE || "saturate";
+const DURATION = __ENV.DURATION || "20s";
+
+export const options = {
+  discardResponseBodies: true,
+  summaryTrendStats: ["avg", "med", "p(90)", "p(95)", "p(99)", "max"],
+  scenarios:
+    MODE === "rate"
+      ? {
+          rate: {
+            executor: "constant-arrival-rate",
+            rate: Number(__ENV.RATE),
+            timeUnit: "1s",
+            duration: DURATION,
+            preAllocatedVUs: Number(__ENV.VUS || 50),
+            maxVUs: Number(__ENV.VUS || 50) * 4,
+          },
+        }
+      : { saturate: { executor: "constant-vus", vus: Number(__ENV.VUS || 32), duration: DURATION } },
+};
+
+function cents() {
+  return 1000 + Math.floor(Math.random() * 19000);
+}
+
+export default function () {
+  const lines = [];
+  const n = 2 + Math.floor(Math.random() * 2);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const value = cents();
+    total += value;
+    lines.push({ sellerId: `SELLER-${Math.floor(Math.random() * 1000)}`, amount: { value, currency: "EUR" } });
+  }
+  const body = JSON.stringify({
+    buyerId: `BUYER-${__VU}`,
+    orderId: `ORDER-${__VU}-${__ITER}`,
+    totalAmount: { value: total, currency: "EUR" },
+    paymentOrders: lines,
+  });
+  const res = http.post(`${BASE}/payments`, body, {
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` },
+  });
+  check(res, { "202": (r) => r.status === 202 });
+}

@@ -1,0 +1,100 @@
+"""Start the parts a benchmark needs as real processes (fresh database, free ports) and stop them afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = os.environ.get("PAYMENTS_BENCH_DB_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+
+
+@dataclass
+class Stack:
+    api_url: str
+    issuer_url: str
+    database_url: str
+    env: dict[str, str]
+
+
+def wait_http(url: str, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log_name: str) -> Iterator[subprocess.Popen[bytes]]:
+    log_dir = ROOT / ".run"
+    log_dir.mkdir(exist_ok=True)
+    with open(log_dir / f"{log_name}.log", "wb") as log:
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def api_stack(*, redis_url: str = "redis://127.0.0.1:6379/0", workers: int = 2) -> Iterator[Stack]:
+    """Dev issuer + payment-service on free ports against a fresh database that is dropped afterwards."""
+    database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
+    issuer_port, api_port, mgmt_port = free_port(), free_port(), free_port()
+    issuer_base = f"http://127.0.0.1:{issuer_port}"
+    env = {
+        **os.environ,
+        "PAYMENTS_DB__URL": database_url,
+        "PAYMENTS_DB__POOL_SIZE": "16",
+        "PAYMENTS_REDIS__URL": redis_url,
+        "PAYMENTS_API__PORT": str(api_port),
+        "PAYMENTS_API__MANAGEMENT_PORT": str(mgmt_port),
+        "PAYMENTS_AUTH__ISSUER_URL": f"{issuer_base}/realms/ecommerce-platform",
+        "PAYMENTS_LOGGING__LEVEL": "WARNING",
+        "PAYMENTS_API__WORKERS": str(workers),
+    }
+    py = sys.executable
+    subprocess.run(
+        [py, "-m", "payment_infrastructure.postgres.migrate", "--create", database_url], check=True, cwd=ROOT
+    )
+    try:
+        with process([py, "-m", "services.dev_issuer", "--port", str(issuer_port)], env, "bench-issuer"):
+            wait_http(f"{issuer_base}/realms/ecommerce-platform/.well-known/openid-configuration")
+            with process([py, "-m", "services.payment_service"], env, "bench-payment-service"):
+                wait_http(f"http://127.0.0.1:{mgmt_port}/health/ready")
+                yield Stack(f"http://127.0.0.1:{api_port}", issuer_base, database_url, env)
+    finally:
+        import asyncio
+
+        from payment_infrastructure.postgres.database import drop_database
+
+        asyncio.run(drop_database(database_url))
+
+
+def client_token(issuer_base: str, client_id: str = "order-service", secret: str = "order-service-secret") -> str:
+    response = httpx.post(
+        f"{issuer_base}/realms/ecommerce-platform/protocol/openid-connect/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])

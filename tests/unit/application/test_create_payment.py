@@ -1,0 +1,266 @@
+"""The create-payment use case against hand-written fakes of its ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from payment_application.create_payment import (
+    CreatePayment,
+    CreatePaymentCommand,
+    PaymentCreated,
+    PaymentReplayed,
+)
+from payment_application.errors import DependencyUnavailable, IdempotencyKeyMismatch
+from payment_application.ports.ids import IdNamespace
+from payment_domain.errors import InvalidPayment
+from payment_domain.events import EventType, iso_utc, payment_order_created
+from payment_domain.ids import PaymentId
+from payment_domain.money import Amount, Currency
+from payment_domain.payment import PaymentLine
+from payment_domain.status import PaymentOrderStatus, PaymentStatus
+from tests.fakes import FakeClock, FakeIdGenerator, FakePaymentRepository, FakePresenter
+
+START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+TTL = timedelta(hours=24)
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    ids: FakeIdGenerator
+    payments: FakePaymentRepository
+    presenter: FakePresenter
+    create: CreatePayment
+
+
+@pytest.fixture
+def world() -> World:
+    clock = FakeClock(START)
+    ids = FakeIdGenerator(start={IdNamespace.PAYMENT: 7, IdNamespace.PAYMENT_ORDER: 100})
+    payments = FakePaymentRepository()
+    presenter = FakePresenter()
+    create = CreatePayment(payments=payments, ids=ids, clock=clock, presenter=presenter, idempotency_ttl=TTL)
+    return World(clock, ids, payments, presenter, create)
+
+
+def a_command(
+    *,
+    key: str | None = None,
+    request_hash: str = "hash-a",
+    client_id: str = "shop",
+) -> CreatePaymentCommand:
+    return CreatePaymentCommand(
+        client_id=client_id,
+        buyer_id="buyer-1",
+        order_id="order-1",
+        total=Amount(6000, Currency.EUR),
+        lines=(
+            PaymentLine("seller-a", Amount(1000, Currency.EUR)),
+            PaymentLine("seller-b", Amount(2000, Currency.EUR)),
+            PaymentLine("seller-c", Amount(3000, Currency.EUR)),
+        ),
+        trace_id="trace-1",
+        idempotency_key=key,
+        request_hash=request_hash,
+    )
+
+
+# --- the happy path -------------------------------------------------------------------------------
+
+
+async def test_a_payment_is_written_with_one_order_per_line_using_the_allocated_ids(world: World) -> None:
+    outcome = await world.create(a_command())
+
+    assert isinstance(outcome, PaymentCreated)
+    assert outcome.status_code == 202
+    payment = outcome.payment
+    assert world.payments.payments == {PaymentId(7): payment}
+    assert payment.payment_id == PaymentId(7)
+    assert payment.status is PaymentStatus.INITIATED
+    assert payment.created_at == START
+    assert [o.payment_order_id.value for o in payment.payment_orders] == [100, 101, 102]
+    assert [o.seller_id for o in payment.payment_orders] == ["seller-a", "seller-b", "seller-c"]
+    assert [o.amount.value for o in payment.payment_orders] == [1000, 2000, 3000]
+    assert {o.status for o in payment.payment_orders} == {PaymentOrderStatus.INITIATED_PENDING}
+    assert {o.created_at for o in payment.payment_orders} == {START}
+    assert world.ids.issued == {IdNamespace.PAYMENT: [7], IdNamespace.PAYMENT_ORDER: [100, 101, 102]}
+
+
+async def test_one_payment_order_created_event_per_order_goes_to_the_outbox(world: World) -> None:
+    outcome = await world.create(a_command())
+
+    assert isinstance(outcome, PaymentCreated)
+    outbox = world.payments.outbox
+    assert [e.event_type for e in outbox] == [EventType.PAYMENT_ORDER_CREATED] * 3
+    assert [e.aggregate_id for e in outbox] == ["100", "101", "102"]
+    assert {e.timestamp for e in outbox} == {START}
+    assert {e.trace_id for e in outbox} == {"trace-1"}
+    assert {e.data["createdAt"] for e in outbox} == {iso_utc(START)}
+    orders = outcome.payment.payment_orders
+    assert outbox == [payment_order_created(o, trace_id="trace-1", now=START) for o in orders]
+    assert len({e.event_id for e in outbox}) == 3
+
+
+async def test_the_write_carries_the_client_and_the_trace(world: World) -> None:
+    await world.create(a_command(client_id="marketplace-web"))
+
+    assert world.payments.client_ids == {PaymentId(7): "marketplace-web"}
+    assert world.payments.trace_ids == {PaymentId(7): "trace-1"}
+
+
+async def test_the_response_body_is_the_presenter_rendering_of_the_new_payment(world: World) -> None:
+    outcome = await world.create(a_command())
+
+    assert isinstance(outcome, PaymentCreated)
+    assert world.presenter.rendered == [outcome.payment]
+    assert outcome.body == world.presenter.created(outcome.payment)
+
+
+async def test_without_a_key_no_idempotency_record_is_kept(world: World) -> None:
+    await world.create(a_command())
+
+    assert world.payments.idempotency == {}
+
+
+async def test_without_a_key_each_request_creates_a_new_payment(world: World) -> None:
+    first = await world.create(a_command())
+    second = await world.create(a_command())
+
+    assert isinstance(first, PaymentCreated)
+    assert isinstance(second, PaymentCreated)
+    assert first.payment.payment_id != second.payment.payment_id
+    assert len(world.payments.payments) == 2
+    assert len(world.payments.outbox) == 6
+
+
+# --- bad input and failing dependencies -----------------------------------------------------------
+
+
+async def test_invalid_input_is_rejected_before_any_id_is_allocated(world: World) -> None:
+    bad = replace(a_command(key="k1"), total=Amount(5999, Currency.EUR), buyer_id=" ")
+
+    with pytest.raises(InvalidPayment) as raised:
+        await world.create(bad)
+
+    assert [v.field for v in raised.value.violations] == ["buyerId", "totalAmount.value"]
+    assert world.ids.issued_count == 0
+    assert world.payments.payments == {}
+    assert world.payments.outbox == []
+    assert world.payments.idempotency == {}
+    assert world.presenter.rendered == []
+
+
+async def test_an_id_allocation_failure_propagates_and_nothing_is_stored(world: World) -> None:
+    world.ids.fail_with = DependencyUnavailable("redis", "connection refused")
+
+    with pytest.raises(DependencyUnavailable) as raised:
+        await world.create(a_command(key="k1"))
+
+    assert raised.value.dependency == "redis"
+    assert world.payments.payments == {}
+    assert world.payments.outbox == []
+    assert world.payments.idempotency == {}
+    assert world.presenter.rendered == []
+
+
+async def test_a_repository_failure_propagates(world: World) -> None:
+    world.payments.fail_with = DependencyUnavailable("database", "cannot reach the database")
+
+    with pytest.raises(DependencyUnavailable):
+        await world.create(a_command(key="k1"))
+
+    assert world.payments.payments == {}
+
+
+async def test_after_a_failed_attempt_the_same_key_creates_the_payment(world: World) -> None:
+    world.ids.fail_with = DependencyUnavailable("redis", "connection refused")
+    with pytest.raises(DependencyUnavailable):
+        await world.create(a_command(key="k1"))
+
+    world.ids.fail_with = None
+    outcome = await world.create(a_command(key="k1"))
+
+    assert isinstance(outcome, PaymentCreated)
+    assert len(world.payments.payments) == 1
+
+
+# --- idempotency ----------------------------------------------------------------------------------
+
+
+async def test_the_first_request_with_a_key_creates_the_payment_and_records_its_response(
+    world: World,
+) -> None:
+    outcome = await world.create(a_command(key="k1", request_hash="hash-a"))
+
+    assert isinstance(outcome, PaymentCreated)
+    record = world.payments.idempotency[("shop", "k1")]
+    assert record.request_hash == "hash-a"
+    assert (record.response_status, record.response_body) == (202, outcome.body)
+    assert record.payment_id == outcome.payment.payment_id.value
+    assert record.created_at == START
+
+
+async def test_the_idempotency_record_expires_one_ttl_after_the_request(world: World) -> None:
+    world.clock.advance(timedelta(minutes=42))
+
+    await world.create(a_command(key="k1"))
+
+    record = world.payments.idempotency[("shop", "k1")]
+    assert record.created_at == START + timedelta(minutes=42)
+    assert record.expires_at == START + timedelta(minutes=42) + TTL
+
+
+async def test_a_retry_with_the_same_body_replays_the_first_response(world: World) -> None:
+    first = await world.create(a_command(key="k1", request_hash="hash-a"))
+    world.clock.advance(timedelta(minutes=5))
+    again = await world.create(a_command(key="k1", request_hash="hash-a"))
+
+    assert isinstance(first, PaymentCreated)
+    assert again == PaymentReplayed(status_code=202, body=first.body, payment_id=7)
+    assert list(world.payments.payments) == [PaymentId(7)]
+    assert len(world.payments.outbox) == 3
+
+
+async def test_a_retry_with_another_body_is_rejected_as_a_key_mismatch(world: World) -> None:
+    await world.create(a_command(key="k1", request_hash="hash-a"))
+
+    with pytest.raises(IdempotencyKeyMismatch) as raised:
+        await world.create(a_command(key="k1", request_hash="hash-b"))
+
+    assert raised.value.code == "idempotency_key_mismatch"
+    assert list(world.payments.payments) == [PaymentId(7)]
+    assert len(world.payments.outbox) == 3
+    assert world.payments.idempotency[("shop", "k1")].request_hash == "hash-a"
+
+
+async def test_a_key_is_scoped_to_its_client(world: World) -> None:
+    mine = await world.create(a_command(key="k1", client_id="shop"))
+    theirs = await world.create(a_command(key="k1", client_id="other-shop", request_hash="hash-b"))
+
+    assert isinstance(mine, PaymentCreated)
+    assert isinstance(theirs, PaymentCreated)
+    assert len(world.payments.payments) == 2
+
+
+async def test_a_retry_just_before_expiry_is_still_a_replay(world: World) -> None:
+    await world.create(a_command(key="k1"))
+    world.clock.advance(TTL - timedelta(milliseconds=1))
+
+    assert isinstance(await world.create(a_command(key="k1")), PaymentReplayed)
+
+
+async def test_an_expired_key_is_taken_over_by_a_new_payment(world: World) -> None:
+    first = await world.create(a_command(key="k1", request_hash="hash-a"))
+    world.clock.advance(TTL)
+
+    second = await world.create(a_command(key="k1", request_hash="hash-b"))
+
+    assert isinstance(first, PaymentCreated)
+    assert isinstance(second, PaymentCreated)
+    assert second.payment.payment_id != first.payment.payment_id
+    record = world.payments.idempotency[("shop", "k1")]
+    assert (record.request_hash, record.payment_id) == ("hash-b", second.payment.payment_id.value)
+    assert record.expires_at == START + 2 * TTL
