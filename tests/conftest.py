@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.fixtures.issuer",
     "tests.fixtures.tcp_proxy",
     "tests.fixtures.payment_api",
+    "tests.fixtures.psp",
+    "tests.fixtures.broker",
 ]

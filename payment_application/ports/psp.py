@@ -1,0 +1,75 @@
+"""The PSP port: charge one payment order under an idempotency key, and ask what became of a charge.
+
+The key is the attempt's identity at the PSP: the same key never charges twice, so a caller that is unsure
+whether a charge happened asks `charge_status` with that key instead of charging again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from payment_domain.status import PaymentOrderStatus
+
+
+@dataclass(frozen=True)
+class PspChargeRequest:
+    idempotency_key: str
+    merchant_reference: str  # the public payment order id
+    amount_minor: int
+    currency: str
+    seller_id: str
+
+
+@dataclass(frozen=True)
+class PspCallResult:
+    """What one charge call came to, already mapped to a payment order status.
+
+    TIMEOUT_EXCEEDED_1S_TRANSIENT means the outcome is unknown (the request may have reached the PSP and
+    may still complete): resolve it with `charge_status`, never with a new charge. PSP_UNAVAILABLE_TRANSIENT
+    means the request never reached the PSP (refused, rejected by our own pool, or the PSP said 503/429).
+    """
+
+    status: PaymentOrderStatus
+    latency_ms: int
+    error_code: str | None = None
+    error_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class PspStatusResult:
+    """The PSP's answer about one idempotency key.
+
+    | found | status | meaning                                                                      |
+    |-------|--------|------------------------------------------------------------------------------|
+    | True  | set    | the PSP has this charge, in this state (PENDING_STATUS_CHECK_LATER while it  |
+    |       |        | is still processing; a retryable status means the attempt moved no money)    |
+    | False | None   | the PSP has no charge under this key: the only answer that allows a new      |
+    |       |        | charge attempt without knowing more                                          |
+    | True  | None   | we could not ask (timeout, network, 5xx, malformed answer): nothing is known; |
+    |       |        | ask again later. `found` stays True so that `if not result.found` can never  |
+    |       |        | license a second charge by mistake                                           |
+    """
+
+    found: bool
+    status: PaymentOrderStatus | None
+    latency_ms: int
+    error_code: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.found and self.status is not None:
+            raise ValueError("a charge the PSP does not have cannot have a status")
+
+    @property
+    def psp_has_no_such_charge(self) -> bool:
+        return not self.found
+
+    @property
+    def could_not_ask(self) -> bool:
+        return self.found and self.status is None
+
+
+class PspGateway(Protocol):
+    async def charge(self, request: PspChargeRequest) -> PspCallResult: ...
+
+    async def charge_status(self, idempotency_key: str) -> PspStatusResult: ...

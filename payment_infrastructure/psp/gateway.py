@@ -1,0 +1,244 @@
+"""HttpxPspGateway: the PSP port over HTTP, every charge run in the bounded worker pool.
+
+Outcome mapping, decided by one question: could the request have reached the PSP?
+- 200: the PSP's status through map_psp_status ("PENDING" -> PENDING_STATUS_CHECK_LATER).
+- Never sent (connection refused, connect timeout, no free connection, our worker pool full or the call
+  timeout spent in its queue, PSP answered 503/429 "not now"): PSP_UNAVAILABLE_TRANSIENT; a new attempt is
+  safe.
+- Maybe sent and outcome not known (our wait or the read timed out, the connection broke after sending, an
+  unreadable answer, a 500/502/504): TIMEOUT_EXCEEDED_1S_TRANSIENT. The caller resolves it with a status
+  query for the same key and never charges blindly. Deviation from the brief's "5xx -> unavailable": a 500
+  or a gateway 502/504 can come after the PSP charged, so only 503 and 429 count as "not executed".
+- 409 (the PSP is still processing this key): PENDING_STATUS_CHECK_LATER.
+- Any other 4xx: FAILED_FINAL with the PSP's detail (our request was wrong; retrying cannot help).
+
+Status queries go straight to the shared client (not the pool: they are few, and must not queue behind
+charges); their answer keeps "no such charge" (a 404 the PSP marks `charge_not_found`) apart from "could not
+ask" (see PspStatusResult).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_domain.status import PaymentOrderStatus, map_psp_status
+from payment_infrastructure.psp.metrics import (
+    PSP_CALL_LATENCY,
+    PSP_CALLS,
+    PSP_STATUS_CHECK_LATENCY,
+    PSP_STATUS_CHECKS,
+)
+from payment_infrastructure.psp.settings import PspSettings
+from payment_infrastructure.psp.worker_pool import PoolRejected, PspWorkerPool
+
+log = structlog.get_logger(__name__)
+
+S = PaymentOrderStatus
+CHARGES_PATH = "/v1/charges"
+# The PSP's own word for "still executing" on a status query.
+_IN_PROGRESS = frozenset({"PROCESSING", "IN_PROGRESS"})
+_NOT_NOW = frozenset({429, 503})
+_NO_ANSWER = frozenset({S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT})
+_MAX_DETAIL = 500
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One charge call's outcome before latency is known; `metric` is the psp_calls_total result label."""
+
+    status: PaymentOrderStatus
+    metric: str
+    error_code: str | None = None
+    error_detail: str | None = None
+
+
+def map_charge_status(raw: str) -> PaymentOrderStatus:
+    if raw.strip().upper() in _IN_PROGRESS:
+        return S.PENDING_STATUS_CHECK_LATER
+    return map_psp_status(raw)
+
+
+class HttpxPspGateway:
+    def __init__(self, settings: PspSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._pool: PspWorkerPool[_Answer] = PspWorkerPool(settings.workers, settings.queue_size)
+
+    @property
+    def pool(self) -> PspWorkerPool[_Answer]:
+        return self._pool
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        s = self._settings
+        self._client = httpx.AsyncClient(
+            base_url=s.base_url,
+            transport=self._transport,
+            limits=httpx.Limits(
+                max_connections=s.max_connections,
+                max_keepalive_connections=s.max_connections,
+                keepalive_expiry=s.keepalive_expiry_s,
+            ),
+            headers={"accept": "application/json"},
+        )
+        await self._pool.start()
+        log.info("psp_gateway_started", base_url=s.base_url, workers=s.workers, queue_size=s.queue_size)
+
+    async def close(self) -> None:
+        """Let queued and running charges finish (each within its timeout), then close the client."""
+        await self._pool.close(self._settings.drain_timeout_ms / 1000)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> HttpxPspGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        client = self._require_client()
+        started = time.perf_counter()
+        try:
+            answer = await self._pool.run(
+                lambda seconds_left: self._post_charge(client, request, seconds_left),
+                self._settings.call_timeout_ms / 1000,
+            )
+        except PoolRejected as exc:  # never sent: a new attempt is safe
+            metric = "QUEUE_TIMEOUT" if exc.code == PoolRejected.QUEUE_TIMEOUT else "REJECTED"
+            answer = _Answer(S.PSP_UNAVAILABLE_TRANSIENT, metric, exc.code, str(exc))
+        except TimeoutError:
+            answer = _Answer(
+                S.TIMEOUT_EXCEEDED_1S_TRANSIENT,
+                "TIMEOUT",
+                "TIMEOUT",
+                f"no answer within {self._settings.call_timeout_ms} ms; the charge may still complete",
+            )
+        except asyncio.CancelledError:
+            PSP_CALLS.labels("CANCELLED").inc()
+            raise
+        except Exception as exc:  # a bug below us: the request may have gone out, so the outcome is unknown
+            log.exception("psp_charge_failed", idempotency_key=request.idempotency_key)
+            answer = _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
+        elapsed = time.perf_counter() - started
+        PSP_CALL_LATENCY.observe(elapsed)
+        PSP_CALLS.labels(answer.metric).inc()
+        if answer.error_code is not None:
+            log.warning(
+                "psp_charge_without_answer" if answer.status in _NO_ANSWER else "psp_charge_refused",
+                idempotency_key=request.idempotency_key,
+                merchant_reference=request.merchant_reference,
+                status=answer.status.value,
+                error_code=answer.error_code,
+            )
+        return PspCallResult(answer.status, round(elapsed * 1000), answer.error_code, answer.error_detail)
+
+    async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        client = self._require_client()
+        started = time.perf_counter()
+        found, status, code = await self._get_status(client, idempotency_key)
+        elapsed = time.perf_counter() - started
+        PSP_STATUS_CHECK_LATENCY.observe(elapsed)
+        metric = status.value if status is not None else ("NOT_FOUND" if not found else code or "ERROR")
+        PSP_STATUS_CHECKS.labels(metric).inc()
+        return PspStatusResult(found=found, status=status, latency_ms=round(elapsed * 1000), error_code=code)
+
+    def _require_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("HttpxPspGateway.start() must be awaited before use")
+        return self._client
+
+    def _timeout(self, seconds: float) -> httpx.Timeout:
+        connect = min(self._settings.connect_timeout_ms / 1000, seconds)
+        return httpx.Timeout(seconds, connect=connect, pool=seconds)
+
+    async def _post_charge(self, client: httpx.AsyncClient, request: PspChargeRequest, seconds_left: float) -> _Answer:
+        body = {
+            "merchantReference": request.merchant_reference,
+            "amount": request.amount_minor,
+            "currency": request.currency,
+            "sellerId": request.seller_id,
+        }
+        try:
+            response = await client.post(
+                CHARGES_PATH,
+                json=body,
+                headers={"Idempotency-Key": request.idempotency_key},
+                timeout=self._timeout(seconds_left),
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, "CONNECT_FAILED", str(exc))
+        except httpx.PoolTimeout as exc:
+            return _Answer(
+                S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, "CONNECTION_POOL_TIMEOUT", str(exc)
+            )
+        except httpx.TimeoutException as exc:
+            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "TIMEOUT", "READ_TIMEOUT", type(exc).__name__)
+        except httpx.TransportError as exc:
+            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "TRANSPORT_ERROR", repr(exc)[:_MAX_DETAIL])
+        return _answer_from_response(response)
+
+    async def _get_status(
+        self, client: httpx.AsyncClient, key: str
+    ) -> tuple[bool, PaymentOrderStatus | None, str | None]:
+        """(found, status, error code) as PspStatusResult defines them."""
+        try:
+            response = await client.get(
+                f"{CHARGES_PATH}/{quote(key, safe='')}",
+                timeout=self._timeout(self._settings.status_timeout_ms / 1000),
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            return True, None, "UNAVAILABLE"
+        except httpx.TimeoutException:
+            return True, None, "TIMEOUT"
+        except httpx.TransportError:
+            return True, None, "ERROR"
+        payload = _json(response)
+        if response.status_code == 404 and payload.get("code") == "charge_not_found":
+            return False, None, None
+        raw = payload.get("status")
+        if response.status_code == 200 and isinstance(raw, str):
+            return True, map_charge_status(raw), None
+        log.warning("psp_status_query_unanswered", idempotency_key=key, http_status=response.status_code)
+        return True, None, "UNAVAILABLE" if response.status_code in _NOT_NOW else "ERROR"
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _answer_from_response(response: httpx.Response) -> _Answer:
+    code = response.status_code
+    payload = _json(response)
+    if code == 200:
+        raw = payload.get("status")
+        if not isinstance(raw, str):
+            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "BAD_RESPONSE", response.text[:_MAX_DETAIL])
+        status = map_charge_status(raw)
+        return _Answer(status, status.value)
+    detail = str(payload.get("detail") or response.text)[:_MAX_DETAIL]
+    error_code = str(payload.get("code") or f"HTTP_{code}")
+    if code in _NOT_NOW:
+        return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, f"HTTP_{code}", detail)
+    if code == 409:
+        return _Answer(S.PENDING_STATUS_CHECK_LATER, S.PENDING_STATUS_CHECK_LATER.value, error_code, detail)
+    if 400 <= code < 500:
+        return _Answer(S.FAILED_FINAL, S.FAILED_FINAL.value, error_code, detail)
+    # 5xx other than "not now", or anything unexpected: the charge may have happened.
+    return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.TIMEOUT_EXCEEDED_1S_TRANSIENT.value, f"HTTP_{code}", detail)

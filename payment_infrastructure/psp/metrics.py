@@ -1,0 +1,39 @@
+"""Prometheus meters of the PSP client, under the original's names (default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Latency buckets around the 500 ms wait and the simulator's 50 ms - 3 s range.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+PSP_CALLS = Counter(
+    "psp_calls_total",
+    "PSP charge calls by result: the mapped status name when the PSP answered or could not be reached, "
+    "TIMEOUT (we stopped waiting; outcome unknown), REJECTED (worker pool full or closed), "
+    "QUEUE_TIMEOUT (the call timeout ran out before a worker took the call; never sent), "
+    "EXCEPTION (transport failure after sending, malformed answer, or a bug; outcome unknown), "
+    "CANCELLED (the caller was cancelled).",
+    ["result"],
+)
+PSP_QUEUE_DELAY = Histogram(
+    "psp_queue_delay_seconds",
+    "Time a charge waited in the worker pool queue (submit to worker start).",
+    buckets=_BUCKETS,
+)
+PSP_EXEC_DURATION = Histogram("psp_exec_duration_seconds", "Time a worker spent on one charge call.", buckets=_BUCKETS)
+PSP_CALL_LATENCY = Histogram(
+    "psp_call_latency_seconds",
+    "Caller-side time of one charge (queue + call, bounded by the call timeout).",
+    buckets=_BUCKETS,
+)
+PSP_POOL_QUEUE_DEPTH = Gauge("psp_pool_queue_depth", "Charges waiting in the PSP worker pool queues.")
+PSP_STATUS_CHECKS = Counter(
+    "psp_status_checks_total",
+    "PSP status queries by result: the mapped status name, NOT_FOUND, or the reason we could not ask "
+    "(TIMEOUT, UNAVAILABLE, ERROR).",
+    ["result"],
+)
+PSP_STATUS_CHECK_LATENCY = Histogram(
+    "psp_status_check_latency_seconds", "Time of one PSP status query.", buckets=_BUCKETS
+)

@@ -1,0 +1,105 @@
+"""The simulator's in-memory ledger: one charge per idempotency key, plus the counters tests assert on.
+
+`orders_charged_more_than_once` is the number the whole project is judged by: distinct merchant references
+(payment orders) holding more than one successful charge under different idempotency keys. A correct
+system keeps it at 0 in every scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from services.psp_simulator.profiles import Outcome
+
+# Summary lists at most this many example references; the counts are always exact.
+_SAMPLE_SIZE = 20
+
+
+class ChargeStatus(StrEnum):
+    """A charge's state as GET /v1/charges/{key} reports it."""
+
+    PROCESSING = "PROCESSING"  # executing: the first answer is not decided yet
+    PENDING = "PENDING"  # answered "pending, check later"; resolves on its own
+    SUCCESSFUL_FINAL = "SUCCESSFUL_FINAL"
+    DECLINED_FINAL = "DECLINED_FINAL"
+    FAILED_TRANSIENT_ERROR = "FAILED_TRANSIENT_ERROR"  # no money moved; the key still replays this answer
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    merchant_reference: str
+    amount: int
+    currency: str
+    seller_id: str
+
+
+@dataclass(eq=False)
+class Charge:
+    id: str
+    idempotency_key: str
+    request: ChargeRequest
+    created_at: datetime
+    updated_at: datetime
+    status: ChargeStatus = ChargeStatus.PROCESSING
+    # Set once the first answer is decided; every request carrying this key waits on it.
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "idempotencyKey": self.idempotency_key,
+            "merchantReference": self.request.merchant_reference,
+            "amount": self.request.amount,
+            "currency": self.request.currency,
+            "sellerId": self.request.seller_id,
+            "status": self.status.value,
+            "createdAt": self.created_at.isoformat(),
+            "updatedAt": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(eq=False)
+class Ledger:
+    charges: dict[str, Charge] = field(default_factory=dict)
+    # merchant reference -> idempotency keys that charged it successfully
+    successful_keys: dict[str, set[str]] = field(default_factory=dict)
+    charged_minor_by_currency: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    executions: int = 0
+    replays: int = 0
+    idempotency_mismatches: int = 0
+    forced_http_errors: int = 0
+    slow_calls: int = 0
+    status_queries: int = 0
+    pending_resolved: int = 0
+    by_outcome: Counter[str] = field(default_factory=lambda: Counter({o.value: 0 for o in Outcome}))
+
+    def record_success(self, charge: Charge) -> None:
+        self.successful_keys.setdefault(charge.request.merchant_reference, set()).add(charge.idempotency_key)
+        self.charged_minor_by_currency[charge.request.currency] += charge.request.amount
+
+    def summary(self, scenario: str) -> dict[str, Any]:
+        doubles = sorted(ref for ref, keys in self.successful_keys.items() if len(keys) > 1)
+        return {
+            "scenario": scenario,
+            "calls": self.calls,
+            "executions": self.executions,
+            "replays": self.replays,
+            "idempotency_mismatches": self.idempotency_mismatches,
+            "forced_http_errors": self.forced_http_errors,
+            "slow_calls": self.slow_calls,
+            "by_outcome": dict(self.by_outcome),
+            "status_queries": self.status_queries,
+            "pending_resolved": self.pending_resolved,
+            "in_flight": sum(1 for c in self.charges.values() if c.status is ChargeStatus.PROCESSING),
+            "pending": sum(1 for c in self.charges.values() if c.status is ChargeStatus.PENDING),
+            "orders_charged": len(self.successful_keys),
+            "orders_charged_more_than_once": len(doubles),
+            "orders_charged_more_than_once_sample": doubles[:_SAMPLE_SIZE],
+            "charged_minor_by_currency": dict(self.charged_minor_by_currency),
+        }

@@ -1,0 +1,148 @@
+"""The simulated PSP's behaviour, independent of HTTP: idempotent charges, status queries, admin knobs.
+
+A charge executes in its own task, never in the request handler, so it completes even when the caller
+stops waiting or disconnects: exactly the unknown outcome a real PSP produces after a client timeout.
+Everything runs on one event loop, so "look up the key, then insert it" has no await in between and two
+requests with one key can never both execute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from services.psp_simulator.ledger import Charge, ChargeRequest, ChargeStatus, Ledger
+from services.psp_simulator.profiles import Outcome, ScenarioProfile
+from services.psp_simulator.sampling import ChargePlan, plan_charge, plan_pending_resolution
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IdempotencyKeyMismatch(Exception):
+    """The key was first used with a different request body."""
+
+
+class ForcedHttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"forced HTTP {status}")
+        self.status = status
+
+
+@dataclass
+class ForcedCall:
+    """Overrides the sampled plan for the next `times` new charges of one merchant reference."""
+
+    outcome: Outcome
+    delay_ms: float
+    times: int
+    http_status: int | None = None  # answer this status instead, without executing (nothing recorded)
+
+
+class PspSimulator:
+    def __init__(self, profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_now) -> None:
+        self.profile = profile
+        self._rng = rng
+        self._clock = clock
+        self.ledger = Ledger()
+        self._forced: dict[str, ForcedCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def charge(self, key: str, request: ChargeRequest) -> tuple[Charge, bool]:
+        """The charge for `key`, executing it if the key is new; the bool says whether it was a replay."""
+        ledger = self.ledger
+        ledger.calls += 1
+        existing = ledger.charges.get(key)
+        if existing is not None:
+            if existing.request != request:
+                ledger.idempotency_mismatches += 1
+                raise IdempotencyKeyMismatch(key)
+            ledger.replays += 1
+            await existing.decided.wait()
+            return existing, True
+        plan = self._plan(request.merchant_reference)
+        now = self._clock()
+        charge = Charge(
+            id=f"ch_{self._rng.getrandbits(64):016x}",
+            idempotency_key=key,
+            request=request,
+            created_at=now,
+            updated_at=now,
+        )
+        ledger.charges[key] = charge
+        ledger.executions += 1
+        if plan.timed_out:
+            ledger.slow_calls += 1
+        self._spawn(self._execute(ledger, charge, plan))
+        await charge.decided.wait()
+        return charge, False
+
+    def status(self, key: str) -> Charge | None:
+        self.ledger.status_queries += 1
+        return self.ledger.charges.get(key)
+
+    def force(self, merchant_reference: str, call: ForcedCall) -> None:
+        self._forced[merchant_reference] = call
+
+    def set_profile(self, profile: ScenarioProfile) -> None:
+        self.profile = profile
+        log.info("psp_scenario_changed", scenario=profile.name)
+
+    def reset(self) -> None:
+        """A fresh ledger; charges still executing finish into the old one, unseen."""
+        self.ledger = Ledger()
+        self._forced.clear()
+        log.info("psp_ledger_reset")
+
+    def summary(self) -> dict[str, Any]:
+        return self.ledger.summary(self.profile.name)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _plan(self, merchant_reference: str) -> ChargePlan:
+        forced = self._forced.get(merchant_reference)
+        if forced is None:
+            return plan_charge(self.profile, self._rng)
+        forced.times -= 1
+        if forced.times <= 0:
+            del self._forced[merchant_reference]
+        if forced.http_status is not None:
+            self.ledger.forced_http_errors += 1
+            raise ForcedHttpError(forced.http_status)
+        return ChargePlan(delay_ms=forced.delay_ms, bucket="forced", outcome=forced.outcome)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, ledger: Ledger, charge: Charge, plan: ChargePlan) -> None:
+        await asyncio.sleep(plan.delay_ms / 1000)
+        ledger.by_outcome[plan.outcome.value] += 1
+        self._settle(ledger, charge, ChargeStatus(plan.outcome.value))
+        charge.decided.set()
+        if charge.status is ChargeStatus.PENDING:
+            resolution = plan_pending_resolution(self.profile, self._rng)
+            await asyncio.sleep(resolution.delay_ms / 1000)
+            ledger.pending_resolved += 1
+            self._settle(ledger, charge, ChargeStatus(resolution.outcome.value))
+
+    def _settle(self, ledger: Ledger, charge: Charge, status: ChargeStatus) -> None:
+        charge.status = status
+        charge.updated_at = self._clock()
+        if status is ChargeStatus.SUCCESSFUL_FINAL:
+            ledger.record_success(charge)

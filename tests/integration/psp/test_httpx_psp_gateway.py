@@ -1,0 +1,228 @@
+"""HttpxPspGateway against the real simulator: outcome mapping, unknown outcomes, the bounded pool."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from payment_application.ports.psp import PspChargeRequest, PspStatusResult
+from payment_domain.status import PaymentOrderStatus as S
+from payment_infrastructure.psp.gateway import HttpxPspGateway
+from payment_infrastructure.psp.settings import PspSettings
+from tests.fixtures.psp import PspSimulatorHandle
+from tests.integration.psp.polling import eventually, wait_until
+
+
+@asynccontextmanager
+async def running_gateway(base_url: str, **settings: Any) -> AsyncIterator[HttpxPspGateway]:
+    gateway = HttpxPspGateway(PspSettings(base_url=base_url, **settings))
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+
+
+@pytest.fixture
+async def gateway(clean_psp_simulator: PspSimulatorHandle) -> AsyncIterator[HttpxPspGateway]:
+    async with running_gateway(clean_psp_simulator.base_url) as gw:
+        yield gw
+
+
+def charge_request(reference: str | None = None, key: str | None = None, amount: int = 2500) -> PspChargeRequest:
+    return PspChargeRequest(
+        idempotency_key=key or f"key-{uuid.uuid4()}",
+        merchant_reference=reference or f"po-{uuid.uuid4()}",
+        amount_minor=amount,
+        currency="EUR",
+        seller_id="seller-1",
+    )
+
+
+def psp_calls(result: str) -> float:
+    return REGISTRY.get_sample_value("psp_calls_total", {"result": result}) or 0.0
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("psp_outcome", "expected"),
+    [
+        ("SUCCESSFUL_FINAL", S.SUCCESSFUL_FINAL),
+        ("DECLINED_FINAL", S.DECLINED_FINAL),
+        ("FAILED_TRANSIENT_ERROR", S.FAILED_TRANSIENT_ERROR),
+        ("PENDING", S.PENDING_STATUS_CHECK_LATER),
+    ],
+)
+async def test_psp_answer_is_mapped_to_the_order_status(
+    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle, psp_outcome: str, expected: S
+) -> None:
+    request = charge_request()
+    await clean_psp_simulator.force(request.merchant_reference, psp_outcome)
+    before = psp_calls(expected.value)
+
+    result = await gateway.charge(request)
+
+    assert result.status is expected
+    assert result.error_code is None
+    assert 0 <= result.latency_ms < 500
+    assert psp_calls(expected.value) == before + 1
+    status = await gateway.charge_status(request.idempotency_key)
+    assert (status.found, status.status) == (True, expected)
+
+
+async def test_call_outliving_the_wait_times_out_and_is_later_found_successful(
+    clean_psp_simulator: PspSimulatorHandle,
+) -> None:
+    await clean_psp_simulator.set_scenario("BEST_PSP_EVER", timeout_percent=100, timeout_duration_ms=800)
+    request = charge_request()
+    timeouts_before = psp_calls("TIMEOUT")
+
+    async with running_gateway(clean_psp_simulator.base_url, call_timeout_ms=200) as gateway:
+        result = await gateway.charge(request)
+        still_running = await gateway.charge_status(request.idempotency_key)
+        settled = await eventually(
+            lambda: gateway.charge_status(request.idempotency_key),
+            lambda r: r.status is not S.PENDING_STATUS_CHECK_LATER,
+        )
+
+    assert result.status is S.TIMEOUT_EXCEEDED_1S_TRANSIENT
+    assert result.error_code == "TIMEOUT"
+    assert 200 <= result.latency_ms < 800
+    assert psp_calls("TIMEOUT") == timeouts_before + 1
+    assert (still_running.found, still_running.status) == (True, S.PENDING_STATUS_CHECK_LATER)
+    assert (settled.found, settled.status) == (True, S.SUCCESSFUL_FINAL)
+    summary = await clean_psp_simulator.summary()
+    assert (summary["executions"], summary["slow_calls"], summary["orders_charged"]) == (1, 1, 1)
+
+
+async def test_recharging_with_the_same_key_after_a_timeout_returns_the_one_charge(
+    clean_psp_simulator: PspSimulatorHandle,
+) -> None:
+    request = charge_request()
+    await clean_psp_simulator.force(request.merchant_reference, "SUCCESSFUL_FINAL", delay_ms=600)
+
+    async with running_gateway(clean_psp_simulator.base_url, call_timeout_ms=200) as impatient:
+        first = await impatient.charge(request)
+    async with running_gateway(clean_psp_simulator.base_url, call_timeout_ms=2000) as patient:
+        second = await patient.charge(request)
+
+    assert first.status is S.TIMEOUT_EXCEEDED_1S_TRANSIENT
+    assert second.status is S.SUCCESSFUL_FINAL
+    summary = await clean_psp_simulator.summary()
+    assert (summary["calls"], summary["executions"], summary["orders_charged_more_than_once"]) == (2, 1, 0)
+
+
+async def test_full_pool_rejects_at_once_without_calling_the_psp(clean_psp_simulator: PspSimulatorHandle) -> None:
+    await clean_psp_simulator.set_scenario(
+        "BEST_PSP_EVER", latency=[{"name": "fast", "percent": 100, "minMs": 300, "maxMs": 300}]
+    )
+    rejected_before = psp_calls("REJECTED")
+
+    async with running_gateway(
+        clean_psp_simulator.base_url, workers=1, queue_size=1, max_connections=1, call_timeout_ms=3000
+    ) as gateway:
+        running = asyncio.create_task(gateway.charge(charge_request()))
+        await wait_until(lambda: gateway.pool.busy_workers == 1)
+        queued = asyncio.create_task(gateway.charge(charge_request()))
+        await wait_until(lambda: gateway.pool.queue_depth == 1)
+        rejected = await gateway.charge(charge_request())
+        completed = await asyncio.gather(running, queued)
+
+    assert rejected.status is S.PSP_UNAVAILABLE_TRANSIENT
+    assert rejected.error_code == "REJECTED"
+    assert rejected.latency_ms < 100
+    assert psp_calls("REJECTED") == rejected_before + 1
+    assert [r.status for r in completed] == [S.SUCCESSFUL_FINAL, S.SUCCESSFUL_FINAL]
+    assert (await clean_psp_simulator.summary())["executions"] == 2
+
+
+async def test_unreachable_psp_is_unavailable_and_status_cannot_be_asked() -> None:
+    async with running_gateway(f"http://127.0.0.1:{closed_port()}") as gateway:
+        result = await gateway.charge(charge_request())
+        status = await gateway.charge_status("key-anything")
+
+    assert result.status is S.PSP_UNAVAILABLE_TRANSIENT
+    assert result.error_code == "CONNECT_FAILED"
+    assert status == PspStatusResult(found=True, status=None, latency_ms=status.latency_ms, error_code="UNAVAILABLE")
+    assert status.could_not_ask and not status.psp_has_no_such_charge
+
+
+async def test_psp_503_is_unavailable_and_500_is_an_unknown_outcome(
+    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle
+) -> None:
+    busy, broken = charge_request(), charge_request()
+    await clean_psp_simulator.force(busy.merchant_reference, http_status=503)
+    await clean_psp_simulator.force(broken.merchant_reference, http_status=500)
+
+    busy_result = await gateway.charge(busy)
+    broken_result = await gateway.charge(broken)
+
+    assert (busy_result.status, busy_result.error_code) == (S.PSP_UNAVAILABLE_TRANSIENT, "HTTP_503")
+    assert (broken_result.status, broken_result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "HTTP_500")
+    assert (await clean_psp_simulator.summary())["executions"] == 0
+
+
+async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gateway: HttpxPspGateway) -> None:
+    first = charge_request(amount=1000)
+    assert (await gateway.charge(first)).status is S.SUCCESSFUL_FINAL
+
+    result = await gateway.charge(charge_request(first.merchant_reference, first.idempotency_key, amount=2000))
+
+    assert result.status is S.FAILED_FINAL
+    assert result.error_code == "idempotency_key_mismatch"
+    assert result.error_detail
+
+
+async def test_status_of_a_key_the_psp_never_saw_is_not_found(gateway: HttpxPspGateway) -> None:
+    status = await gateway.charge_status("key/with odd?chars")
+
+    assert (status.found, status.status, status.error_code) == (False, None, None)
+    assert status.psp_has_no_such_charge and not status.could_not_ask
+
+
+async def test_a_404_without_the_psp_marker_is_not_taken_for_no_such_charge(
+    clean_psp_simulator: PspSimulatorHandle,
+) -> None:
+    async with running_gateway(f"{clean_psp_simulator.base_url}/wrong-prefix") as misconfigured:
+        status = await misconfigured.charge_status("key-1")
+
+    assert status.could_not_ask
+    assert status.error_code == "ERROR"
+
+
+async def test_close_lets_queued_charges_finish(clean_psp_simulator: PspSimulatorHandle) -> None:
+    await clean_psp_simulator.set_scenario(
+        "BEST_PSP_EVER", latency=[{"name": "fast", "percent": 100, "minMs": 100, "maxMs": 100}]
+    )
+    gateway = HttpxPspGateway(
+        PspSettings(base_url=clean_psp_simulator.base_url, workers=1, max_connections=1, call_timeout_ms=2000)
+    )
+    await gateway.start()
+    charges = [asyncio.create_task(gateway.charge(charge_request())) for _ in range(3)]
+    await wait_until(lambda: gateway.pool.queue_depth == 2)
+
+    await gateway.close()
+
+    assert [c.result().status for c in charges] == [S.SUCCESSFUL_FINAL] * 3
+    with pytest.raises(RuntimeError, match="start"):
+        await gateway.charge(charge_request())
+
+
+async def test_charge_before_start_is_a_programming_error() -> None:
+    gateway = HttpxPspGateway(PspSettings())
+
+    with pytest.raises(RuntimeError, match="start"):
+        await gateway.charge(charge_request())
