@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import PaymentOrderStatus
 from payment_domain.topics import Topic
@@ -150,5 +152,146 @@ def payment_order_created(order: PaymentOrder, *, trace_id: str, now: datetime) 
         data=payment_order_data(order, retry_count=0),
         timestamp=now,
         trace_id=trace_id,
+        id_parts=(order.payment_order_id.public,),
+    )
+
+
+def payment_order_from_data(data: Mapping[str, JsonValue]) -> PaymentOrder:
+    """The inverse of `payment_order_data`; raises ValueError/KeyError/TypeError for a malformed payload."""
+
+    def text(name: str) -> str:
+        value = data[name]
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"data.{name} must be a non-empty string")
+        return value
+
+    def integer(name: str) -> int:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"data.{name} must be an integer")
+        return value
+
+    def moment(name: str) -> datetime:
+        parsed = datetime.fromisoformat(text(name).replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError(f"data.{name} must carry a zone")
+        return parsed
+
+    reason, error = data.get("retryReason"), data.get("lastErrorMessage")
+    return PaymentOrder(
+        payment_order_id=PaymentOrderId(int(text("paymentOrderId"))),
+        payment_id=PaymentId(int(text("paymentId"))),
+        seller_id=text("sellerId"),
+        amount=Amount(integer("amountValue"), Currency.parse(text("currency"))),
+        status=PaymentOrderStatus(text("status")),
+        created_at=moment("createdAt"),
+        updated_at=moment("updatedAt"),
+        retry_count=integer("retryCount"),
+        retry_reason=reason if isinstance(reason, str) else None,
+        last_error_message=error if isinstance(error, str) else None,
+    )
+
+
+def _order_event(
+    event_type: EventType,
+    order: PaymentOrder,
+    *,
+    trace_id: str,
+    parent_event_id: str,
+    now: datetime,
+    id_parts: tuple[object, ...],
+    retry_count: int | None = None,
+    extra: Mapping[str, JsonValue] | None = None,
+) -> EventEnvelope:
+    return EventEnvelope.create(
+        event_type=event_type,
+        aggregate_id=str(order.payment_order_id.value),
+        data=payment_order_data(order, retry_count=retry_count, extra=extra),
+        timestamp=now,
+        trace_id=trace_id,
+        parent_event_id=parent_event_id,
+        id_parts=id_parts,
+    )
+
+
+def psp_call_requested(
+    order: PaymentOrder, *, attempt: int, trace_id: str, parent_event_id: str, now: datetime
+) -> EventEnvelope:
+    """Attempt `attempt` (0 = first charge); `retryCount` carries the attempt, as in the original."""
+    return _order_event(
+        EventType.PSP_CALL_REQUESTED,
+        order,
+        trace_id=trace_id,
+        parent_event_id=parent_event_id,
+        now=now,
+        id_parts=(order.payment_order_id.public, attempt),
+        retry_count=attempt,
+    )
+
+
+def psp_result_updated(
+    order: PaymentOrder,
+    *,
+    attempt: int,
+    psp_status: PaymentOrderStatus | None,
+    latency_ms: int,
+    source: str,
+    check_number: int = 0,
+    found: bool = True,
+    error_code: str | None = None,
+    error_detail: str | None = None,
+    trace_id: str,
+    parent_event_id: str,
+    now: datetime,
+) -> EventEnvelope:
+    """The original's PspResultUpdated, plus where the answer came from (a charge or the n-th status check)."""
+    return _order_event(
+        EventType.PSP_RESULT_UPDATED,
+        order,
+        trace_id=trace_id,
+        parent_event_id=parent_event_id,
+        now=now,
+        id_parts=(order.payment_order_id.public, attempt, source, check_number),
+        retry_count=attempt,
+        extra={
+            "pspStatus": psp_status.value if psp_status is not None else None,
+            "pspErrorCode": error_code,
+            "pspErrorDetail": error_detail,
+            "latencyMs": latency_ms,
+            "resultSource": source,
+            "statusCheckNumber": check_number,
+            "foundAtPsp": found,
+        },
+    )
+
+
+def status_check_requested(
+    order: PaymentOrder, *, attempt: int, check_number: int, trace_id: str, parent_event_id: str, now: datetime
+) -> EventEnvelope:
+    return _order_event(
+        EventType.STATUS_CHECK_REQUESTED,
+        order,
+        trace_id=trace_id,
+        parent_event_id=parent_event_id,
+        now=now,
+        id_parts=(order.payment_order_id.public, attempt, check_number),
+        retry_count=attempt,
+        extra={"statusCheckNumber": check_number},
+    )
+
+
+def payment_order_settled(order: PaymentOrder, *, trace_id: str, parent_event_id: str, now: datetime) -> EventEnvelope:
+    """PaymentOrderSucceeded or PaymentOrderFailed for a terminal order; one per order, ever (deterministic id)."""
+    event_type = (
+        EventType.PAYMENT_ORDER_SUCCEEDED
+        if order.status is PaymentOrderStatus.SUCCESSFUL_FINAL
+        else EventType.PAYMENT_ORDER_FAILED
+    )
+    return _order_event(
+        event_type,
+        order,
+        trace_id=trace_id,
+        parent_event_id=parent_event_id,
+        now=now,
         id_parts=(order.payment_order_id.public,),
     )

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.payment_api",
     "tests.fixtures.psp",
     "tests.fixtures.broker",
+    "tests.fixtures.pipeline",
 ]

@@ -90,7 +90,11 @@ class OutboxDispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         outbox = self.settings.outbox
         await ensure_topics(self.settings.kafka)
-        await self.maintain_partitions()
+        try:
+            await self.maintain_partitions()
+        except Exception:
+            # Not fatal: the DEFAULT partition takes every row meanwhile, and the timer below tries again.
+            log.exception("outbox_partition_maintenance_failed_at_start")
         await self.publisher.start()
         try:
             await self.notifications.start()
@@ -122,12 +126,17 @@ class OutboxDispatcher:
         await self.engine.dispose()
 
 
-def build_dispatcher(settings: ServiceSettings, *, clock: Clock | None = None) -> OutboxDispatcher:
+def build_dispatcher(
+    settings: ServiceSettings, *, clock: Clock | None = None, publisher: KafkaEventPublisher | None = None
+) -> OutboxDispatcher:
+    """`publisher` replaces the Kafka publisher (e.g. a decorated one); it is started and stopped here."""
     check_lease_outlives_delivery(settings.outbox, settings.kafka.delivery_timeout_seconds)
     outbox = settings.outbox
     engine = create_engine(settings.db, application_name="payment-outbox-dispatcher")
     store = PostgresOutboxStore(engine)
-    publisher = KafkaEventPublisher.from_settings(settings.kafka, client_id=f"{settings.kafka.client_id}-outbox")
+    publisher = publisher or KafkaEventPublisher.from_settings(
+        settings.kafka, client_id=f"{settings.kafka.client_id}-outbox"
+    )
     notifications = PostgresOutboxNotifications(settings.db.url, channel=outbox.notify_channel)
     loop = OutboxDispatchLoop(
         DispatchOutbox(store, publisher, batch_size=outbox.batch_size, lease_seconds=outbox.lease_seconds),

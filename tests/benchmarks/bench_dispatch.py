@@ -57,6 +57,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_by_name(prefix: str) -> float:
+    """CPU seconds of every live process whose name starts with `prefix` (e.g. all Postgres backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith(prefix):
+                    total += _cpu_seconds(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total
+
+
 async def _metric(http: httpx.AsyncClient, url: str, name: str) -> float:
     try:
         body = (await http.get(url)).text
@@ -86,15 +99,27 @@ async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url
             await insert_rows(conn, batch[chunk : chunk + 10_000])
     committed = time.perf_counter()
     cpu_before = _cpu_seconds(pid)
+    postgres_before, tansu_before, self_before = _cpu_by_name("postgres"), _cpu_by_name("tansu"), time.process_time()
     print(f"preloaded {rows} rows in {committed - started_load:.1f}s (one transaction); draining...")
     while await _metric(http, metrics_url, "outbox_dispatched_total") < before + rows:
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - committed
-    cpu = _cpu_seconds(pid) - cpu_before
+    cpu = {
+        "dispatcher": _cpu_seconds(pid) - cpu_before,
+        "postgres": _cpu_by_name("postgres") - postgres_before,
+        "tansu": _cpu_by_name("tansu") - tansu_before,
+        "bench": time.process_time() - self_before,
+    }
+    rounds = await _metric(http, metrics_url, "outbox_dispatcher_duration_seconds_count")
+    round_seconds = await _metric(http, metrics_url, "outbox_dispatcher_duration_seconds_sum")
+    publishes = await _metric(http, metrics_url, "kafka_publish_batch_seconds_count")
+    publish_seconds = await _metric(http, metrics_url, "kafka_publish_batch_seconds_sum")
+    print(f"DRAIN: {rows} rows in {elapsed:.2f}s = {rows / elapsed:,.0f} rows/s")
     print(
-        f"DRAIN: {rows} rows in {elapsed:.2f}s = {rows / elapsed:,.0f} rows/s "
-        f"(dispatcher process CPU {cpu:.1f}s = {100 * cpu / elapsed:.0f}% of one core)"
+        f"  {rounds:.0f} rounds, mean {1000 * round_seconds / max(rounds, 1):.1f} ms per round "
+        f"of which publishing {1000 * publish_seconds / max(publishes, 1):.1f} ms"
     )
+    print("  CPU, % of one core: " + ", ".join(f"{k} {100 * v / elapsed:.0f}%" for k, v in cpu.items()))
 
 
 async def _steady_phase(engine: AsyncEngine, bootstrap: str, rate: int, seconds: float, partitions: int) -> None:

@@ -1,0 +1,196 @@
+"""Use case: apply a PSP answer to its payment order, exactly once.
+
+One database transaction records the event in the inbox, moves the order (guarded by the transition table and
+the attempt), writes the succeeded/failed event to the outbox, schedules a status check when the outcome is
+unknown, and rolls the payment up once every order is final. A retry goes to the Redis queue only after that
+commit (no network I/O inside the transaction); a redelivered answer finds the inbox entry and makes sure the
+retry is queued, so a crash between commit and queueing loses nothing (queueing is idempotent per attempt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from payment_application.ports.clock import Clock
+from payment_application.ports.payment_orders import LockedOrder, ResultStore, ResultTransaction
+from payment_application.ports.retry_queue import RetryQueue
+from payment_domain.backoff import equal_jitter_backoff_ms
+from payment_domain.events import (
+    EventEnvelope,
+    EventType,
+    payment_order_from_data,
+    payment_order_settled,
+    psp_call_requested,
+)
+from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import Action, Decision, Policy, PspOutcome, ResultSource, decide
+from payment_domain.status import RETRYABLE, PaymentOrderStatus
+
+log = structlog.get_logger(__name__)
+
+
+class UnknownPaymentOrder(LookupError):
+    """A result about an order this database does not hold: it can never apply (dead-letter it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPolicy:
+    max_retries: int = 5
+    retry_base_ms: int = 2_000
+    retry_max_ms: int = 60_000
+    status_check_delays_seconds: tuple[float, ...] = (5, 30, 120, 600, 3_600)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not self.status_check_delays_seconds or any(d <= 0 for d in self.status_check_delays_seconds):
+            raise ValueError("status_check_delays_seconds needs at least one positive delay")
+
+    @property
+    def domain(self) -> Policy:
+        return Policy(max_retries=self.max_retries, status_checks=len(self.status_check_delays_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    decision: Decision | None
+    duplicate: bool
+    order: PaymentOrder
+
+
+def outcome_of(result: EventEnvelope) -> PspOutcome:
+    data = result.data
+    raw_status = data.get("pspStatus")
+    attempt = data.get("retryCount")
+    check_number = data.get("statusCheckNumber", 0)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError("data.retryCount must be a non-negative integer")
+    if isinstance(check_number, bool) or not isinstance(check_number, int):
+        raise ValueError("data.statusCheckNumber must be an integer")
+    return PspOutcome(
+        attempt=attempt,
+        source=ResultSource(str(data.get("resultSource", ResultSource.CHARGE.value))),
+        status=PaymentOrderStatus(raw_status) if isinstance(raw_status, str) else None,
+        found=data.get("foundAtPsp", True) is not False,
+        check_number=check_number,
+    )
+
+
+class ApplyPspResult:
+    def __init__(
+        self,
+        *,
+        store: ResultStore,
+        retries: RetryQueue,
+        clock: Clock,
+        policy: ResultPolicy,
+        randint: Callable[[int, int], int],
+        consumer: str,
+    ) -> None:
+        self._store = store
+        self._retries = retries
+        self._clock = clock
+        self._policy = policy
+        self._randint = randint
+        self._consumer = consumer
+
+    async def __call__(self, result: EventEnvelope) -> Applied:
+        if result.event_type is not EventType.PSP_RESULT_UPDATED:
+            raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
+        outcome = outcome_of(result)
+        order_id = payment_order_from_data(result.data).payment_order_id.value
+        error = result.data.get("pspErrorDetail")
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            first = await tx.first_time(self._consumer, result.event_id, now)
+            locked = await tx.lock(order_id)
+            if locked is None:
+                raise UnknownPaymentOrder(f"payment order {order_id} does not exist")
+            decision = decide(locked.state, outcome, self._policy.domain) if first else None
+            order = locked.order
+            if decision is not None:
+                order = dataclasses.replace(
+                    order,
+                    status=decision.status,
+                    retry_count=decision.attempt,
+                    retry_reason=decision.reason,
+                    last_error_message=error if isinstance(error, str) else order.last_error_message,
+                    updated_at=now,
+                )
+                await self._write(tx, locked, order, decision, result)
+        if decision is not None:
+            log.info(
+                "psp_result_applied",
+                payment_order_id=order.public_id,
+                attempt=outcome.attempt,
+                action=decision.action.value,
+                status=decision.status.value,
+                reason=decision.reason,
+            )
+        elif first:
+            log.info("psp_result_ignored", payment_order_id=order.public_id, attempt=outcome.attempt)
+        # First time or a redelivery: if the order waits for attempt n+1, make sure that retry is queued.
+        if order.status in RETRYABLE and order.retry_count == outcome.attempt + 1:
+            await self._queue_retry(order, result)
+        return Applied(decision=decision, duplicate=not first, order=order)
+
+    async def _write(
+        self,
+        txn: ResultTransaction,
+        locked: LockedOrder,
+        order: PaymentOrder,
+        decision: Decision,
+        result: EventEnvelope,
+    ) -> None:
+        now = order.updated_at
+        check_number = {
+            Action.CHECK_STATUS: decision.check_number,
+            Action.RETRY: 0,
+        }.get(decision.action, locked.status_check_number)
+        await txn.save(
+            order.payment_order_id.value,
+            status=order.status,
+            attempt=order.retry_count,
+            reason=order.retry_reason,
+            error=order.last_error_message,
+            status_check_number=check_number,
+            now=now,
+        )
+        if decision.action in (Action.SUCCEED, Action.FAIL):
+            await txn.add_events(
+                [payment_order_settled(order, trace_id=result.trace_id, parent_event_id=result.event_id, now=now)]
+            )
+            await txn.roll_up(order.payment_id.value, now)
+        elif decision.action is Action.CHECK_STATUS:
+            delay = self._policy.status_check_delays_seconds[decision.check_number - 1]
+            await txn.schedule_status_check(
+                order.payment_order_id.value,
+                attempt=order.retry_count,
+                check_number=decision.check_number,
+                due_at=now + timedelta(seconds=delay),
+                trace_id=result.trace_id,
+                now=now,
+            )
+        elif decision.action is Action.RECONCILE:
+            log.error(
+                "payment_order_needs_reconciliation",
+                payment_order_id=order.public_id,
+                attempt=order.retry_count,
+                reason=decision.reason,
+            )
+
+    async def _queue_retry(self, order: PaymentOrder, result: EventEnvelope) -> None:
+        attempt = order.retry_count
+        request = psp_call_requested(
+            order, attempt=attempt, trace_id=result.trace_id, parent_event_id=result.event_id, now=result.timestamp
+        )
+        delay = equal_jitter_backoff_ms(
+            attempt, base_ms=self._policy.retry_base_ms, max_ms=self._policy.retry_max_ms, randint=self._randint
+        )
+        if await self._retries.schedule(request, delay_ms=delay):
+            log.info("psp_retry_scheduled", payment_order_id=order.public_id, attempt=attempt, delay_ms=delay)

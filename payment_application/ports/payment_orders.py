@@ -1,0 +1,99 @@
+"""Payment-order persistence for the consumers: the PSP-attempt claim and the result transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from payment_domain.events import EventEnvelope
+from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import OrderState
+from payment_domain.status import PaymentOrderStatus, PaymentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class LockedOrder:
+    order: PaymentOrder
+    status_check_number: int
+
+    @property
+    def state(self) -> OrderState:
+        return OrderState(self.order.status, self.order.retry_count, self.status_check_number)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAttempt:
+    order: PaymentOrder
+    reclaimed: bool  # the attempt was claimed before: an earlier call under its key may have reached the PSP
+
+
+class PaymentOrderClaims(Protocol):
+    async def claim_attempt(
+        self, payment_order_id: int, *, attempt: int, claim_token: str, lease_seconds: float
+    ) -> ClaimedAttempt | None:
+        """Claim attempt `attempt` for a PSP call; None when the order is not at that attempt in a chargeable
+        state, or another delivery holds a live claim on it (a duplicate or stale request: do nothing)."""
+        ...
+
+
+class ResultTransaction(Protocol):
+    async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
+        """Record the event in the inbox; False if this consumer already processed it."""
+        ...
+
+    async def lock(self, payment_order_id: int) -> LockedOrder | None:
+        """Lock the order and its payment (so sibling orders roll up one at a time)."""
+        ...
+
+    async def save(
+        self,
+        payment_order_id: int,
+        *,
+        status: PaymentOrderStatus,
+        attempt: int,
+        reason: str | None,
+        error: str | None,
+        status_check_number: int,
+        now: datetime,
+    ) -> None: ...
+
+    async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """Into the outbox, published by the dispatcher after commit."""
+        ...
+
+    async def schedule_status_check(
+        self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str, now: datetime
+    ) -> None: ...
+
+    async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
+        """Derive and store the payment's status from its orders; return it."""
+        ...
+
+
+class ResultStore(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[ResultTransaction]:
+        """One database transaction: commits when the block exits cleanly, rolls back otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DueStatusCheck:
+    check_id: int
+    lease_token: str
+    order: PaymentOrder
+    attempt: int
+    check_number: int
+    trace_id: str
+
+
+class StatusCheckQueue(Protocol):
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[DueStatusCheck]:
+        """Due checks (and ones whose lease ran out), claimed with SKIP LOCKED in a short transaction."""
+        ...
+
+    async def mark_published(self, checks: Sequence[DueStatusCheck]) -> int:
+        """Only where our lease token still stands; returns how many were marked."""
+        ...

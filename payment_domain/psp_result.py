@@ -1,0 +1,135 @@
+"""What a PSP answer means for a payment order: the one place that turns "the PSP said X about attempt n" into
+the next state and the work that follows (retry, status check, final event). Pure: no I/O, no clock, no random.
+
+Rule 3 lives here: an unknown outcome (timeout, pending, unrecognised answer) is never retried as a new charge; it
+is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from payment_domain.status import (
+    AWAITING_STATUS_CHECK,
+    RETRYABLE,
+    PaymentOrderStatus,
+    is_terminal,
+    transition,
+)
+
+S = PaymentOrderStatus
+
+NO_CHARGE_AT_PSP = "NO_CHARGE_AT_PSP"
+COULD_NOT_ASK_PSP = "COULD_NOT_ASK_PSP"
+
+# Transient answers that prove the attempt moved no money: safe to charge again under the next attempt's key.
+_NO_MONEY_MOVED = frozenset({S.FAILED_TRANSIENT_ERROR, S.PSP_UNAVAILABLE_TRANSIENT})
+
+
+class ResultSource(StrEnum):
+    CHARGE = "charge"
+    STATUS_CHECK = "status_check"
+
+
+class Action(StrEnum):
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    RETRY = "retry"
+    CHECK_STATUS = "check_status"
+    RECONCILE = "reconcile"
+
+
+@dataclass(frozen=True, slots=True)
+class PspOutcome:
+    """The PSP's answer about attempt `attempt`.
+
+    For a status check: `found=False` means the PSP has no charge under that attempt's key; `status=None` with
+    `found=True` means we could not ask. `check_number` is the position in the status-check schedule (1-based).
+    """
+
+    attempt: int
+    source: ResultSource
+    status: PaymentOrderStatus | None
+    found: bool = True
+    check_number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_retries: int
+    status_checks: int  # how many checks the schedule holds before an order needs reconciliation
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    status: PaymentOrderStatus
+    attempt: int  # retry_count: the attempt currently in play (0 = first charge)
+    status_check_number: int  # the check currently scheduled (0 = none)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    status: PaymentOrderStatus
+    attempt: int
+    reason: str | None
+    check_number: int = 0  # for CHECK_STATUS: the check to schedule next
+
+
+def decide(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision | None:
+    """The next state, or None when the answer is stale or the order is already settled (a no-op)."""
+    if is_terminal(state.status) or state.status is S.NEEDS_RECONCILIATION or outcome.attempt != state.attempt:
+        return None
+    decision: Decision | None
+    if outcome.source is ResultSource.STATUS_CHECK:
+        if state.status not in AWAITING_STATUS_CHECK or outcome.check_number != state.status_check_number:
+            return None
+        decision = _after_status_check(state, outcome, policy)
+    else:
+        decision = _after_charge(state, outcome, policy)
+    if decision is None:
+        return None
+    transition(state.status, decision.status)  # the table is the authority; an illegal move is a bug
+    return decision
+
+
+def _after_charge(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision | None:
+    status = outcome.status or S.UNKNOWN_FINAL
+    if status is S.SUCCESSFUL_FINAL:
+        return Decision(Action.SUCCEED, S.SUCCESSFUL_FINAL, state.attempt, None)
+    if status in (S.DECLINED_FINAL, S.FAILED_FINAL):
+        return Decision(Action.FAIL, status, state.attempt, status.value)
+    if state.status in AWAITING_STATUS_CHECK:
+        # This attempt's outcome is already unknown and being checked on. A late "still unknown" is no news, and
+        # a transient answer from another call under the same key (say, refused by a busy PSP) says nothing about
+        # the call that may have moved money: only the status check may license a new attempt (rule 3).
+        return None
+    if status in _NO_MONEY_MOVED:
+        return _retry_or_give_up(state, status, status.value, policy)
+    # Timeout, pending, auth/capture pending, or an answer we do not understand: the money may have moved.
+    waiting = status if status in AWAITING_STATUS_CHECK else S.PENDING_STATUS_CHECK_LATER
+    return Decision(Action.CHECK_STATUS, waiting, state.attempt, status.value, 1)
+
+
+def _after_status_check(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision:
+    if not outcome.found:
+        return _retry_or_give_up(state, S.FAILED_TRANSIENT_ERROR, NO_CHARGE_AT_PSP, policy)
+    status = outcome.status
+    if status is S.SUCCESSFUL_FINAL:
+        return Decision(Action.SUCCEED, S.SUCCESSFUL_FINAL, state.attempt, None)
+    if status in (S.DECLINED_FINAL, S.FAILED_FINAL):
+        return Decision(Action.FAIL, status, state.attempt, status.value)
+    if status in _NO_MONEY_MOVED:
+        return _retry_or_give_up(state, status, status.value, policy)
+    reason = status.value if status is not None else COULD_NOT_ASK_PSP
+    if outcome.check_number >= policy.status_checks:
+        return Decision(Action.RECONCILE, S.NEEDS_RECONCILIATION, state.attempt, reason)
+    return Decision(Action.CHECK_STATUS, state.status, state.attempt, reason, outcome.check_number + 1)
+
+
+def _retry_or_give_up(state: OrderState, status: PaymentOrderStatus, reason: str, policy: Policy) -> Decision:
+    if state.attempt >= policy.max_retries:
+        return Decision(Action.FAIL, S.FAILED_FINAL, state.attempt, reason)
+    retry_status = status if status in RETRYABLE else S.FAILED_TRANSIENT_ERROR
+    return Decision(Action.RETRY, retry_status, state.attempt + 1, reason)

@@ -1,0 +1,66 @@
+"""Settings of the partition-ordered consumer runtime (one group per worker; the lead composes it per process)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class ConsumerSettings(BaseModel):
+    """Defaults sized for handlers that do a short database transaction or one PSP call per record.
+
+    `max_in_flight_per_partition` bounds the records fetched but not yet finished for one partition: a
+    partition whose queue is full is paused (and seeked back), so memory stays bounded when a handler is slow.
+    `drain_timeout_seconds` bounds how long a rebalance or a shutdown waits for the record a handler is busy
+    with; a record still running then is cancelled and, never committed, is delivered again.
+    """
+
+    max_poll_records: int = Field(default=200, ge=1)
+    max_in_flight_per_partition: int = Field(default=50, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=10)
+    fetch_max_wait_ms: int = Field(default=100, ge=0)
+    commit_interval_ms: int = Field(default=500, ge=10)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # The loop polls even while every partition is paused, so this only trips on a stuck event loop.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    # How long the group waits for every member to rejoin; a member drains its partitions before it rejoins.
+    rebalance_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # JoinGroup blocks on the broker for up to the rebalance timeout, so requests must be allowed longer.
+    request_timeout_ms: int = Field(default=40_000, ge=1_000)
+    in_place_retries: int = Field(default=3, ge=0)
+    in_place_backoff_ms: int = Field(default=200, ge=0)
+    in_place_backoff_max_ms: int = Field(default=5_000, ge=0)
+    # Publishing to the DLQ is retried forever (a record is never dropped); this caps the wait between tries.
+    dead_letter_backoff_max_ms: int = Field(default=30_000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    drain_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("consumer.heartbeat_interval_ms must be below consumer.session_timeout_ms")
+        if self.drain_timeout_seconds * 1000 >= self.rebalance_timeout_ms:
+            raise ValueError(
+                "consumer.drain_timeout_seconds must be below consumer.rebalance_timeout_ms, "
+                "or the group moves on without a member that is still draining"
+            )
+        if self.request_timeout_ms <= self.rebalance_timeout_ms:
+            raise ValueError("consumer.request_timeout_ms must be above consumer.rebalance_timeout_ms")
+        if self.in_place_backoff_max_ms < self.in_place_backoff_ms:
+            raise ValueError("consumer.in_place_backoff_max_ms must be >= consumer.in_place_backoff_ms")
+        return self
+
+    def in_place_backoff_seconds(self, retry: int) -> float:
+        """Wait before in-place retry number `retry` (1-based): doubling from the base, capped."""
+        return _doubling(self.in_place_backoff_ms, retry, self.in_place_backoff_max_ms)
+
+    def dead_letter_backoff_seconds(self, failure: int) -> float:
+        """Wait after the `failure`-th failed DLQ publish of one record (1-based)."""
+        return _doubling(max(self.in_place_backoff_ms, 1), failure, self.dead_letter_backoff_max_ms)
+
+
+def _doubling(base_ms: int, attempt: int, cap_ms: int) -> float:
+    exponent = min(max(attempt - 1, 0), 32)
+    return min(base_ms * (1 << exponent), cap_ms) / 1000

@@ -1,0 +1,16 @@
+"""`EventSink` over the shared Kafka publisher: an envelope goes to its event type's topic, keyed by aggregateId."""
+
+from __future__ import annotations
+
+from payment_application.ports.publisher import EventPublisher
+from payment_domain.events import EventEnvelope
+from payment_infrastructure.kafka.producer import outbound_message
+
+
+class KafkaEventSink:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def emit(self, envelope: EventEnvelope) -> None:
+        message = outbound_message(envelope)
+        await self._publisher.publish(message.topic, message.key, message.value, message.headers)

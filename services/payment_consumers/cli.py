@@ -1,0 +1,168 @@
+"""`payments dlq list|show|replay`: inspect dead letters and send them back to their original topic.
+
+    payments dlq list                          every .DLQ topic with its message count
+    payments dlq list --topic T.DLQ            the dead letters of one DLQ
+    payments dlq show T.DLQ PARTITION OFFSET   one dead letter: headers, and the value (pretty JSON if it is)
+    payments dlq replay T.DLQ --partition P --offset O | --all
+
+Broker: --bootstrap-servers, else PAYMENTS_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092. A replay does not
+remove anything from the DLQ (Kafka cannot); consumers are idempotent, so replaying a letter twice is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+
+from payment_infrastructure.kafka.dead_letter_inspector import DeadLetter, DeadLetterInspector, TopicNotFound, is_dlq
+from payment_infrastructure.kafka.dead_letters import ERROR_STACKTRACE
+from payment_infrastructure.kafka.settings import KafkaSettings
+
+_DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+_MESSAGE_PREVIEW = 100
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payments", description="Payments operations tools.")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("PAYMENTS_KAFKA__BOOTSTRAP_SERVERS", _DEFAULT_BOOTSTRAP),
+        help="Kafka bootstrap servers (default: $PAYMENTS_KAFKA__BOOTSTRAP_SERVERS or %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds allowed to read a topic to its end (default %(default)s)"
+    )
+    groups = parser.add_subparsers(dest="group", required=True)
+    dlq = groups.add_parser("dlq", help="dead-letter topics").add_subparsers(dest="command", required=True)
+
+    listing = dlq.add_parser("list", help="DLQ topics with their counts, or the letters of one DLQ")
+    listing.add_argument("--topic", help="a DLQ topic: list its letters")
+
+    show = dlq.add_parser("show", help="one dead letter in full")
+    show.add_argument("topic")
+    show.add_argument("partition", type=int)
+    show.add_argument("offset", type=int)
+
+    replay = dlq.add_parser("replay", help="re-publish dead letters to their original topic")
+    replay.add_argument("topic")
+    replay.add_argument("--partition", type=int)
+    replay.add_argument("--offset", type=int)
+    replay.add_argument("--all", action="store_true", help="every letter of the DLQ")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    topic: str | None = getattr(args, "topic", None)
+    if topic is not None and not is_dlq(topic):
+        parser.error(f"{topic} is not a dead-letter topic (expected a name ending in .DLQ)")
+    if args.command == "replay" and args.all == (args.partition is not None or args.offset is not None):
+        parser.error("replay takes either --partition P --offset O, or --all")
+    if args.command == "replay" and not args.all and (args.partition is None or args.offset is None):
+        parser.error("replay of one letter needs both --partition and --offset")
+    code = asyncio.run(_run(args))
+    if code:
+        raise SystemExit(code)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    inspector = DeadLetterInspector(KafkaSettings(bootstrap_servers=args.bootstrap_servers), within=args.timeout)
+    try:
+        if args.command == "list":
+            return await _list(inspector, args.topic)
+        if args.command == "show":
+            return await _show(inspector, args.topic, args.partition, args.offset)
+        return await _replay(inspector, args.topic, args.partition, args.offset)
+    except (TopicNotFound, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+async def _list(inspector: DeadLetterInspector, topic: str | None) -> int:
+    if topic is None:
+        counts = await inspector.counts()
+        if not counts:
+            print("no dead-letter topics")
+        width = max((len(name) for name in counts), default=0)
+        for name, count in counts.items():
+            print(f"{name:<{width}}  {count}")
+        return 0
+    letters = await inspector.letters(topic)
+    print("partition\toffset\tkey\terror_class\terror_message\toriginal")
+    for letter in letters:
+        record = letter.record
+        message = (letter.error_message or "").replace("\n", " ")
+        if len(message) > _MESSAGE_PREVIEW:
+            message = message[: _MESSAGE_PREVIEW - 1] + "…"
+        original = f"{letter.original_topic}:{letter.original_partition}@{letter.original_offset}"
+        print(f"{record.partition}\t{record.offset}\t{record.key}\t{letter.error_class}\t{message}\t{original}")
+    print(f"{len(letters)} dead letter(s) in {topic}")
+    return 0
+
+
+async def _show(inspector: DeadLetterInspector, topic: str, partition: int, offset: int) -> int:
+    letter = await inspector.letter(topic, partition, offset)
+    if letter is None:
+        print(f"error: no message at {topic}:{partition}@{offset}", file=sys.stderr)
+        return 1
+    record = letter.record
+    timestamp = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC).isoformat()
+    print(f"topic:     {record.topic}")
+    print(f"partition: {record.partition}")
+    print(f"offset:    {record.offset}")
+    print(f"key:       {record.key}")
+    print(f"timestamp: {timestamp}")
+    print("headers:")
+    for name, value in record.headers.items():
+        if name != ERROR_STACKTRACE:
+            print(f"  {name}: {value.decode('utf-8', 'replace')}")
+    print("value:")
+    print(_pretty(record.value))
+    stacktrace = record.header(ERROR_STACKTRACE)
+    if stacktrace:
+        print(f"{ERROR_STACKTRACE}:")
+        print(stacktrace.rstrip())
+    return 0
+
+
+async def _replay(inspector: DeadLetterInspector, topic: str, partition: int | None, offset: int | None) -> int:
+    letters: list[DeadLetter]
+    if partition is None or offset is None:
+        letters = await inspector.letters(topic)
+    else:
+        letter = await inspector.letter(topic, partition, offset)
+        if letter is None:
+            print(f"error: no message at {topic}:{partition}@{offset}", file=sys.stderr)
+            return 1
+        letters = [letter]
+    for done in await inspector.replay(letters):
+        source = done.letter.record
+        print(
+            f"replayed {source.topic}:{source.partition}@{source.offset} -> {done.topic}:{done.partition}@{done.offset}"
+        )
+    print(f"{len(letters)} letter(s) replayed from {topic}")
+    return 0
+
+
+def _pretty(value: bytes) -> str:
+    try:
+        return orjson.dumps(orjson.loads(value), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        pass
+    if not value:
+        return "(empty)"
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(value)
+
+
+if __name__ == "__main__":
+    main()

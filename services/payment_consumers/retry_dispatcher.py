@@ -1,0 +1,118 @@
+"""The retry dispatcher loop (payment-consumers): due retries → payment_order_psp_call_requested_topic.
+
+Paced by the queue, not by a fixed poll (the original ticked every 5 s, adding up to 5 s to every retry): after a
+round it asks Redis how long until the earliest item is due and sleeps that long, never more than `max_idle_ms`
+so an item scheduled earlier than the known next one (or by another pod) is still picked up promptly. A full
+round is followed at once by another. Expired in-flight items are reclaimed on a timer, the first time at start
+(whatever a crashed predecessor left). Every pod may run this loop: claims are atomic, so pods never share an item.
+A failed round (Redis or broker down) backs off, doubling up to `failure_max_backoff_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+
+import structlog
+
+from payment_application.dispatch_retries import DispatchRetries, RetryDispatchReport
+from payment_application.ports.publisher import EventPublisher
+from payment_application.ports.retry_queue import RetryQueue
+from payment_domain.topics import Topic
+from payment_infrastructure.redis.retry_metrics import (
+    redis_retry_batch_size,
+    redis_retry_dispatch_batch_seconds,
+    redis_retry_events_total,
+    redis_retry_inflight_size,
+    redis_retry_reclaimed_total,
+    redis_retry_zset_size,
+)
+from payment_infrastructure.redis.retry_settings import RetrySettings
+
+log = structlog.get_logger(__name__)
+
+RETRY_TOPIC = Topic.PSP_CALL_REQUESTED.value
+MAX_LOGGED_MEMBERS = 50
+
+
+async def run_retry_dispatcher(
+    queue: RetryQueue, publisher: EventPublisher, settings: RetrySettings, stop: asyncio.Event
+) -> None:
+    """Run until `stop` is set; a round in progress finishes first (bounded by the publisher's delivery timeout).
+
+    The caller starts and stops the publisher.
+    """
+    dispatch = DispatchRetries(queue, publisher)
+    idle_max = settings.max_idle_ms / 1000
+    reclaim_every = settings.reclaim_interval_ms / 1000
+    backoff = idle_max
+    next_reclaim = time.monotonic()
+    log.info("retry_dispatcher_started", batch_size=settings.batch_size, max_idle_ms=settings.max_idle_ms)
+    while not stop.is_set():
+        try:
+            if time.monotonic() >= next_reclaim:
+                await _reclaim_and_measure(dispatch, queue, settings)
+                next_reclaim = time.monotonic() + reclaim_every
+            started = time.perf_counter()
+            report = await dispatch.dispatch_batch(limit=settings.batch_size)
+            _record(report, time.perf_counter() - started)
+            if report.failures:
+                wait = backoff
+                backoff = min(backoff * 2, settings.failure_max_backoff_ms / 1000)
+            else:
+                backoff = idle_max
+                if report.full:
+                    continue
+                due_in_ms = await queue.next_due_in_ms()
+                wait = idle_max if due_in_ms is None else min(due_in_ms / 1000, idle_max)
+        except Exception as error:
+            log.error("retry_dispatch_round_failed", error=repr(error))
+            wait = backoff
+            backoff = min(backoff * 2, settings.failure_max_backoff_ms / 1000)
+        wait = min(wait, max(next_reclaim - time.monotonic(), 0.0))
+        if wait > 0:
+            await _wait_for_stop(stop, wait)
+    log.info("retry_dispatcher_stopped")
+
+
+async def _reclaim_and_measure(dispatch: DispatchRetries, queue: RetryQueue, settings: RetrySettings) -> None:
+    reclaimed = await dispatch.reclaim(visibility_timeout_ms=settings.visibility_timeout_ms)
+    if reclaimed:
+        redis_retry_reclaimed_total.inc(reclaimed)
+        log.warning("retry_inflight_reclaimed", items=reclaimed, visibility_timeout_ms=settings.visibility_timeout_ms)
+    queued, inflight = await queue.sizes()
+    redis_retry_zset_size.set(queued)
+    redis_retry_inflight_size.set(inflight)
+
+
+def _record(report: RetryDispatchReport, seconds: float) -> None:
+    claimed = Counter(c.message.topic for c in report.claimed)
+    redis_retry_batch_size.labels(RETRY_TOPIC).set(claimed.get(RETRY_TOPIC, 0))
+    for topic, count in claimed.items():
+        if topic != RETRY_TOPIC:
+            redis_retry_batch_size.labels(topic).set(count)
+        redis_retry_dispatch_batch_seconds.labels(topic).observe(seconds)
+    for topic, count in Counter(c.message.topic for c in report.published).items():
+        redis_retry_events_total.labels("processed", topic).inc(count)
+    if not report.failures:
+        return
+    for topic, count in Counter(f.retry.message.topic for f in report.failures).items():
+        redis_retry_events_total.labels("failed", topic).inc(count)
+    members = [f.retry.member for f in report.failures]
+    first = report.failures[0]
+    log.warning(
+        "retry_publish_failed",
+        items=len(members),
+        members=members[:MAX_LOGGED_MEMBERS],
+        event_id=first.retry.message.headers.event_id,
+        topic=first.retry.message.topic,
+        error=repr(first.error),
+        note="left in flight; back on the queue after the visibility timeout",
+    )
+
+
+async def _wait_for_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

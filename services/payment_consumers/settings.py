@@ -1,0 +1,70 @@
+"""payment-consumers settings: env prefix PAYMENTS_, nested groups with `__` (PAYMENTS_PSP__BASE_URL=...)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
+from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.postgres.settings import DatabaseSettings
+from payment_infrastructure.psp.settings import PspSettings
+from payment_infrastructure.redis.retry_settings import RetrySettings
+from payment_infrastructure.redis.settings import RedisSettings
+
+
+class Worker(StrEnum):
+    """The parts one payment-consumers process can run; by default all of them."""
+
+    ENQUEUER = "enqueuer"
+    PSP_CALL_EXECUTOR = "psp-call-executor"
+    RESULT_APPLIER = "result-applier"
+    STATUS_CHECK_EXECUTOR = "status-check-executor"
+    RETRY_DISPATCHER = "retry-dispatcher"
+    STATUS_CHECK_SCHEDULER = "status-check-scheduler"
+
+
+class StatusCheckSettings(BaseModel):
+    # Kill Bill-like schedule: soon, then further apart; after the last, the order needs reconciliation.
+    delays_seconds: tuple[float, ...] = (5, 30, 120, 600, 3_600)
+    batch_size: int = Field(default=200, ge=1)
+    lease_seconds: float = Field(default=30, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("delays_seconds")
+    @classmethod
+    def _non_empty_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("status_checks.delays_seconds needs at least one positive delay")
+        return value
+
+
+class ProcessSettings(BaseModel):
+    management_host: str = "127.0.0.1"
+    management_port: int = Field(default=9001, ge=0, le=65535)
+    workers: tuple[Worker, ...] = tuple(Worker)
+    psp_claim_lease_seconds: float = Field(default=30, gt=0)
+    inbox_retention_days: float = Field(default=7, gt=0)
+
+
+class LoggingSettings(BaseModel):
+    level: str = "INFO"
+    json_output: bool = True
+
+
+class ConsumersSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYMENTS_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
+
+    process: ProcessSettings = ProcessSettings()
+    db: DatabaseSettings = DatabaseSettings(statement_timeout_ms=2_000, lock_timeout_ms=250)
+    redis: RedisSettings = RedisSettings()
+    kafka: KafkaSettings = KafkaSettings(client_id="payment-consumers")
+    consumer: ConsumerSettings = ConsumerSettings()
+    psp: PspSettings = PspSettings()
+    retry: RetrySettings = RetrySettings()
+    status_checks: StatusCheckSettings = StatusCheckSettings()
+    logging: LoggingSettings = LoggingSettings()

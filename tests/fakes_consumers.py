@@ -1,0 +1,405 @@
+"""Hand-written fakes of the payment-consumers ports: tiny working implementations, not mocks.
+
+They follow the rules of the real adapters (payment_infrastructure/postgres/payment_order_store.py and the Redis
+retry queue) so a use-case test exercises the same guards: the attempt claim (attempt matches, status chargeable,
+no live claim by another token), the inbox, the all-or-nothing result transaction, the status-check lease, and a
+retry member per (paymentOrderId, attempt). Orders, checks and payments live in one `ConsumerTables`, shared by
+the fakes the way the real adapters share one database.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_application.ports.publisher import EventHeaders, OutboundMessage
+from payment_application.ports.retry_queue import ClaimedRetry, retry_member
+from payment_domain.events import EventEnvelope
+from payment_domain.payment import PaymentOrder
+from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
+from tests.fakes import FakeClock
+
+_T = TypeVar("_T")
+
+CHARGEABLE = frozenset({PaymentOrderStatus.INITIATED_PENDING, *RETRYABLE})
+
+
+# --- the shared "database" ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class OrderRow:
+    order: PaymentOrder
+    status_check_number: int = 0
+    claim_token: str | None = None
+    claim_expires_at: datetime | None = None
+
+
+@dataclasses.dataclass
+class CheckRow:
+    id: int
+    payment_order_id: int
+    attempt: int
+    check_number: int
+    due_at: datetime
+    trace_id: str
+    status: str = "SCHEDULED"  # SCHEDULED | PUBLISHED
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclasses.dataclass
+class ConsumerTables:
+    """payment_orders, payments, processed_events, outbox_event and payment_order_status_checks, in memory."""
+
+    orders: dict[int, OrderRow] = dataclasses.field(default_factory=dict)
+    payments: dict[int, PaymentStatus] = dataclasses.field(default_factory=dict)
+    inbox: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    outbox: list[EventEnvelope] = dataclasses.field(default_factory=list)
+    checks: list[CheckRow] = dataclasses.field(default_factory=list)
+
+    def add_order(self, order: PaymentOrder, *, status_check_number: int = 0) -> PaymentOrder:
+        self.orders[order.payment_order_id.value] = OrderRow(order, status_check_number)
+        self.payments.setdefault(order.payment_id.value, PaymentStatus.INITIATED)
+        return order
+
+    def order(self, payment_order_id: int) -> PaymentOrder:
+        return self.orders[payment_order_id].order
+
+    def add_check(
+        self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str = "trace"
+    ) -> CheckRow:
+        row = CheckRow(len(self.checks) + 1, payment_order_id, attempt, check_number, due_at, trace_id)
+        self.checks.append(row)
+        return row
+
+    def snapshot(self) -> ConsumerTables:
+        return copy.deepcopy(self)
+
+    def restore(self, other: ConsumerTables) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(other, field.name))
+
+
+# --- the attempt claim ----------------------------------------------------------------------------------------
+
+
+class FakeClaims:
+    """PaymentOrderClaims: the same guard as the Postgres UPDATE ... WHERE."""
+
+    def __init__(self, tables: ConsumerTables, clock: FakeClock) -> None:
+        self.tables = tables
+        self.clock = clock
+        self.calls: list[tuple[int, int, str]] = []
+
+    async def claim_attempt(
+        self, payment_order_id: int, *, attempt: int, claim_token: str, lease_seconds: float
+    ) -> ClaimedAttempt | None:
+        self.calls.append((payment_order_id, attempt, claim_token))
+        row = self.tables.orders.get(payment_order_id)
+        now = self.clock.now()
+        if row is None or row.order.retry_count != attempt or row.order.status not in CHARGEABLE:
+            return None
+        live_elsewhere = (
+            row.claim_token is not None
+            and row.claim_token != claim_token
+            and row.claim_expires_at is not None
+            and row.claim_expires_at >= now
+        )
+        if live_elsewhere:
+            return None
+        reclaimed = row.claim_token is not None
+        row.claim_token = claim_token
+        row.claim_expires_at = now + timedelta(seconds=lease_seconds)
+        return ClaimedAttempt(order=row.order, reclaimed=reclaimed)
+
+
+# --- the result transaction -----------------------------------------------------------------------------------
+
+
+class FakeResultTransaction:
+    """Writes to a private copy of the tables; `failures` makes a named method raise (to test the rollback)."""
+
+    def __init__(self, tables: ConsumerTables, failures: dict[str, Exception]) -> None:
+        self.tables = tables
+        self._failures = failures
+
+    def _maybe_fail(self, method: str) -> None:
+        if method in self._failures:
+            raise self._failures[method]
+
+    async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
+        self._maybe_fail("first_time")
+        if (consumer, event_id) in self.tables.inbox:
+            return False
+        self.tables.inbox.add((consumer, event_id))
+        return True
+
+    async def lock(self, payment_order_id: int) -> LockedOrder | None:
+        self._maybe_fail("lock")
+        row = self.tables.orders.get(payment_order_id)
+        return LockedOrder(row.order, row.status_check_number) if row is not None else None
+
+    async def save(
+        self,
+        payment_order_id: int,
+        *,
+        status: PaymentOrderStatus,
+        attempt: int,
+        reason: str | None,
+        error: str | None,
+        status_check_number: int,
+        now: datetime,
+    ) -> None:
+        self._maybe_fail("save")
+        row = self.tables.orders[payment_order_id]
+        row.order = dataclasses.replace(
+            row.order,
+            status=status,
+            retry_count=attempt,
+            retry_reason=reason,
+            last_error_message=error,
+            updated_at=now,
+        )
+        row.status_check_number = status_check_number
+        row.claim_token = row.claim_expires_at = None
+
+    async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
+        self._maybe_fail("add_events")
+        self.tables.outbox.extend(envelopes)
+
+    async def schedule_status_check(
+        self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str, now: datetime
+    ) -> None:
+        self._maybe_fail("schedule_status_check")
+        slot = (payment_order_id, attempt, check_number)
+        if any((c.payment_order_id, c.attempt, c.check_number) == slot for c in self.tables.checks):
+            return  # ON CONFLICT DO NOTHING
+        self.tables.add_check(
+            payment_order_id, attempt=attempt, check_number=check_number, due_at=due_at, trace_id=trace_id
+        )
+
+    async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
+        self._maybe_fail("roll_up")
+        status = roll_up(
+            row.order.status for row in self.tables.orders.values() if row.order.payment_id.value == payment_id
+        )
+        self.tables.payments[payment_id] = status
+        return status
+
+
+class FakeResultStore:
+    """ResultStore: a transaction commits its copy of the tables on a clean exit and discards it on an exception.
+
+    Transactions run one at a time (as if serialised by the row locks the Postgres store takes).
+    """
+
+    def __init__(self, tables: ConsumerTables) -> None:
+        self.tables = tables
+        self.failures: dict[str, Exception] = {}
+        self.commits = 0
+        self.rollbacks = 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
+        working = self.tables.snapshot()
+        try:
+            yield FakeResultTransaction(working, self.failures)
+        except BaseException:
+            self.rollbacks += 1
+            raise
+        self.tables.restore(working)
+        self.commits += 1
+
+
+# --- the status-check queue -----------------------------------------------------------------------------------
+
+
+class FakeStatusCheckQueue:
+    """StatusCheckQueue over the tables' checks: due SCHEDULED rows without a live lease, earliest first."""
+
+    def __init__(self, tables: ConsumerTables, clock: FakeClock) -> None:
+        self.tables = tables
+        self.clock = clock
+        self._tokens = itertools.count(1)
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[DueStatusCheck]:
+        now = self.clock.now()
+        token = f"lease-{next(self._tokens)}"
+        due = sorted(
+            (
+                c
+                for c in self.tables.checks
+                if c.status == "SCHEDULED"
+                and c.due_at <= now
+                and (c.lease_expires_at is None or c.lease_expires_at < now)
+            ),
+            key=lambda c: (c.due_at, c.id),
+        )[:limit]
+        claimed = []
+        for check in due:
+            check.lease_token = token
+            check.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            claimed.append(
+                DueStatusCheck(
+                    check_id=check.id,
+                    lease_token=token,
+                    order=self.tables.order(check.payment_order_id),
+                    attempt=check.attempt,
+                    check_number=check.check_number,
+                    trace_id=check.trace_id,
+                )
+            )
+        return claimed
+
+    async def mark_published(self, checks: Sequence[DueStatusCheck]) -> int:
+        marked = 0
+        by_id = {c.id: c for c in self.tables.checks}
+        for check in checks:
+            row = by_id.get(check.check_id)
+            if row is not None and row.lease_token == check.lease_token:
+                row.status, row.lease_token, row.lease_expires_at = "PUBLISHED", None, None
+                marked += 1
+        return marked
+
+
+# --- the broker -----------------------------------------------------------------------------------------------
+
+
+class FakeEventSink:
+    """EventSink: records what the broker acknowledged; `fail_with` fails every emit, `failing_aggregates` only
+    the events of those payment orders (the failed ones are not recorded)."""
+
+    def __init__(self) -> None:
+        self.emitted: list[EventEnvelope] = []
+        self.attempts: list[EventEnvelope] = []
+        self.fail_with: Exception | None = None
+        self.failing_aggregates: set[str] = set()
+
+    async def emit(self, envelope: EventEnvelope) -> None:
+        self.attempts.append(envelope)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if envelope.aggregate_id in self.failing_aggregates:
+            raise ConnectionError(f"broker did not acknowledge the event of order {envelope.aggregate_id}")
+        self.emitted.append(envelope)
+
+
+# --- the retry queue ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class QueuedRetry:
+    envelope: EventEnvelope
+    delay_ms: int
+    due_ms: int
+
+
+class FakeRetryQueue:
+    """RetryQueue on a clock the test moves (`now_ms`), with the Redis queue's rules: one member per
+    `retry_member(envelope)`; a duplicate keeps the first due time and payload; a member in flight is not queued
+    again; ack forgets a member everywhere; `fail_with` makes `schedule` raise (Redis down)."""
+
+    def __init__(self, now_ms: int = 1_000_000) -> None:
+        self.now_ms = now_ms
+        self.queued: dict[str, QueuedRetry] = {}
+        self.inflight: dict[str, tuple[QueuedRetry, int]] = {}
+        self.schedule_calls: list[tuple[str, int]] = []
+        self.acked: list[str] = []
+        self.fail_with: Exception | None = None
+
+    async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
+        member = retry_member(envelope)
+        self.schedule_calls.append((member, delay_ms))
+        if self.fail_with is not None:
+            raise self.fail_with
+        if member in self.queued or member in self.inflight:
+            return False
+        self.queued[member] = QueuedRetry(envelope, delay_ms, self.now_ms + delay_ms)
+        return True
+
+    async def claim_due(self, limit: int) -> list[ClaimedRetry]:
+        due = sorted((item.due_ms, member) for member, item in self.queued.items() if item.due_ms <= self.now_ms)
+        claimed = []
+        for _, member in due[:limit]:
+            item = self.queued.pop(member)
+            self.inflight[member] = (item, self.now_ms)
+            claimed.append(ClaimedRetry(member=member, message=_message_of(item.envelope)))
+        return claimed
+
+    async def ack(self, members: Sequence[str]) -> None:
+        for member in members:
+            self.acked.append(member)
+            self.queued.pop(member, None)
+            self.inflight.pop(member, None)
+
+    async def reclaim_expired(self, visibility_timeout_ms: int) -> int:
+        expired = [m for m, (_, at) in self.inflight.items() if at < self.now_ms - visibility_timeout_ms]
+        for member in expired:
+            item, _ = self.inflight.pop(member)
+            self.queued.setdefault(member, dataclasses.replace(item, due_ms=self.now_ms))
+        return len(expired)
+
+    async def next_due_in_ms(self) -> int | None:
+        if not self.queued:
+            return None
+        return max(min(item.due_ms for item in self.queued.values()) - self.now_ms, 0)
+
+    async def sizes(self) -> tuple[int, int]:
+        return len(self.queued), len(self.inflight)
+
+
+def _message_of(envelope: EventEnvelope) -> OutboundMessage:
+    # The fake keeps envelopes, not bytes: repr is enough to tell payloads apart in a test.
+    return OutboundMessage(
+        topic=envelope.topic.value,
+        key=envelope.aggregate_id,
+        value=repr(envelope.to_wire()).encode(),
+        headers=EventHeaders.of(envelope),
+    )
+
+
+# --- the PSP --------------------------------------------------------------------------------------------------
+
+
+class FakePsp:
+    """PspGateway scripted per idempotency key: each call takes the next scripted answer, the last one repeats
+    (like a PSP replaying a key). Unscripted keys get `default_charge` / `default_status`. Every call is recorded."""
+
+    def __init__(self) -> None:
+        self.charge_script: dict[str, list[PspCallResult]] = {}
+        self.status_script: dict[str, list[PspStatusResult]] = {}
+        self.default_charge = PspCallResult(PaymentOrderStatus.SUCCESSFUL_FINAL, latency_ms=5)
+        self.default_status = PspStatusResult(found=False, status=None, latency_ms=5)
+        self.charges: list[PspChargeRequest] = []
+        self.status_queries: list[str] = []
+
+    def script_charge(self, key: str, *answers: PspCallResult) -> None:
+        self.charge_script[key] = list(answers)
+
+    def script_status(self, key: str, *answers: PspStatusResult) -> None:
+        self.status_script[key] = list(answers)
+
+    async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        self.charges.append(request)
+        return _next(self.charge_script.get(request.idempotency_key), self.default_charge)
+
+    async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        self.status_queries.append(idempotency_key)
+        return _next(self.status_script.get(idempotency_key), self.default_status)
+
+    def charged_keys(self) -> list[str]:
+        return [request.idempotency_key for request in self.charges]
+
+
+def _next(script: list[_T] | None, default: _T) -> _T:
+    if not script:
+        return default
+    return script.pop(0) if len(script) > 1 else script[0]

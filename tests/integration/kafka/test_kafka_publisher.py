@@ -1,0 +1,141 @@
+"""Topic creation and the publisher against a real Kafka-protocol broker (Tansu)."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from payment_application.ports.publisher import EventHeaders, OutboundMessage
+from payment_domain.topics import Topic
+from payment_infrastructure.kafka.admin import create_topics, ensure_topics, topic_layout
+from payment_infrastructure.kafka.producer import KafkaEventPublisher
+from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.kafka.tansu import TansuBroker
+from tests.fixtures.broker import TopicReader, unique_topic
+
+HEADERS = EventHeaders(
+    event_id="0b6f8a52-3f1e-5c1a-9d0e-6a3b2c1d0e9f",
+    event_type="payment_order_created",
+    trace_id="trace-1",
+    parent_event_id="0b6f8a52-3f1e-5c1a-9d0e-6a3b2c1d0e9f",
+    aggregate_id="123456",
+)
+
+
+async def _partition_counts(bootstrap_servers: str) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described}
+
+
+async def test_ensure_topics_creates_every_topic_and_its_dlq_once() -> None:
+    async with TansuBroker() as broker:
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=6)
+
+        created = await ensure_topics(settings)
+        created_again = await ensure_topics(settings)
+        counts = await _partition_counts(broker.bootstrap_servers)
+
+    expected = {t.value for t in Topic} | {t.dlq for t in Topic}
+    assert set(created) == expected
+    assert created_again == []
+    assert counts == topic_layout(settings)
+    assert counts[Topic.PAYMENT_ORDER_CREATED.value] == 6
+    assert counts[Topic.PAYMENT_ORDER_CREATED.dlq] == 6
+    assert counts[Topic.STATUS_CHECK_SCHEDULER.value] == 1
+    assert counts[Topic.STATUS_CHECK_SCHEDULER.dlq] == 1
+
+
+async def test_publish_sends_key_value_and_the_original_headers(
+    kafka_settings: KafkaSettings, topic_reader: TopicReader
+) -> None:
+    topic = await topic_reader.create(unique_topic())
+    async with KafkaEventPublisher.from_settings(kafka_settings) as publisher:
+        await publisher.publish(topic, "123456", b'{"eventId":"x"}', HEADERS)
+
+    [message] = await topic_reader.read_all(topic)
+
+    assert message.key == "123456"
+    assert message.value == b'{"eventId":"x"}'
+    assert message.headers == {
+        "eventId": HEADERS.event_id.encode(),
+        "eventType": b"payment_order_created",
+        "traceId": b"trace-1",
+        "parentEventId": HEADERS.parent_event_id.encode(),
+        "aggregateId": b"123456",
+    }
+
+
+async def test_one_key_always_lands_on_one_partition(kafka_settings: KafkaSettings, topic_reader: TopicReader) -> None:
+    topic = await topic_reader.create(unique_topic(), partitions=8)
+    messages = [OutboundMessage(topic, str(key), f"{key}-{n}".encode(), HEADERS) for n in range(3) for key in range(20)]
+    async with KafkaEventPublisher.from_settings(kafka_settings) as publisher:
+        outcomes = await publisher.publish_batch(messages)
+
+    consumed = await topic_reader.read_all(topic)
+
+    assert outcomes == [None] * len(messages)
+    partitions_of: dict[str | None, set[int]] = {}
+    for message in consumed:
+        partitions_of.setdefault(message.key, set()).add(message.partition)
+    assert len(consumed) == 60
+    assert all(len(p) == 1 for p in partitions_of.values())
+    assert len({p for ps in partitions_of.values() for p in ps}) > 1
+    for key in partitions_of:
+        in_order = [m.value for m in consumed if m.key == key]
+        assert in_order == [f"{key}-{n}".encode() for n in range(3)]
+
+
+async def test_publish_batch_reports_each_failure_and_delivers_the_rest(
+    kafka_broker: str, topic_reader: TopicReader
+) -> None:
+    topic = await topic_reader.create(unique_topic())
+    settings = KafkaSettings(bootstrap_servers=kafka_broker, max_request_size=4_096)
+    messages = [
+        OutboundMessage(topic, "1", b"a", HEADERS),
+        OutboundMessage(topic, "2", b"b" * 8_192, HEADERS),  # larger than a request may be
+        OutboundMessage(topic, "3", b"c", HEADERS),
+    ]
+    async with KafkaEventPublisher.from_settings(settings) as publisher:
+        outcomes = await publisher.publish_batch(messages)
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], MessageSizeTooLargeError)
+    assert sorted(m.value for m in await topic_reader.read_all(topic)) == [b"a", b"c"]
+
+
+async def test_publish_raises_when_no_broker_acknowledges() -> None:
+    broker = TansuBroker()
+    await broker.start()
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=500, delivery_timeout_ms=1_500
+    )
+    await create_topics(settings, {"down_topic": 1})
+    publisher = KafkaEventPublisher.from_settings(settings)
+    await publisher.start()
+    try:
+        await broker.stop()
+        with pytest.raises(KafkaError):
+            await publisher.publish("down_topic", "1", b"x", HEADERS)
+    finally:
+        await publisher.stop()
+
+
+async def test_a_restarted_tansu_answers_on_the_same_port_and_starts_empty() -> None:
+    broker = TansuBroker()
+    await broker.start()
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        await ensure_topics(settings)
+        await broker.stop()
+        await broker.start()
+        counts = await _partition_counts(broker.bootstrap_servers)
+    finally:
+        await broker.stop()
+
+    assert Topic.PAYMENT_ORDER_CREATED.value not in counts
