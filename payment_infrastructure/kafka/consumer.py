@@ -125,8 +125,14 @@ class PartitionOrderedConsumer:
         with structlog.contextvars.bound_contextvars(consumer=self._name, group=self._group_id):
             consumer = self._build_consumer()
             consumer.subscribe(list(self._topics), listener=_RebalanceListener(self))
-            await consumer.start()
+            # Set before start(): the first assignment's callback runs inside start() and creates the workers.
             self._consumer = consumer
+            try:
+                await consumer.start()
+            except BaseException:
+                self._consumer = None
+                await consumer.stop()
+                raise
             self._running = True
             self._stopping = False
             self._last_poll_at = time.monotonic()
@@ -253,7 +259,7 @@ class PartitionOrderedConsumer:
         if not workers:
             return
         await asyncio.gather(*(worker.stop(self._settings.drain_timeout_seconds) for worker in workers))
-        await self._commit(workers, reason="rebalance")
+        pass  # MUTANT
         log.info("partitions_revoked", partitions=_names(worker.tp for worker in workers))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:

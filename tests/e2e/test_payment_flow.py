@@ -7,8 +7,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from payment_domain.topics import Topic
 from tests.e2e.helpers import create_payments, order_statuses, outbox_events, wait_until_final
+from tests.fixtures.broker import TopicReader
 from tests.fixtures.pipeline import Pipeline
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -125,3 +128,39 @@ async def test_transient_failures_are_retried_until_the_limit_then_fail_with_the
     assert summary["calls"] == 6, "the first call plus five retries, each once"
     statuses = await order_statuses(pipeline)
     assert statuses[order["paymentOrderId"]] == "FAILED_FINAL"
+
+
+async def test_poison_messages_go_to_the_dlq_and_their_partitions_keep_flowing(
+    pipeline: Pipeline, tokens: dict[str, str], kafka_broker: str, topic_reader: TopicReader
+) -> None:
+    await pipeline.psp.reset()
+    await pipeline.psp.set_scenario("BEST_PSP_EVER")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(Topic.PAYMENT_ORDER_CREATED.value))
+        for partition in partitions:
+            await producer.send_and_wait(
+                Topic.PAYMENT_ORDER_CREATED.value, b"\x00not an envelope", key=b"poison", partition=partition
+            )
+    finally:
+        await producer.stop()
+
+    # Orders created after the poison land on those partitions too, and must still settle.
+    payment_ids = await create_payments(pipeline, tokens["order-service"], 6)
+    payments = await wait_until_final(pipeline, tokens["order-service"], payment_ids, within=30)
+    assert {o["status"] for p in payments.values() for o in p["paymentOrders"]} == {"SUCCESSFUL_FINAL"}
+
+    letters = [
+        m
+        for m in await topic_reader.wait_for(Topic.PAYMENT_ORDER_CREATED.dlq, len(partitions), within=15)
+        if m.value == b"\x00not an envelope"
+    ]
+    assert len(letters) == len(partitions)
+    assert {m.partition for m in letters} == set(partitions)
+    for letter in letters:
+        assert letter.key == "poison"
+        assert letter.headers["x-original-topic"] == Topic.PAYMENT_ORDER_CREATED.value.encode()
+        assert letter.headers["x-consumer-group"] == b"payment-order-enqueuer-consumer-group"
+        assert letter.headers["x-error-class"].endswith(b"PoisonMessage")
+        assert int(letter.headers["x-original-offset"]) >= 0
