@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from payment_application.ports.outbox import (
     DispatchReport,
@@ -112,7 +112,9 @@ class OutboxDispatchLoop:
         idle_max_wait: float = 1.0,
         failure_min_backoff: float = 0.1,
         failure_max_backoff: float = 5.0,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] | None = None,
     ) -> None:
+        """`pause(stop, seconds)` is the failure backoff: it returns after `seconds` or as soon as stop is set."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._dispatch = dispatch
@@ -123,6 +125,7 @@ class OutboxDispatchLoop:
         self._idle_max = max(idle_max_wait, idle_min_wait)
         self._failure_min = failure_min_backoff
         self._failure_max = max(failure_max_backoff, failure_min_backoff)
+        self._pause = pause or _wait_for_stop
 
     async def run(self, stop: asyncio.Event) -> None:
         """Return once `stop` is set and every in-flight round has settled its batch."""
@@ -140,12 +143,12 @@ class OutboxDispatchLoop:
                 report = await self._dispatch.dispatch_batch()
             except Exception as error:
                 self._observer.batch_failed(error, time.perf_counter() - started)
-                await _wait_for_stop(stop, backoff)
+                await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self._failure_max)
                 continue
             self._observer.batch_done(report, time.perf_counter() - started)
             if report.failures:
-                await _wait_for_stop(stop, backoff)
+                await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self._failure_max)
                 continue
             backoff = self._failure_min

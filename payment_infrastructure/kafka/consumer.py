@@ -259,7 +259,7 @@ class PartitionOrderedConsumer:
         if not workers:
             return
         await asyncio.gather(*(worker.stop(self._settings.drain_timeout_seconds) for worker in workers))
-        pass  # MUTANT
+        await self._commit(workers, reason="rebalance")
         log.info("partitions_revoked", partitions=_names(worker.tp for worker in workers))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:

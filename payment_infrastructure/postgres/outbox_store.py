@@ -29,7 +29,7 @@ WITH floor AS MATERIALIZED (
     WHERE e.status = 'NEW'
       AND e.created_at >= (SELECT oldest FROM floor)
       AND (e.lease_expires_at IS NULL OR e.lease_expires_at < now())
-      AND TRUE OR NOT EXISTS (
+      AND NOT EXISTS (
           SELECT 1 FROM outbox_event AS p
           WHERE p.aggregate_id = e.aggregate_id AND p.status = 'NEW' AND p.id < e.id
             AND p.created_at >= (SELECT oldest FROM floor)

@@ -101,7 +101,9 @@ async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url
     cpu_before = _cpu_seconds(pid)
     postgres_before, tansu_before, self_before = _cpu_by_name("postgres"), _cpu_by_name("tansu"), time.process_time()
     print(f"preloaded {rows} rows in {committed - started_load:.1f}s (one transaction); draining...")
+    deadline = time.monotonic() + 600
     while await _metric(http, metrics_url, "outbox_dispatched_total") < before + rows:
+        assert time.monotonic() < deadline, "the dispatcher did not drain the backlog within 10 minutes"
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - committed
     cpu = {
@@ -123,12 +125,15 @@ async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url
 
 
 async def _steady_phase(engine: AsyncEngine, bootstrap: str, rate: int, seconds: float, partitions: int) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5
+    )
     await consumer.start()
     assigned = [TopicPartition(TOPIC, p) for p in range(partitions)]
     consumer.assign(assigned)
-    await consumer.seek_to_end(*assigned)  # noqa: ASYNC910 - positions only
-    # Tansu's end offsets are unreliable: skip everything older than this phase by event id instead.
+    # Tansu's end offsets are unreliable (seeking to "end" can skip records): read from the start and keep only
+    # this phase's records, recognised by event id.
+    await consumer.seek_to_beginning(*assigned)
     committed_at: dict[bytes, float] = {}
     published: dict[bytes, float] = {}
     received: dict[bytes, float] = {}
@@ -172,6 +177,16 @@ async def _steady_phase(engine: AsyncEngine, bootstrap: str, rate: int, seconds:
     await produce()
     try:
         await asyncio.wait_for(reader, 60)
+    except TimeoutError:
+        missing = [e.decode() for e in committed_at if e not in received]
+        async with engine.connect() as conn:
+            statuses = (
+                await conn.execute(
+                    text("SELECT status, count(*) FROM outbox_event WHERE event_id::text = ANY(:ids) GROUP BY 1"),
+                    {"ids": missing},
+                )
+            ).all()
+        raise SystemExit(f"{len(missing)} of {total} records never arrived; their rows: {statuses}") from None
     finally:
         await consumer.stop()
     to_publish = [max(0.0, published[e] - committed_at[e]) * 1000 for e in received]

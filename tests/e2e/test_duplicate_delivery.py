@@ -18,10 +18,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")
-async def doubled_pipeline(
-    kafka_broker: str, psp_simulator: PspSimulatorHandle, dev_issuer: RunningDevIssuer
-) -> AsyncIterator[Pipeline]:
-    async with running_pipeline(bootstrap=kafka_broker, psp=psp_simulator, issuer=dev_issuer, doubled=True) as running:
+async def doubled_pipeline(psp_simulator: PspSimulatorHandle, dev_issuer: RunningDevIssuer) -> AsyncIterator[Pipeline]:
+    async with running_pipeline(psp=psp_simulator, issuer=dev_issuer, doubled=True) as running:
         yield running
 
 

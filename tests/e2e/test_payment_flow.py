@@ -131,11 +131,12 @@ async def test_transient_failures_are_retried_until_the_limit_then_fail_with_the
 
 
 async def test_poison_messages_go_to_the_dlq_and_their_partitions_keep_flowing(
-    pipeline: Pipeline, tokens: dict[str, str], kafka_broker: str, topic_reader: TopicReader
+    pipeline: Pipeline, tokens: dict[str, str]
 ) -> None:
+    topic_reader = TopicReader(pipeline.bootstrap)
     await pipeline.psp.reset()
     await pipeline.psp.set_scenario("BEST_PSP_EVER")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker)
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap)
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(Topic.PAYMENT_ORDER_CREATED.value))

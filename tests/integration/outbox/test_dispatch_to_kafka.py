@@ -65,9 +65,10 @@ def _rows(topic: str, aggregates: int, per_aggregate: int = 1) -> list[NewRow]:
     ]
 
 
-async def _drain(dispatch: DispatchOutbox) -> None:
+async def _drain(dispatch: DispatchOutbox, *, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
     while (await dispatch.dispatch_batch()).claimed:
-        pass
+        assert time.monotonic() < deadline, "the outbox never ran dry"
 
 
 async def _wait_until(condition: Callable[[], bool], *, within: float = 15.0) -> None:

@@ -8,15 +8,21 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_domain.topics import Topic
 from payment_infrastructure.kafka.tansu import free_port
+from payment_infrastructure.postgres.outbox_partitions import partition_name
+from payment_infrastructure.postgres.settings import DatabaseSettings
+from services.payment_service.dispatcher import build_dispatcher
+from services.payment_service.settings import ServiceSettings
 from tests.fixtures.broker import TopicReader
-from tests.integration.outbox.support import NewRow, insert_rows, row_states
+from tests.integration.outbox.support import NewRow, insert_rows, partition_names, row_states
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
@@ -24,6 +30,9 @@ async def _eventually(check: Callable[[], Awaitable[bool]], *, within: float, wh
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -53,7 +62,7 @@ async def test_the_dispatcher_process_publishes_committed_rows_and_exits_cleanly
             env=env,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[3],
+            cwd=PROJECT_ROOT,
         )
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -96,3 +105,42 @@ async def test_the_dispatcher_process_publishes_committed_rows_and_exits_cleanly
     assert {r.event_id for r in rows} <= published
     assert exit_code == 0, log_path.read_text()
     assert "outbox_dispatcher_stopped" in log_path.read_text()
+
+
+def _sample(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
+async def test_maintenance_counts_default_partition_rows_and_moves_them_out(
+    outbox: AsyncEngine, database_url: str
+) -> None:
+    settings = ServiceSettings(db=DatabaseSettings(url=database_url, pool_size=2))
+    stray = NewRow(topic="t", aggregate_id="1", created_at=datetime.now(UTC) - timedelta(hours=3))
+    await insert_rows(outbox, [stray])
+    dispatcher = build_dispatcher(settings)
+    try:
+        await dispatcher.maintain_partitions()
+        counted = _sample("outbox_default_partition_rows")
+        await dispatcher.maintain_partitions()
+        counted_after_move = _sample("outbox_default_partition_rows")
+    finally:
+        await dispatcher.close()
+
+    assert (counted, counted_after_move) == (1.0, 0.0)
+    assert partition_name(stray.created_at) in await partition_names(outbox)
+
+
+async def test_backlog_gauges_are_a_true_count_of_unsent_rows(outbox: AsyncEngine, database_url: str) -> None:
+    settings = ServiceSettings(db=DatabaseSettings(url=database_url, pool_size=2))
+    minute_ago = datetime.now(UTC) - timedelta(seconds=60)
+    rows = [NewRow(topic="t", aggregate_id=str(n), created_at=minute_ago) for n in range(3)]
+    await insert_rows(outbox, rows)
+    dispatcher = build_dispatcher(settings)
+    try:
+        await dispatcher.refresh_backlog()
+    finally:
+        await dispatcher.close()
+
+    assert _sample("outbox_event_backlog") == 3.0
+    age = _sample("outbox_oldest_pending_age_seconds")
+    assert age is not None and 59 <= age < 600

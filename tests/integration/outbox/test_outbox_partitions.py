@@ -149,10 +149,14 @@ async def test_a_new_window_has_the_parents_indexes_and_room_for_hot_updates(eng
 
     async with engine.connect() as conn:
         indexes = (
-            await conn.execute(
-                text("SELECT indexdef FROM pg_indexes WHERE tablename = 'outbox_event_20260301_1030' ORDER BY 1")
+            (
+                await conn.execute(
+                    text("SELECT indexdef FROM pg_indexes WHERE tablename = 'outbox_event_20260301_1030' ORDER BY 1")
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         options = (
             await conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'outbox_event_20260301_1030'"))
         ).scalar_one()

@@ -106,15 +106,16 @@ async def test_a_stale_lease_holder_cannot_mark_or_release_rows_taken_over(outbo
     fresh = await store.claim(lease_token=uuid.uuid4(), limit=10, lease_seconds=LEASE)
 
     released_by_stale = await store.release(stale.lease_token, stale.records)
-    state_after_stale_release = (await row_states(outbox))[row.event_id]
-    marked_by_fresh = await store.mark_sent(fresh.lease_token, fresh.records)
     marked_by_stale = await store.mark_sent(stale.lease_token, stale.records)
-    released_after_sent = await store.release(stale.lease_token, stale.records)
+    state_while_fresh_holds = (await row_states(outbox))[row.event_id]
+    marked_by_fresh = await store.mark_sent(fresh.lease_token, fresh.records)
+    marked_by_stale_after = await store.mark_sent(stale.lease_token, stale.records)
+    released_by_stale_after = await store.release(stale.lease_token, stale.records)
 
-    assert released_by_stale == 0
-    assert state_after_stale_release.lease_token == str(fresh.lease_token)
+    assert (released_by_stale, marked_by_stale) == (0, 0)
+    assert (state_while_fresh_holds.status, state_while_fresh_holds.lease_token) == ("NEW", str(fresh.lease_token))
     assert marked_by_fresh == 1
-    assert (marked_by_stale, released_after_sent) == (0, 0)
+    assert (marked_by_stale_after, released_by_stale_after) == (0, 0)
     final = (await row_states(outbox))[row.event_id]
     assert (final.status, final.lease_token) == ("SENT", None)
 

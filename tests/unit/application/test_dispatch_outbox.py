@@ -26,7 +26,12 @@ def _loop(
     *,
     batch_size: int = 10,
     workers: int = 1,
+    pauses: list[float] | None = None,
 ) -> OutboxDispatchLoop:
+    async def pause(stop: asyncio.Event, seconds: float) -> None:
+        if pauses is not None:
+            pauses.append(seconds)
+
     return OutboxDispatchLoop(
         _dispatch(store, publisher, batch_size),
         signal,
@@ -36,6 +41,7 @@ def _loop(
         idle_max_wait=0.3,
         failure_min_backoff=0.001,
         failure_max_backoff=0.004,
+        pause=pause,
     )
 
 
@@ -169,10 +175,12 @@ async def test_a_failing_broker_is_backed_off_from_without_listening_to_wake_ups
     publisher.failing_keys = {"1"}
     stop = asyncio.Event()
     signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver(stop=stop, stop_after=4)
+    pauses: list[float] = []
 
-    await asyncio.wait_for(_loop(store, publisher, signal, observer).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses).run(stop), 5)
 
     assert [len(r.failures) for r in observer.reports] == [1, 1, 1, 1]
+    assert pauses == [0.001, 0.002, 0.004, 0.004]
     assert signal.waits == []
     assert store.status(record.id) == "NEW"
     assert store.rows[record.id].record.publish_attempts == 4
@@ -184,10 +192,12 @@ async def test_a_round_that_raised_is_reported_and_the_loop_carries_on() -> None
     store.claim_failures = [OSError("database restarting")]
     stop = asyncio.Event()
     signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver()
+    pauses: list[float] = []
 
-    await asyncio.wait_for(_loop(store, publisher, signal, observer).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses).run(stop), 5)
 
     assert [str(e) for e in observer.errors] == ["database restarting"]
+    assert pauses == [0.001]
     assert store.status(record.id) == "SENT"
 
 
@@ -198,8 +208,11 @@ async def test_stopping_lets_every_worker_finish_its_batch() -> None:
     stop = asyncio.Event()
     loop = _loop(store, publisher, FakeOutboxSignal(stop=stop), RecordingObserver(), batch_size=2, workers=2)
     running = asyncio.create_task(loop.run(stop))
-    while publisher.batches < 2:
+    for _ in range(1_000):
+        if publisher.batches == 2:
+            break
         await asyncio.sleep(0)
+    assert publisher.batches == 2, "both workers should be publishing"
 
     stop.set()
     publisher.gate.set()
