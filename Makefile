@@ -39,5 +39,11 @@ test: lint typecheck imports pytest
 bench-api: install services
 	$(PY) -m tests.benchmarks.bench_api
 
+bench-dispatch: install services
+	$(PY) -m tests.benchmarks.bench_dispatch
+
+bench-e2e: install services
+	$(PY) -m tests.benchmarks.bench_e2e
+
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

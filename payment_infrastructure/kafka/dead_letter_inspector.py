@@ -85,6 +85,11 @@ class DeadLetterInspector:
                 counts[record.topic] += 1
             return counts
 
+    async def records(self, topic: str) -> list[ConsumedRecord]:
+        """Every record of any topic, up to its end (for operators looking at the business topics too)."""
+        async with _Reader(self._settings, self._within) as reader:
+            return await reader.read(reader.partitions([topic]))
+
     async def letters(self, topic: str) -> list[DeadLetter]:
         async with _Reader(self._settings, self._within) as reader:
             return [DeadLetter(r) for r in await reader.read(reader.partitions([topic]))]

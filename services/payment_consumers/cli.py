@@ -4,6 +4,7 @@
     payments dlq list --topic T.DLQ            the dead letters of one DLQ
     payments dlq show T.DLQ PARTITION OFFSET   one dead letter: headers, and the value (pretty JSON if it is)
     payments dlq replay T.DLQ --partition P --offset O | --all
+    payments topic read TOPIC [--key K] [--limit N]   messages of any topic (e.g. payment_order_created_topic)
 
 Broker: --bootstrap-servers, else PAYMENTS_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092. A replay does not
 remove anything from the DLQ (Kafka cannot); consumers are idempotent, so replaying a letter twice is harmless.
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--partition", type=int)
     replay.add_argument("--offset", type=int)
     replay.add_argument("--all", action="store_true", help="every letter of the DLQ")
+
+    topics = groups.add_parser("topic", help="any topic").add_subparsers(dest="command", required=True)
+    read = topics.add_parser("read", help="the messages of a topic, oldest first per partition")
+    read.add_argument("name")
+    read.add_argument("--key", help="only messages with this key (a paymentOrderId)")
+    read.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default %(default)s)")
     return parser
 
 
@@ -75,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _run(args: argparse.Namespace) -> int:
     inspector = DeadLetterInspector(KafkaSettings(bootstrap_servers=args.bootstrap_servers), within=args.timeout)
     try:
+        if args.group == "topic":
+            return await _read_topic(inspector, args.name, args.key, args.limit)
         if args.command == "list":
             return await _list(inspector, args.topic)
         if args.command == "show":
@@ -148,6 +157,17 @@ async def _replay(inspector: DeadLetterInspector, topic: str, partition: int | N
             f"replayed {source.topic}:{source.partition}@{source.offset} -> {done.topic}:{done.partition}@{done.offset}"
         )
     print(f"{len(letters)} letter(s) replayed from {topic}")
+    return 0
+
+
+async def _read_topic(inspector: DeadLetterInspector, topic: str, key: str | None, limit: int) -> int:
+    records = [r for r in await inspector.records(topic) if key is None or r.key == key]
+    records.sort(key=lambda r: r.timestamp_ms)
+    for record in records[-limit:]:
+        event_type = record.header("eventType") or "-"
+        print(f"{record.partition}@{record.offset} key={record.key} eventType={event_type}")
+        print(_pretty(record.value))
+    print(f"{len(records[-limit:])} of {len(records)} message(s) on {topic}")
     return 0
 
 

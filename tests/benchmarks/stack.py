@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from payment_infrastructure.postgres.database import drop_database
 from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,7 @@ class Stack:
     issuer_url: str
     database_url: str
     env: dict[str, str]
+    psp_url: str = ""
 
 
 def wait_http(url: str, *, timeout: float = 30.0) -> None:
@@ -57,10 +60,16 @@ def process(args: list[str], env: dict[str, str], log_name: str) -> Iterator[sub
 
 
 @contextmanager
-def api_stack(*, redis_url: str = "redis://127.0.0.1:6379/0", workers: int = 2) -> Iterator[Stack]:
-    """Dev issuer + payment-service on free ports against a fresh database that is dropped afterwards."""
+def api_stack(
+    *, redis_url: str = "redis://127.0.0.1:6379/0", workers: int = 2, pipeline: str | None = None
+) -> Iterator[Stack]:
+    """Dev issuer + payment-service on free ports against a fresh database that is dropped afterwards.
+
+    `pipeline="NORMAL"` (a PSP scenario) also starts a broker, the PSP simulator, the outbox dispatcher and
+    payment-consumers, so payments settle end to end."""
     database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
     issuer_port, api_port, mgmt_port = free_port(), free_port(), free_port()
+    broker_port, psp_port, consumers_port, dispatcher_port = free_port(), free_port(), free_port(), free_port()
     issuer_base = f"http://127.0.0.1:{issuer_port}"
     env = {
         **os.environ,
@@ -72,22 +81,46 @@ def api_stack(*, redis_url: str = "redis://127.0.0.1:6379/0", workers: int = 2) 
         "PAYMENTS_AUTH__ISSUER_URL": f"{issuer_base}/realms/ecommerce-platform",
         "PAYMENTS_LOGGING__LEVEL": "WARNING",
         "PAYMENTS_API__WORKERS": str(workers),
+        "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+        "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(dispatcher_port),
+        "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(consumers_port),
+        "PAYMENTS_PSP__BASE_URL": f"http://127.0.0.1:{psp_port}",
     }
     py = sys.executable
     subprocess.run(
         [py, "-m", "payment_infrastructure.postgres.migrate", "--create", database_url], check=True, cwd=ROOT
     )
     try:
-        with process([py, "-m", "services.dev_issuer", "--port", str(issuer_port)], env, "bench-issuer"):
+        with ExitStack() as parts:
+            if pipeline is not None:
+                parts.enter_context(
+                    process(
+                        [py, "-m", "payment_infrastructure.kafka.tansu", "--port", str(broker_port)],
+                        env,
+                        "bench-broker",
+                    )
+                )
+                parts.enter_context(
+                    process(
+                        [py, "-m", "services.psp_simulator", "--port", str(psp_port), "--scenario", pipeline],
+                        env,
+                        "bench-psp",
+                    )
+                )
+                wait_http(f"http://127.0.0.1:{psp_port}/health/live")
+            parts.enter_context(
+                process([py, "-m", "services.dev_issuer", "--port", str(issuer_port)], env, "bench-issuer")
+            )
             wait_http(f"{issuer_base}/realms/ecommerce-platform/.well-known/openid-configuration")
-            with process([py, "-m", "services.payment_service"], env, "bench-payment-service"):
-                wait_http(f"http://127.0.0.1:{mgmt_port}/health/ready")
-                yield Stack(f"http://127.0.0.1:{api_port}", issuer_base, database_url, env)
+            parts.enter_context(process([py, "-m", "services.payment_service"], env, "bench-payment-service"))
+            wait_http(f"http://127.0.0.1:{mgmt_port}/health/ready")
+            if pipeline is not None:
+                parts.enter_context(process([py, "-m", "services.payment_service.dispatcher"], env, "bench-dispatcher"))
+                parts.enter_context(process([py, "-m", "services.payment_consumers"], env, "bench-consumers"))
+                wait_http(f"http://127.0.0.1:{dispatcher_port}/metrics")
+                wait_http(f"http://127.0.0.1:{consumers_port}/health/ready", timeout=60)
+            yield Stack(f"http://127.0.0.1:{api_port}", issuer_base, database_url, env, f"http://127.0.0.1:{psp_port}")
     finally:
-        import asyncio
-
-        from payment_infrastructure.postgres.database import drop_database
-
         asyncio.run(drop_database(database_url))
 
 

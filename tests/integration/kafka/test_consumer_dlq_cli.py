@@ -8,6 +8,7 @@ import sys
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from payment_domain.topics import dlq_of
 from payment_infrastructure.kafka.consumer import ConsumedRecord, PoisonMessage
@@ -186,3 +187,26 @@ async def test_the_cli_runs_as_a_module_with_the_broker_from_the_environment(
 
     assert process.returncode == 0, err.decode()
     assert out.decode().splitlines()[-1] == f"2 dead letter(s) in {dlq_of(topic)}"
+
+
+async def test_topic_read_prints_the_messages_of_any_topic_filtered_by_key(
+    kafka_settings: KafkaSettings, topic_reader: TopicReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = await topic_reader.create(unique_topic("read"), partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for key in ("1001", "1002", "1001"):
+            await producer.send_and_wait(
+                topic, orjson.dumps({**ENVELOPE, "aggregateId": key}), key=key.encode(), headers=[("eventType", b"x")]
+            )
+    finally:
+        await producer.stop()
+
+    code, out, _ = await _cli(capsys, kafka_settings, "topic", "read", topic, "--key", "1001")
+
+    assert code == 0
+    assert out.count("key=1001 eventType=x") == 2
+    assert "key=1002" not in out
+    assert '"aggregateId": "1001"' in out
+    assert f"2 of 2 message(s) on {topic}" in out
