@@ -1,10 +1,9 @@
-"""PostgresPaymentRepository: one short transaction with local timeouts writes the idempotency claim (when a key is
-given), then the payment, its orders and their outbox rows in ONE statement (data-modifying CTEs), so everything
-is written together or not at all, in the same three or four round trips whatever the number of sellers."""
+"""PostgresPaymentRepository: a create is ONE statement (data-modifying CTEs over `unnest` arrays) that writes the
+idempotency claim, the payment, its orders and their outbox rows together or not at all, in one round trip
+whatever the number of sellers."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,11 +20,11 @@ from payment_infrastructure.postgres.errors import LOCK_NOT_AVAILABLE, sqlstate_
 from payment_infrastructure.postgres.pool import acquire
 from payment_infrastructure.serialization import envelope_to_bytes
 
-_CREATE = """
-WITH p AS (
+_PAYMENT_ROWS = """
+p AS (
     INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
                           status, client_id, trace_id, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM go
     RETURNING payment_id
 ), o AS (
     INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
@@ -40,23 +39,41 @@ WITH p AS (
     FROM p, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::bytea[])
              AS u(event_id, event_type, topic, aggregate_id, parent_event_id, payload)
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM p) AS payments, (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM e) AS events
-"""
+)"""
 
-# A separate first statement, so a lock wait here (the key's first request has not committed) is told apart from
-# any other lock wait. An expired key that is not purged yet is taken over as if it were new.
-_CLAIM_KEY = """
-INSERT INTO idempotency_keys (client_id, idempotency_key, request_hash, response_status, response_body,
-                              payment_id, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (client_id, idempotency_key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, response_status = EXCLUDED.response_status,
-        response_body = EXCLUDED.response_body, payment_id = EXCLUDED.payment_id,
-        created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-    WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
-RETURNING 1
+# One statement is one transaction: everything is written or nothing, in a single round trip.
+_CREATE = (
+    "WITH go AS (SELECT 1),"
+    + _PAYMENT_ROWS
+    + """
+SELECT (SELECT count(*) FROM p) AS payments
 """
+)
+
+# With a key: the claim decides whether anything else is written. An expired key that is not purged yet is taken
+# over as if it were new. A key committed before this statement began comes back in the same answer; one whose
+# first request committed while we waited for it is read by a second statement.
+_CREATE_KEYED = (
+    """
+WITH claim AS (
+    INSERT INTO idempotency_keys (client_id, idempotency_key, request_hash, response_status, response_body,
+                                  payment_id, created_at, expires_at)
+    VALUES ($8, $21, $22, $23, $24, $1, $10, $25)
+    ON CONFLICT (client_id, idempotency_key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash, response_status = EXCLUDED.response_status,
+            response_body = EXCLUDED.response_body, payment_id = EXCLUDED.payment_id,
+            created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+        WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
+    RETURNING 1
+), go AS (SELECT 1 FROM claim),"""
+    + _PAYMENT_ROWS
+    + """
+SELECT (SELECT count(*) FROM p) AS payments, k.client_id, k.idempotency_key, k.request_hash, k.response_status,
+       k.response_body, k.payment_id, k.created_at, k.expires_at
+FROM (SELECT 1) AS one
+LEFT JOIN idempotency_keys k ON k.client_id = $8 AND k.idempotency_key = $21 AND NOT EXISTS (SELECT 1 FROM claim)
+"""
+)
 
 _EXISTING_KEY = """
 SELECT client_id, idempotency_key, request_hash, response_status, response_body, payment_id, created_at, expires_at
@@ -68,16 +85,12 @@ _GET_ORDERS = "SELECT * FROM payment_orders WHERE payment_id = $1 ORDER BY payme
 
 
 class PostgresPaymentRepository:
-    def __init__(
-        self, pool: asyncpg.Pool, *, statement_timeout_ms: int, lock_timeout_ms: int, acquire_timeout_seconds: float
-    ) -> None:
+    """Statement and lock timeouts are set on this pool's connections (see `pool.create_pool`), so they bound
+    the one statement that is each create's whole transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_seconds: float) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout_seconds
-        # Simple-query protocol: BEGIN and both SET LOCALs in one round trip. Values are ints from settings.
-        self._begin = (
-            f"BEGIN; SET LOCAL statement_timeout = {int(statement_timeout_ms)}; "
-            f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"
-        )
 
     async def create(
         self,
@@ -90,24 +103,32 @@ class PostgresPaymentRepository:
     ) -> IdempotencyRecord | None:
         args = _create_args(payment, outbox, client_id=client_id, trace_id=trace_id)
         async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
-            await conn.execute(self._begin)
-            try:
-                if idempotency is not None and not await _claim_key(conn, idempotency):
-                    existing = await _existing_record(conn, idempotency.client_id, idempotency.key)
-                    await conn.execute("COMMIT")
-                    return existing
-                counts = await conn.fetchrow(_CREATE, *args)
-                expected = (1, len(payment.payment_orders), len(outbox))
-                if counts is None or tuple(counts) != expected:
-                    raise RuntimeError(f"partial create detected ({counts}); rolling back")
-                await conn.execute("COMMIT")
+            if idempotency is None:
+                await conn.fetchval(_CREATE, *args)
                 return None
-            except BaseException:
-                # Best effort: a dead connection is discarded by the pool anyway, and the original error matters.
-                with contextlib.suppress(Exception):
-                    if not conn.is_closed():
-                        await conn.execute("ROLLBACK")
+            args += [
+                idempotency.key,
+                idempotency.request_hash,
+                idempotency.response_status,
+                idempotency.response_body,
+                idempotency.expires_at,
+            ]
+            try:
+                row = await conn.fetchrow(_CREATE_KEYED, *args)
+            except asyncpg.PostgresError as error:
+                if sqlstate_of(error) == LOCK_NOT_AVAILABLE:
+                    raise IdempotencyKeyInFlight(
+                        "a request with this Idempotency-Key is still being processed"
+                    ) from error
                 raise
+            if row is None or row["payments"] == 1:
+                return None
+            if row["request_hash"] is not None:
+                return _record(row)
+            existing = await conn.fetchrow(_EXISTING_KEY, idempotency.client_id, idempotency.key)
+            if existing is None:
+                raise RuntimeError("idempotency key vanished between claim and read")
+            return _record(existing)
 
     async def get(self, payment_id: PaymentId) -> Payment | None:
         async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
@@ -152,30 +173,7 @@ def _create_args(payment: Payment, outbox: Sequence[EventEnvelope], *, client_id
     ]
 
 
-async def _claim_key(conn: asyncpg.Connection, record: IdempotencyRecord) -> bool:
-    try:
-        claimed = await conn.fetchval(
-            _CLAIM_KEY,
-            record.client_id,
-            record.key,
-            record.request_hash,
-            record.response_status,
-            record.response_body,
-            record.payment_id,
-            record.created_at,
-            record.expires_at,
-        )
-    except asyncpg.PostgresError as error:
-        if sqlstate_of(error) == LOCK_NOT_AVAILABLE:
-            raise IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed") from error
-        raise
-    return claimed is not None
-
-
-async def _existing_record(conn: asyncpg.Connection, client_id: str, key: str) -> IdempotencyRecord:
-    row = await conn.fetchrow(_EXISTING_KEY, client_id, key)
-    if row is None:
-        raise RuntimeError("idempotency key vanished between claim and read")
+def _record(row: asyncpg.Record) -> IdempotencyRecord:
     return IdempotencyRecord(
         client_id=row["client_id"],
         key=row["idempotency_key"],

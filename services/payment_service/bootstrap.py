@@ -68,12 +68,7 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         floor_provider=PostgresIdFloor(engine),
         resync_margin=settings.redis.id_block_size * RESYNC_BLOCKS,
     )
-    payments = PostgresPaymentRepository(
-        pool,
-        statement_timeout_ms=settings.db.statement_timeout_ms,
-        lock_timeout_ms=settings.db.lock_timeout_ms,
-        acquire_timeout_seconds=settings.db.pool_timeout_seconds,
-    )
+    payments = PostgresPaymentRepository(pool, acquire_timeout_seconds=settings.db.pool_timeout_seconds)
     create = CreatePayment(
         payments=payments,
         ids=ids,

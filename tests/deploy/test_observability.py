@@ -1,0 +1,227 @@
+"""Alert rules, the Grafana dashboard and the Prometheus files only use series the code really exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.charts import REPO, render
+from tests.deploy.code_catalogue import TARGET_LABELS, metrics, series, string_literals
+from tests.deploy.promql import Selector, selectors
+
+ALERTS = REPO / "infra" / "prometheus" / "alerts.yml"
+DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "payments.json"
+ADAPTER = REPO / "infra" / "prometheus" / "prometheus-adapter-values.yaml"
+DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def unknown_series(expr: str) -> list[str]:
+    """Series (or label matchers) in `expr` that nothing in the code exposes."""
+    known = series()
+    problems = []
+    for selector in selectors(expr):
+        if selector.metric not in known:
+            problems.append(selector.metric)
+            continue
+        allowed = known[selector.metric] | TARGET_LABELS
+        problems += [
+            f"{selector.metric}{{{label}}}" for label, _op, _value in selector.matchers if label not in allowed
+        ]
+    return problems
+
+
+# ---- The checker itself ----------------------------------------------------------------------------------------
+
+
+def test_metric_catalogue_is_read_from_the_sources() -> None:
+    catalogue = metrics()
+    assert catalogue["psp_calls_total"].labels == {"result"}
+    assert catalogue["http_server_requests_seconds"].kind == "Histogram"
+    assert catalogue["kafka_consumergroup_lag"].labels == {"consumergroup", "topic"}
+    assert "http_server_requests_seconds_bucket" in series() and "outbox_dispatched_total" in series()
+    assert "Counter" not in {m.name for m in catalogue.values()}  # collections.Counter() is not a metric
+
+
+def test_promql_reader_finds_selectors_and_skips_functions_and_label_lists() -> None:
+    expr = 'histogram_quantile(0.99, sum by (group, le) (rate(a_bucket{x="1", y=~"5.."}[5m]))) / on(job) b'
+    assert selectors(expr) == [Selector("a_bucket", (("x", "=", "1"), ("y", "=~", "5.."))), Selector("b", ())]
+
+
+def test_checker_flags_unknown_series_and_labels() -> None:
+    assert unknown_series("sum(rate(psp_calls_total[5m]))") == []
+    assert unknown_series("sum(rate(psp_call_total[5m]))") == ["psp_call_total"]
+    assert unknown_series('psp_calls_total{status="TIMEOUT"}') == ["psp_calls_total{status}"]
+    assert unknown_series('http_server_requests_seconds_count{le="1"}') == ["http_server_requests_seconds_count{le}"]
+
+
+# ---- Alert rules -------------------------------------------------------------------------------------------------
+
+
+def test_alert_rules_are_well_formed() -> None:
+    names = set()
+    for rule in alert_rules():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"]) and rule["alert"] not in names
+        names.add(rule["alert"])
+        assert rule["labels"]["severity"] in {"warning", "page"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert "for" not in rule or DURATION.match(rule["for"])
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_expressions_use_only_series_the_code_exposes(rule: dict[str, Any]) -> None:
+    assert selectors(rule["expr"]), "an alert must select something"
+    assert unknown_series(rule["expr"]) == []
+
+
+def test_psp_result_values_in_alerts_are_results_the_gateway_reports() -> None:
+    literals = string_literals("payment_infrastructure/psp")
+    for rule in alert_rules():
+        for selector in selectors(rule["expr"]):
+            for label, _op, value in selector.matchers:
+                if selector.metric == "psp_calls_total" and label == "result":
+                    assert set(value.split("|")) <= literals, value
+
+
+def find_rule(expr_part: str, threshold: str) -> list[dict[str, Any]]:
+    return [
+        r for r in alert_rules() if expr_part in r["expr"] and re.search(rf">\s*{re.escape(threshold)}\b", r["expr"])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("what", "expr_part", "threshold", "severity", "for_"),
+    [
+        ("outbox backlog", "outbox_event_backlog", "5000", "warning", "5m"),
+        ("outbox oldest age", "outbox_oldest_pending_age_seconds", "60", "warning", "2m"),
+        ("outbox stalled", "outbox_oldest_pending_age_seconds", "300", "page", "2m"),
+        ("dead letters", "increase(kafka_dlq_messages_total", "0", "warning", None),
+        ("needs reconciliation", "payment_orders_awaiting_reconciliation", "0", "warning", "1m"),
+        # The original's runbook: warn above 1000 for 5 minutes, page above 10000 for 5 minutes.
+        ("lag warning", "sum by (consumergroup) (kafka_consumergroup_lag)", "1000", "warning", "5m"),
+        ("lag page", "sum by (consumergroup) (kafka_consumergroup_lag)", "10000", "page", "5m"),
+        ("PSP timeouts", 'psp_calls_total{result="TIMEOUT"}', "0.05", "warning", "10m"),
+        ("API 5xx", 'http_server_requests_seconds_count{status=~"5.."}', "0.02", "page", "5m"),
+        ("API p99", "histogram_quantile(0.99", "0.5", "warning", "10m"),
+    ],
+)
+def test_the_required_alerts_exist(what: str, expr_part: str, threshold: str, severity: str, for_: str | None) -> None:
+    found = find_rule(expr_part, threshold)
+    assert len(found) == 1, f"{what}: {[r['alert'] for r in found]}"
+    assert found[0]["labels"]["severity"] == severity
+    assert found[0].get("for") == for_
+
+
+# ---- Dashboard ---------------------------------------------------------------------------------------------------
+
+
+def test_dashboard_has_a_stable_uid_and_a_prometheus_datasource_variable() -> None:
+    board = dashboard()
+    assert board["uid"] == "payments-overview"
+    (variable,) = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus"
+    reference = {"type": "prometheus", "uid": f"${{{variable['name']}}}"}
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    for panel in panels:
+        assert panel["datasource"] == reference, panel["title"]
+        assert panel["targets"] and all(t["datasource"] == reference for t in panel["targets"]), panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+@pytest.mark.parametrize("expr", dashboard_exprs())
+def test_dashboard_queries_use_only_series_the_code_exposes(expr: str) -> None:
+    assert unknown_series(expr) == []
+
+
+@pytest.mark.parametrize(
+    "required",
+    [
+        "http_server_requests_seconds_count",
+        'http_server_requests_seconds_count{status=~"5.."}',
+        "outbox_event_backlog",
+        "outbox_oldest_pending_age_seconds",
+        "outbox_dispatched_total",
+        "outbox_dispatch_failed_total",
+        "psp_calls_total",
+        "psp_exec_duration_seconds_bucket",
+        "psp_queue_delay_seconds_bucket",
+        "redis_retry_zset_size",
+        "kafka_consumergroup_lag",
+        "kafka_dlq_messages_total",
+        "payment_orders_awaiting_reconciliation",
+    ],
+)
+def test_dashboard_shows_what_operators_need(required: str) -> None:
+    assert any(required in expr for expr in dashboard_exprs())
+
+
+def test_dashboard_shows_p50_p95_p99_of_api_latency() -> None:
+    latency = [e for e in dashboard_exprs() if "http_server_requests_seconds_bucket" in e]
+    quantiles = {q for e in latency for q in re.findall(r"histogram_quantile\((0\.\d+)", e)}
+    assert quantiles == {"0.5", "0.95", "0.99"}
+
+
+def test_grafana_provisioning_loads_the_dashboard_folder_and_prometheus() -> None:
+    provider = yaml.safe_load((REPO / "infra/grafana/provisioning/dashboards/payments.yml").read_text())
+    (entry,) = provider["providers"]
+    assert provider["apiVersion"] == 1 and entry["type"] == "file" and entry["allowUiUpdates"] is False
+    datasources = yaml.safe_load((REPO / "infra/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["grafana"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in compose["volumes"])
+    assert mounts["./infra/grafana/dashboards"] == entry["options"]["path"]
+    assert (REPO / "infra/grafana/dashboards/payments.json").is_file()
+
+
+# ---- Prometheus and the adapter ------------------------------------------------------------------------------
+
+
+def test_compose_prometheus_scrapes_every_process_on_its_metrics_port() -> None:
+    config = yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    targets = {
+        job["job_name"]: target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    expected = {"payment-service": 9000, "payment-dispatcher": 9002, "payment-consumers": 9001}
+    for job, port in expected.items():
+        host, target_port = targets[job].split(":")
+        assert host == job and int(target_port) == port
+        assert any(p.endswith(f":{port}") for p in compose[host]["ports"])
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert "./infra/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["prometheus"]["volumes"]
+
+
+def test_adapter_rule_publishes_the_metric_the_hpa_reads_from_the_consumers_lag() -> None:
+    (rule,) = yaml.safe_load(ADAPTER.read_text())["rules"]["external"]
+    (hpa,) = render("payment-consumers", {"autoscaling": {"mode": "external"}}).of_kind("HorizontalPodAutoscaler")
+    assert rule["name"]["as"] == hpa["spec"]["metrics"][0]["external"]["metric"]["name"]
+    assert re.fullmatch(rule["name"]["matches"], "kafka_consumergroup_lag")
+    assert rule["seriesQuery"].startswith("kafka_consumergroup_lag{") and "kafka_consumergroup_lag" in series()
+    # The HPA's consumergroup selector reaches the query through <<.LabelMatchers>>; topk(1) keeps the worst group.
+    query = rule["metricsQuery"]
+    assert "<<.Series>>{<<.LabelMatchers>>}" in query and query.startswith("topk(1,")
+    assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
