@@ -51,7 +51,7 @@ def report(title: str, metrics: dict[str, Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", default="20s")
-    parser.add_argument("--vus", type=int, default=48)
+    parser.add_argument("--vus", type=int, default=16, help="closed-loop users at saturation (more only queue)")
     parser.add_argument("--workers", type=int, default=2, help="API processes (PAYMENTS_API__WORKERS)")
     args = parser.parse_args()
     with api_stack(workers=args.workers) as stack:

@@ -74,7 +74,7 @@ def api_stack(
     env = {
         **os.environ,
         "PAYMENTS_DB__URL": database_url,
-        "PAYMENTS_DB__POOL_SIZE": os.environ.get("BENCH_POOL_SIZE", "16"),
+        "PAYMENTS_DB__POOL_SIZE": os.environ.get("BENCH_POOL_SIZE", "4"),
         "PAYMENTS_REDIS__URL": redis_url,
         "PAYMENTS_API__PORT": str(api_port),
         "PAYMENTS_API__MANAGEMENT_PORT": str(mgmt_port),

@@ -8,6 +8,8 @@ from typing import Annotated
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from payment_application.create_payment import CreatePaymentCommand, PaymentCreated
@@ -56,9 +58,24 @@ def _command(body: CreatePaymentRequest, *, client_id: str, trace_id: str, key: 
     )
 
 
+async def _parse_body(request: Request) -> CreatePaymentRequest:
+    """pydantic-core parses and validates the raw bytes in one pass (FastAPI's body parameter would decode with
+    the stdlib json module first, then validate Python objects: about a tenth of this endpoint's CPU)."""
+    try:
+        return CreatePaymentRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False)) from None
+
+
 @router.post(
     "/payments",
     status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatePaymentRequest"}}},
+        }
+    },
     responses={
         202: {"description": "Accepted: the payment and its orders are recorded; charging happens asynchronously"},
         409: {"description": "A request with this Idempotency-Key is still in flight"},
@@ -67,11 +84,11 @@ def _command(body: CreatePaymentRequest, *, client_id: str, trace_id: str, key: 
     },
 )
 async def create_payment(
-    body: CreatePaymentRequest,
     request: Request,
     principal: WritePrincipal,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
+    body = await _parse_body(request)
     key = _idempotency_key(idempotency_key)
     command = _command(body, client_id=principal.client_id, trace_id=trace_id_of(request), key=key)
     outcome = await request.app.state.container.create_payment(command)

@@ -125,3 +125,13 @@ async def test_ids_are_unique_across_many_concurrent_creates(payment_api: Runnin
     order_ids = [o["paymentOrderId"] for r in responses for o in r.json()["paymentOrders"]]
     assert len(set(payment_ids)) == 40
     assert len(set(order_ids)) == 120
+
+
+async def test_openapi_documents_the_payment_request_schema(payment_api: RunningApi) -> None:
+    async with payment_api.client() as client:
+        document = (await client.get("/openapi.json")).json()
+    body = document["paths"]["/payments"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/CreatePaymentRequest"}
+    schemas = document["components"]["schemas"]
+    assert {"CreatePaymentRequest", "AmountIn", "PaymentOrderIn"} <= set(schemas)
+    assert schemas["CreatePaymentRequest"]["properties"]["totalAmount"]["$ref"] == "#/components/schemas/AmountIn"
