@@ -60,7 +60,7 @@ start payment-service $PY -m services.payment_service
 wait_http payment-service http://127.0.0.1:9000/health/ready
 
 start outbox-dispatcher $PY -m services.payment_service.dispatcher
-wait_http outbox-dispatcher http://127.0.0.1:9002/metrics
+wait_http outbox-dispatcher http://127.0.0.1:9002/health/ready
 
 start payment-consumers $PY -m services.payment_consumers
 wait_http payment-consumers http://127.0.0.1:9001/health/ready
@@ -70,7 +70,7 @@ cat <<MSG
 payments is running:
   API                 http://127.0.0.1:8080   (POST /payments, GET /payments/{id}; docs at /docs)
   management          http://127.0.0.1:9000   (/health/live, /health/ready, /metrics)
-  outbox dispatcher   http://127.0.0.1:9002/metrics
+  outbox dispatcher   http://127.0.0.1:9002   (/health/live, /health/ready, /metrics)
   payment-consumers   http://127.0.0.1:9001   (/health/live, /health/ready, /metrics)
   PSP simulator       http://127.0.0.1:8090   (/admin/summary, PUT /admin/scenario)
   Kafka (Tansu)       127.0.0.1:9092          (payment_order_created_topic, ...)

@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment_infrastructure.postgres.batched_delete import delete_in_batches
+
 _PURGE = text(
     """
     DELETE FROM idempotency_keys
@@ -22,10 +24,4 @@ _PURGE = text(
 
 async def purge_expired_idempotency_keys(engine: AsyncEngine, *, now: datetime, batch: int) -> int:
     """Delete up to `batch` expired keys per transaction until none are left; return how many went."""
-    total = 0
-    while True:
-        async with engine.begin() as conn:
-            deleted = (await conn.execute(_PURGE, {"now": now, "batch": batch})).rowcount
-        total += deleted
-        if deleted < batch:
-            return total
+    return await delete_in_batches(engine, _PURGE, {"now": now}, batch=batch)

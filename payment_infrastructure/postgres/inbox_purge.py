@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment_infrastructure.postgres.batched_delete import delete_in_batches
+
 _PURGE = text(
     """
     DELETE FROM processed_events WHERE (consumer_group, event_id) IN (
@@ -17,10 +19,4 @@ _PURGE = text(
 
 
 async def purge_processed_events(engine: AsyncEngine, *, before: datetime, batch: int = 5_000) -> int:
-    total = 0
-    while True:
-        async with engine.begin() as conn:
-            deleted = (await conn.execute(_PURGE, {"before": before, "batch": batch})).rowcount
-        total += deleted
-        if deleted < batch:
-            return total
+    return await delete_in_batches(engine, _PURGE, {"before": before}, batch=batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 
 from alembic import command
@@ -35,10 +36,17 @@ def downgrade(url: str, revision: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Apply the payment database migrations.")
-    parser.add_argument("url", help="database URL, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/payments")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default=os.environ.get("PAYMENTS_DB__URL"),
+        help="database URL (default: $PAYMENTS_DB__URL, which keeps a password out of the process arguments)",
+    )
     parser.add_argument("revision", nargs="?", default="head")
     parser.add_argument("--create", action="store_true", help="create the database first if it is missing")
     args = parser.parse_args()
+    if not args.url:
+        parser.error("no database URL: pass one or set PAYMENTS_DB__URL")
     if args.create:
         from payment_infrastructure.postgres.database import create_database_if_missing
 

@@ -6,18 +6,15 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
 from payment_domain.events import EventEnvelope
-from payment_domain.ids import PaymentId, PaymentOrderId
-from payment_domain.money import Amount, Currency
-from payment_domain.payment import PaymentOrder
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.errors import translated_errors
+from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.serialization import envelope_to_bytes
 
 _CHARGEABLE = sorted({PaymentOrderStatus.INITIATED_PENDING.value, *(s.value for s in RETRYABLE)})
@@ -100,21 +97,6 @@ _MARK_PUBLISHED = text(
      WHERE id = ANY(CAST(:ids AS bigint[])) AND lease_token = :token
     """
 )
-
-
-def order_from_row(row: Any) -> PaymentOrder:
-    return PaymentOrder(
-        payment_order_id=PaymentOrderId(row["payment_order_id"]),
-        payment_id=PaymentId(row["payment_id"]),
-        seller_id=row["seller_id"],
-        amount=Amount(row["amount_value"], Currency(row["amount_currency"])),
-        status=PaymentOrderStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        retry_count=row["retry_count"],
-        retry_reason=row["retry_reason"],
-        last_error_message=row["last_error_message"],
-    )
 
 
 class PostgresPaymentOrderClaims:

@@ -12,12 +12,13 @@ import asyncpg
 from payment_application.errors import IdempotencyKeyInFlight
 from payment_application.ports.payments import IdempotencyRecord
 from payment_domain.events import EventEnvelope
-from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
-from payment_domain.payment import Payment, PaymentOrder
+from payment_domain.payment import Payment
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from payment_infrastructure.postgres.errors import LOCK_NOT_AVAILABLE, sqlstate_of, translated_errors
 from payment_infrastructure.postgres.pool import acquire
+from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.serialization import envelope_to_bytes
 
 _PAYMENT_ROWS = """
@@ -143,7 +144,7 @@ class PostgresPaymentRepository:
             total_amount=Amount(row["amount_value"], Currency(row["amount_currency"])),
             status=PaymentStatus(row["status"]),
             created_at=row["created_at"],
-            payment_orders=tuple(_order_from_row(r) for r in order_rows),
+            payment_orders=tuple(order_from_row(r) for r in order_rows),
         )
 
 
@@ -183,19 +184,4 @@ def _record(row: asyncpg.Record) -> IdempotencyRecord:
         payment_id=row["payment_id"],
         created_at=row["created_at"],
         expires_at=row["expires_at"],
-    )
-
-
-def _order_from_row(row: asyncpg.Record) -> PaymentOrder:
-    return PaymentOrder(
-        payment_order_id=PaymentOrderId(row["payment_order_id"]),
-        payment_id=PaymentId(row["payment_id"]),
-        seller_id=row["seller_id"],
-        amount=Amount(row["amount_value"], Currency(row["amount_currency"])),
-        status=PaymentOrderStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        retry_count=row["retry_count"],
-        retry_reason=row["retry_reason"],
-        last_error_message=row["last_error_message"],
     )

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.observability.settings import LoggingSettings
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.psp.settings import PspSettings
 from payment_infrastructure.redis.retry_settings import RetrySettings
@@ -47,11 +48,6 @@ class ProcessSettings(BaseModel):
     workers: tuple[Worker, ...] = tuple(Worker)
     psp_claim_lease_seconds: float = Field(default=30, gt=0)
     inbox_retention_days: float = Field(default=7, gt=0)
-
-
-class LoggingSettings(BaseModel):
-    level: str = "INFO"
-    json_output: bool = True
 
 
 class ConsumersSettings(BaseSettings):

@@ -2,7 +2,8 @@
 
 Start-up: topics (idempotent; the dev broker forgets them on restart), outbox partitions, then the dispatch loop
 (claim → publish → settle, woken by LISTEN outbox_event_new), partition maintenance and the backlog gauges on
-timers, and /metrics on PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT (default 9002). SIGTERM: each worker finishes
+timers, and a management server (/health/live, /health/ready, /metrics) on
+PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT (default 9002). SIGTERM: each worker finishes
 its batch (bounded by the Kafka delivery timeout), then the producer flushes and the process exits 0.
 Several dispatchers may run side by side; leases keep them off each other's rows.
 """
@@ -10,14 +11,11 @@ Several dispatchers may run side by side; leases keep them off each other's rows
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
 import uvloop
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.dispatch_outbox import DispatchOutbox, OutboxDispatchLoop
@@ -26,6 +24,7 @@ from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.observability.logging import configure_logging
+from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.outbox_metrics import (
     PrometheusDispatchObserver,
@@ -41,7 +40,7 @@ from payment_infrastructure.postgres.outbox_partitions import (
 )
 from payment_infrastructure.postgres.outbox_settings import check_lease_outlives_delivery
 from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
-from payment_infrastructure.server import run_periodically
+from payment_infrastructure.server import http_server, run_periodically, run_until_stopped
 from services.payment_service.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -122,6 +121,10 @@ class OutboxDispatcher:
             await self.publisher.stop()
             log.info("outbox_dispatcher_stopped")
 
+    async def check_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
     async def close(self) -> None:
         await self.engine.dispose()
 
@@ -160,22 +163,21 @@ def build_dispatcher(
 
 
 async def serve(settings: ServiceSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    metrics_server = None
+    dispatcher = build_dispatcher(settings)
+    servers = []
     port = settings.outbox.dispatcher_metrics_port
     if port is not None:
-        metrics_server, _ = start_http_server(port, addr=settings.outbox.dispatcher_metrics_host)
-    dispatcher = build_dispatcher(settings)
+        servers.append(
+            http_server(
+                create_management_app({"postgres": dispatcher.check_database}),
+                host=settings.outbox.dispatcher_metrics_host,
+                port=port,
+            )
+        )
     try:
-        await dispatcher.run(stop)
+        await run_until_stopped(servers, [dispatcher.run])
     finally:
         await dispatcher.close()
-        if metrics_server is not None:
-            metrics_server.shutdown()
 
 
 def main() -> None:

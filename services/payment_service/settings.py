@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.auth.settings import AuthSettings
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.observability.settings import LoggingSettings
 from payment_infrastructure.postgres.outbox_settings import OutboxSettings
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.redis.settings import RedisSettings
@@ -25,11 +26,6 @@ class ApiSettings(BaseModel):
     idempotency_purge_batch: int = Field(default=5_000, ge=1)
     partition_maintenance_interval_seconds: float = Field(default=300, gt=0)
     retry_after_seconds: int = Field(default=1, ge=1)
-
-
-class LoggingSettings(BaseModel):
-    level: str = "INFO"
-    json_output: bool = True
 
 
 class ServiceSettings(BaseSettings):
