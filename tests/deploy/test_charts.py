@@ -279,10 +279,9 @@ def test_probes_point_at_paths_and_ports_the_processes_really_serve(monkeypatch:
         module = module_of(container)
         settings = load_settings(monkeypatch, rendered, container)
         if module == "services.payment_service.dispatcher":
-            # prometheus_client's server: /metrics only.
             served_port, served_paths, host = (
                 settings.outbox.dispatcher_metrics_port,
-                {"/metrics"},
+                management_paths,
                 settings.outbox.dispatcher_metrics_host,
             )
         elif module == "services.payment_service":

@@ -177,7 +177,7 @@ def test_app_healthchecks_ask_the_endpoints_each_process_serves() -> None:
     management_paths = {route.path for route in create_management_app({}).routes}  # type: ignore[attr-defined]
     served = {
         "payment-service": (ApiSettings().management_port, management_paths),
-        "payment-dispatcher": (ServiceSettings().outbox.dispatcher_metrics_port, {"/metrics"}),
+        "payment-dispatcher": (ServiceSettings().outbox.dispatcher_metrics_port, management_paths),
         "payment-consumers": (ProcessSettings().management_port, management_paths),
         "psp-simulator": (psp_simulator_main.DEFAULT_PORT, {"/health/live"}),
     }
