@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--duration", default="20s")
     parser.add_argument("--vus", type=int, default=16, help="closed-loop users at saturation (more only queue)")
     parser.add_argument("--workers", type=int, default=2, help="API processes (PAYMENTS_API__WORKERS)")
+    parser.add_argument("--rate", type=int, default=0, help="open-loop rate for phase 2 (default: half of phase 1)")
     args = parser.parse_args()
     with api_stack(workers=args.workers) as stack:
         token = client_token(stack.issuer_url)
@@ -62,9 +63,9 @@ def main() -> None:
             f"saturation ({args.vus} closed-loop users, {args.duration})",
             run_k6({**common, "MODE": "saturate", "VUS": str(args.vus)}),
         )
-        half = max(int(saturated / 2), 1)
+        half = args.rate or max(int(saturated / 2), 1)
         report(
-            f"half rate ({half} req/s open-loop, {args.duration})",
+            f"open-loop rate ({half} req/s, {args.duration})",
             run_k6({**common, "MODE": "rate", "RATE": str(half), "VUS": "50"}),
         )
 
