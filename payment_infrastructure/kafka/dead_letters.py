@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import traceback
 from datetime import datetime
-from types import TracebackType
 from typing import Protocol, Self
 
 from aiokafka import AIOKafkaProducer
@@ -19,6 +18,7 @@ from aiokafka.errors import KafkaTimeoutError
 from payment_application.ports.clock import Clock
 from payment_domain.topics import dlq_of
 from payment_infrastructure.kafka.consumer_metrics import kafka_dlq_messages_total
+from payment_infrastructure.kafka.lifecycle import OwnsProducer
 from payment_infrastructure.kafka.producer import build_producer
 from payment_infrastructure.kafka.records import ConsumedRecord
 from payment_infrastructure.kafka.settings import KafkaSettings
@@ -81,7 +81,7 @@ def dead_letter_headers(
     return list(headers.items())
 
 
-class DeadLetterPublisher:
+class DeadLetterPublisher(OwnsProducer):
     """`DeadLetterSink` over its own producer (never the business publisher's, so a DLQ burst cannot starve it)."""
 
     def __init__(self, producer: AIOKafkaProducer, *, clock: Clock, delivery_timeout: float) -> None:
@@ -93,21 +93,6 @@ class DeadLetterPublisher:
     def from_settings(cls, settings: KafkaSettings, *, clock: Clock, client_id: str | None = None) -> Self:
         producer = build_producer(settings, client_id=client_id or f"{settings.client_id}-dlq")
         return cls(producer, clock=clock, delivery_timeout=settings.delivery_timeout_seconds)
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def publish(self, record: ConsumedRecord, error: BaseException, *, group_id: str, attempts: int) -> None:
         """Send and wait for the ack; raises when the broker did not acknowledge (the caller retries)."""

@@ -6,14 +6,14 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_domain.events import EventEnvelope
+from payment_infrastructure.kafka.lifecycle import OwnsProducer
 from payment_infrastructure.kafka.metrics import (
     kafka_messages_published_total,
     kafka_publish_batch_seconds,
@@ -61,7 +61,7 @@ def build_producer(settings: KafkaSettings, *, client_id: str | None = None) -> 
     )
 
 
-class KafkaEventPublisher:
+class KafkaEventPublisher(OwnsProducer):
     """`EventPublisher` over one AIOKafkaProducer. Start it before use and stop it (flushes) at shutdown."""
 
     def __init__(self, producer: AIOKafkaProducer, *, delivery_timeout: float) -> None:
@@ -71,21 +71,6 @@ class KafkaEventPublisher:
     @classmethod
     def from_settings(cls, settings: KafkaSettings, *, client_id: str | None = None) -> KafkaEventPublisher:
         return cls(build_producer(settings, client_id=client_id), delivery_timeout=settings.delivery_timeout_seconds)
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def publish(self, topic: str, key: str, value: bytes, headers: EventHeaders) -> None:
         try:
