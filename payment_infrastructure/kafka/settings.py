@@ -33,7 +33,7 @@ class KafkaSettings(BaseModel):
     linger_ms: int = Field(default=5, ge=0)
     max_batch_size: int = Field(default=262_144, ge=1_024)
     max_request_size: int = Field(default=1_048_576, ge=1_024)
-    compression_type: CompressionType = "gzip"
+    compression_type: CompressionType = "zstd"
     request_timeout_ms: int = Field(default=15_000, ge=100)
     # How long a publish may wait for every acknowledgement; the outbox lease must outlive it.
     delivery_timeout_ms: int = Field(default=20_000, ge=100)
