@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -104,20 +105,24 @@ async def running(
     group_id: str,
     topics: Sequence[str],
     handler: Callable[[ConsumedRecord], Awaitable[None]],
-    dead_letters: DeadLetterSink,
+    dead_letters: DeadLetterSink | None = None,
     name: str = "consumer-1",
 ) -> AsyncIterator[RunningConsumer]:
-    consumer = PartitionOrderedConsumer(
-        kafka, settings, group_id=group_id, topics=topics, handler=handler, dead_letters=dead_letters, name=name
-    )
-    run = RunningConsumer(consumer)
-    try:
-        yield run
-    finally:
-        if not run.task.done():
-            await run.shutdown()
-        elif not run.task.cancelled() and (error := run.task.exception()) is not None:
-            raise error
+    """A consumer running until the block ends; without `dead_letters`, a real DLQ publisher of its own."""
+    async with contextlib.AsyncExitStack() as owned:
+        if dead_letters is None:
+            dead_letters = await owned.enter_async_context(dead_letter_publisher(kafka))
+        consumer = PartitionOrderedConsumer(
+            kafka, settings, group_id=group_id, topics=topics, handler=handler, dead_letters=dead_letters, name=name
+        )
+        run = RunningConsumer(consumer)
+        try:
+            yield run
+        finally:
+            if not run.task.done():
+                await run.shutdown()
+            elif not run.task.cancelled() and (error := run.task.exception()) is not None:
+                raise error
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 10.0, what: str = "condition") -> None:

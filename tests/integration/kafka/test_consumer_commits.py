@@ -10,7 +10,6 @@ from tests.fixtures.broker import TopicReader, unique_topic
 from tests.integration.kafka.consumer_support import (
     Recorder,
     committed_offsets,
-    dead_letter_publisher,
     fast_settings,
     produce,
     running,
@@ -33,17 +32,13 @@ async def test_a_record_whose_handler_never_returned_is_delivered_again_after_a_
         if record.offset == 2:
             await never.wait()
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=first.handler("c1", stuck_on_offset_2),
-            dead_letters=dlq,
-        ) as run,
-    ):
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=first.handler("c1", stuck_on_offset_2),
+    ) as run:
         await wait_until(lambda: [p.offset for p in first.started] == [0, 1, 2], what="offset 2 in the handler")
         await wait_for_commits(bootstrap, group, topic, {0: 2})
         await run.kill()
@@ -52,17 +47,13 @@ async def test_a_record_whose_handler_never_returned_is_delivered_again_after_a_
     assert await committed_offsets(bootstrap, group, topic, 1) == {0: 2}
 
     second = Recorder()
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=second.handler("c2"),
-            dead_letters=dlq,
-            name="consumer-2",
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=second.handler("c2"),
+        name="consumer-2",
     ):
         await wait_until(lambda: second.offsets(0) == [2], what="offset 2 delivered again")
     assert await committed_offsets(bootstrap, group, topic, 1) == {0: 3}
@@ -82,17 +73,13 @@ async def test_a_stop_lets_the_record_in_hand_finish_commits_it_and_a_restart_se
         if record.partition == 0 and record.offset == 4:
             await release.wait()
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(drain_timeout_seconds=5.0),
-            group_id=group,
-            topics=[topic],
-            handler=first.handler("c1", slow_last_record),
-            dead_letters=dlq,
-        ) as run,
-    ):
+    async with running(
+        kafka_settings,
+        fast_settings(drain_timeout_seconds=5.0),
+        group_id=group,
+        topics=[topic],
+        handler=first.handler("c1", slow_last_record),
+    ) as run:
         await wait_until(lambda: len(first.started) == 10, what="every record started")
         run.stop.set()  # what the SIGTERM handler does
         await wait_until(lambda: not run.consumer.healthy, what="the consumer stopping")
@@ -105,17 +92,13 @@ async def test_a_stop_lets_the_record_in_hand_finish_commits_it_and_a_restart_se
     # A restarted member starts after everything done: the first record it sees is a new one.
     await produce(bootstrap, topic, [(0, "k0", b"after-restart")])
     second = Recorder()
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=second.handler("c2"),
-            dead_letters=dlq,
-            name="consumer-2",
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=second.handler("c2"),
+        name="consumer-2",
     ):
         await wait_until(lambda: len(second.done) >= 1, what="the new record")
     assert [(p.partition, p.offset, p.value) for p in second.done] == [(0, 5, b"after-restart")]
@@ -139,17 +122,13 @@ async def test_a_handler_still_running_at_the_drain_timeout_is_cancelled_and_its
                 cancelled.set()
                 raise
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(drain_timeout_seconds=0.2),
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", never_ends_on_offset_1),
-            dead_letters=dlq,
-        ) as run,
-    ):
+    async with running(
+        kafka_settings,
+        fast_settings(drain_timeout_seconds=0.2),
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", never_ends_on_offset_1),
+    ) as run:
         await wait_until(lambda: [p.offset for p in recorder.started] == [0, 1], what="offset 1 in the handler")
         await run.shutdown()
 

@@ -64,16 +64,12 @@ async def test_a_poison_message_goes_to_the_dlq_with_its_headers_and_the_next_re
         if record.value == b"not json":
             raise PoisonMessage("value is not a JSON envelope")
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", rejects_garbage),
-            dead_letters=dlq,
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", rejects_garbage),
     ):
         await wait_until(lambda: recorder.offsets(1) == [0, 2], what="the records around the poison")
         await wait_for_commits(bootstrap, group, topic, {1: 3})
@@ -110,16 +106,12 @@ async def test_a_handler_that_fails_twice_then_succeeds_is_retried_in_place_and_
         if record.offset == 0 and calls[0] <= 2:
             raise ConnectionError("database restarting")
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(in_place_retries=3),
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", fails_twice),
-            dead_letters=dlq,
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(in_place_retries=3),
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", fails_twice),
     ):
         await wait_until(lambda: recorder.offsets(0) == [0, 1], what="both records handled")
 
@@ -145,16 +137,12 @@ async def test_a_handler_that_always_fails_is_dead_lettered_after_the_in_place_r
         if record.offset == 0:
             raise RuntimeError(f"attempt {calls[0]} failed")
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(in_place_retries=2),
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", fails_on_first),
-            dead_letters=dlq,
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(in_place_retries=2),
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", fails_on_first),
     ):
         await wait_until(lambda: recorder.offsets(0) == [1], what="the record after the failing one")
         await wait_for_commits(bootstrap, group, topic, {0: 2})
@@ -216,17 +204,13 @@ async def test_when_the_dlq_cannot_take_a_record_the_partition_waits_and_nothing
 
     # With a DLQ that works, the next member dead-letters the record and moves on.
     second = Recorder()
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=second.handler("c2", poison_if_big),
-            dead_letters=dlq,
-            name="consumer-2",
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=second.handler("c2", poison_if_big),
+        name="consumer-2",
     ):
         await wait_until(lambda: second.offsets(0) == [2], what="the record after the poison")
     [letter] = await topic_reader.wait_for(dlq_of(topic), 1)

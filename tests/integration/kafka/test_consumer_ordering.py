@@ -13,7 +13,6 @@ from tests.fixtures.broker import TopicReader, unique_topic
 from tests.integration.kafka.consumer_support import (
     Recorder,
     committed_offsets,
-    dead_letter_publisher,
     fast_settings,
     produce,
     running,
@@ -35,16 +34,12 @@ async def test_records_of_one_partition_are_handled_in_offset_order_while_partit
         if record.partition == 0:
             await slow_partition_released.wait()
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=unique_topic("group"),
-            topics=[topic],
-            handler=recorder.handler("c1", slow_on_partition_0),
-            dead_letters=dlq,
-        ),
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=unique_topic("group"),
+        topics=[topic],
+        handler=recorder.handler("c1", slow_on_partition_0),
     ):
         # Partition 1 finishes everything while partition 0 is stuck on its first record.
         await wait_until(lambda: len(recorder.offsets(1)) == 20, what="partition 1 handled")
@@ -83,18 +78,14 @@ async def test_in_flight_records_of_a_partition_never_exceed_the_bound_and_none_
             sample()
             await asyncio.sleep(0.001)
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            # One poll returns far more records than the bound: the rest must be fetched again later.
-            fast_settings(max_in_flight_per_partition=bound, max_poll_records=200),
-            group_id=unique_topic("group"),
-            topics=[topic],
-            handler=recorder.handler("c1", gated),
-            dead_letters=dlq,
-        ) as run,
-    ):
+    async with running(
+        kafka_settings,
+        # One poll returns far more records than the bound: the rest must be fetched again later.
+        fast_settings(max_in_flight_per_partition=bound, max_poll_records=200),
+        group_id=unique_topic("group"),
+        topics=[topic],
+        handler=recorder.handler("c1", gated),
+    ) as run:
         consumers.append(run.consumer)
         sampler = asyncio.create_task(sample_continuously())
         # The handler is stuck on the first record: the queue fills up to the bound and fetching pauses.
@@ -120,17 +111,13 @@ async def test_lag_is_the_highwater_minus_the_committed_offset_and_health_follow
     async def gated(record: ConsumedRecord) -> None:
         await gate.wait()
 
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            fast_settings(),
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", gated),
-            dead_letters=dlq,
-        ) as run,
-    ):
+    async with running(
+        kafka_settings,
+        fast_settings(),
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", gated),
+    ) as run:
         await wait_until(lambda: run.consumer.lag() == {topic: 10}, what="lag of 10")
         assert run.consumer.healthy
 

@@ -10,7 +10,6 @@ from payment_infrastructure.kafka.settings import KafkaSettings
 from tests.fixtures.broker import TopicReader, unique_topic
 from tests.integration.kafka.consumer_support import (
     Recorder,
-    dead_letter_publisher,
     fast_settings,
     produce,
     running,
@@ -39,18 +38,14 @@ async def test_a_second_member_takes_over_partitions_without_losing_or_repeating
             await produce(bootstrap, topic, [(p, f"order-{p}", str(i).encode()) for p in range(PARTITIONS)])
 
     half = PER_PARTITION // 2
-    async with (
-        dead_letter_publisher(kafka_settings) as dlq,
-        running(
-            kafka_settings,
-            settings,
-            group_id=group,
-            topics=[topic],
-            handler=recorder.handler("c1", some_work),
-            dead_letters=dlq,
-            name="consumer-1",
-        ) as first,
-    ):
+    async with running(
+        kafka_settings,
+        settings,
+        group_id=group,
+        topics=[topic],
+        handler=recorder.handler("c1", some_work),
+        name="consumer-1",
+    ) as first:
         producer = asyncio.create_task(produce_rounds(range(half)))
         await wait_until(
             lambda: all(recorder.offsets(p) for p in range(PARTITIONS)), what="the first member busy on every partition"
@@ -61,7 +56,6 @@ async def test_a_second_member_takes_over_partitions_without_losing_or_repeating
             group_id=group,
             topics=[topic],
             handler=recorder.handler("c2", some_work),
-            dead_letters=dlq,
             name="consumer-2",
         ) as second:
             await wait_until(
