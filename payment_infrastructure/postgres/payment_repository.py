@@ -1,10 +1,12 @@
-"""PostgresPaymentRepository: a create is ONE statement (data-modifying CTEs over `unnest` arrays) that writes the
-idempotency claim, the payment, its orders and their outbox rows together or not at all, in one round trip
-whatever the number of sellers."""
+"""PostgresPaymentRepository: creates are ONE statement (data-modifying CTEs over `unnest` arrays) that writes
+the idempotency claims, the payments, their orders and their outbox rows together or not at all, in one round trip
+whatever the number of payments or sellers; concurrent creates share it through a group commit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -15,66 +17,72 @@ from payment_domain.events import EventEnvelope
 from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import Payment
-from payment_domain.status import PaymentOrderStatus, PaymentStatus
-from payment_infrastructure.postgres.errors import LOCK_NOT_AVAILABLE, sqlstate_of, translated_errors
+from payment_domain.status import PaymentStatus
+from payment_infrastructure.postgres.errors import LOCK_NOT_AVAILABLE, sqlstate_of, translate, translated_errors
+from payment_infrastructure.postgres.group_commit import GroupCommit
 from payment_infrastructure.postgres.pool import acquire
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.serialization import envelope_to_bytes
 
-_PAYMENT_ROWS = """
-p AS (
-    INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
-                          status, client_id, trace_id, created_at, updated_at)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM go
-    RETURNING payment_id
-), o AS (
-    INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
-                                amount_value, amount_currency, status, retry_count, created_at, updated_at)
-    SELECT u.id, 'paymentorder-' || u.id, p.payment_id, $2, u.seller_id, u.amount_value, $6, $11, 0, $10, $10
-    FROM p, unnest($12::bigint[], $13::text[], $14::bigint[]) AS u(id, seller_id, amount_value)
-    RETURNING 1
-), e AS (
-    INSERT INTO outbox_event (event_id, event_type, topic, aggregate_id, trace_id, parent_event_id, payload,
-                              status, created_at)
-    SELECT u.event_id, u.event_type, u.topic, u.aggregate_id, $9, u.parent_event_id, u.payload, 'NEW', $10
-    FROM p, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::bytea[])
-             AS u(event_id, event_type, topic, aggregate_id, parent_event_id, payload)
-    RETURNING 1
-)"""
-
-# One statement is one transaction: everything is written or nothing, in a single round trip.
-_CREATE = (
-    "WITH go AS (SELECT 1),"
-    + _PAYMENT_ROWS
-    + """
-SELECT (SELECT count(*) FROM p) AS payments
-"""
-)
-
-# With a key: the claim decides whether anything else is written. An expired key that is not purged yet is taken
-# over as if it were new. A key committed before this statement began comes back in the same answer; one whose
-# first request committed while we waited for it is read by a second statement.
-_CREATE_KEYED = (
-    """
-WITH claim AS (
+# Many payments in one statement, so in one transaction: every item's idempotency claim first (in key order, so
+# two concurrent batches take their locks in the same order), then the payments whose claim succeeded or that carry
+# no key, with their orders and outbox rows. The answer has one row per item: written, or the key's existing record
+# when that record committed before this statement began (one that committed while we waited for its lock is read
+# by a second statement). An expired key that is not purged yet is taken over as if it were new.
+_CREATE_MANY = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::int[],
+                         $14::bytea[], $15::timestamptz[]) WITH ORDINALITY
+        AS i(payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status, client_id,
+             trace_id, created_at, idempotency_key, request_hash, response_status, response_body, expires_at,
+             position)
+), claim AS (
     INSERT INTO idempotency_keys (client_id, idempotency_key, request_hash, response_status, response_body,
                                   payment_id, created_at, expires_at)
-    VALUES ($8, $21, $22, $23, $24, $1, $10, $25)
+    SELECT client_id, idempotency_key, request_hash, response_status, response_body, payment_id, created_at,
+           expires_at
+    FROM input WHERE idempotency_key IS NOT NULL
+    ORDER BY client_id, idempotency_key
     ON CONFLICT (client_id, idempotency_key) DO UPDATE
         SET request_hash = EXCLUDED.request_hash, response_status = EXCLUDED.response_status,
             response_body = EXCLUDED.response_body, payment_id = EXCLUDED.payment_id,
             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
         WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
-    RETURNING 1
-), go AS (SELECT 1 FROM claim),"""
-    + _PAYMENT_ROWS
-    + """
-SELECT (SELECT count(*) FROM p) AS payments, k.client_id, k.idempotency_key, k.request_hash, k.response_status,
-       k.response_body, k.payment_id, k.created_at, k.expires_at
-FROM (SELECT 1) AS one
-LEFT JOIN idempotency_keys k ON k.client_id = $8 AND k.idempotency_key = $21 AND NOT EXISTS (SELECT 1 FROM claim)
-"""
+    RETURNING payment_id
+), go AS (
+    SELECT * FROM input WHERE idempotency_key IS NULL OR payment_id IN (SELECT payment_id FROM claim)
+), p AS (
+    INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
+                          status, client_id, trace_id, created_at, updated_at)
+    SELECT payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status,
+           client_id, trace_id, created_at, created_at
+    FROM go
+), o AS (
+    INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
+                                amount_value, amount_currency, status, retry_count, created_at, updated_at)
+    SELECT u.id, u.public_id, u.payment_id, go.public_payment_id, u.seller_id, u.amount_value, go.amount_currency,
+           u.status, 0, go.created_at, go.created_at
+    FROM unnest($16::bigint[], $17::text[], $18::bigint[], $19::text[], $20::bigint[], $21::text[])
+             AS u(id, public_id, payment_id, seller_id, amount_value, status)
+    JOIN go USING (payment_id)
+), e AS (
+    INSERT INTO outbox_event (event_id, event_type, topic, aggregate_id, trace_id, parent_event_id, payload,
+                              status, created_at)
+    SELECT u.event_id, u.event_type, u.topic, u.aggregate_id, go.trace_id, u.parent_event_id, u.payload, 'NEW',
+           go.created_at
+    FROM unnest($22::bigint[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::uuid[], $28::bytea[])
+             AS u(payment_id, event_id, event_type, topic, aggregate_id, parent_event_id, payload)
+    JOIN go USING (payment_id)
 )
+SELECT go.payment_id IS NOT NULL AS written, k.client_id, k.idempotency_key, k.request_hash, k.response_status,
+       k.response_body, k.payment_id, k.created_at, k.expires_at
+FROM input i
+LEFT JOIN go USING (payment_id)
+LEFT JOIN idempotency_keys k
+       ON go.payment_id IS NULL AND k.client_id = i.client_id AND k.idempotency_key = i.idempotency_key
+ORDER BY i.position
+"""
 
 _EXISTING_KEY = """
 SELECT client_id, idempotency_key, request_hash, response_status, response_body, payment_id, created_at, expires_at
@@ -85,13 +93,44 @@ _GET_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _GET_ORDERS = "SELECT * FROM payment_orders WHERE payment_id = $1 ORDER BY payment_order_id"
 
 
-class PostgresPaymentRepository:
-    """Statement and lock timeouts are set on this pool's connections (see `pool.create_pool`), so they bound
-    the one statement that is each create's whole transaction."""
+@dataclass(frozen=True, slots=True)
+class PaymentWrite:
+    """One create: what the use case handed the repository."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_seconds: float) -> None:
+    payment: Payment
+    outbox: Sequence[EventEnvelope]
+    client_id: str
+    trace_id: str
+    idempotency: IdempotencyRecord | None
+
+    def conflict_key(self) -> tuple[str, str] | None:
+        return None if self.idempotency is None else (self.client_id, self.idempotency.key)
+
+
+WriteResult = IdempotencyRecord | None
+
+
+class PostgresPaymentRepository:
+    """Creates go through a group commit (`group_commit.GroupCommit`): concurrent creates share a transaction.
+    Statement and lock timeouts are set on this pool's connections (see `pool.create_pool`), so they bound
+    each transaction, which is one statement."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_seconds: float, writers: int, max_batch: int) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout_seconds
+        self._writes: GroupCommit[PaymentWrite, WriteResult, asyncpg.Connection] = GroupCommit(
+            connect=self._connection,
+            write=write_payments,
+            writers=writers,
+            max_batch=max_batch,
+            queue_timeout_seconds=acquire_timeout_seconds,
+            conflict_key=PaymentWrite.conflict_key,
+        )
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
+            yield conn
 
     async def create(
         self,
@@ -102,34 +141,15 @@ class PostgresPaymentRepository:
         trace_id: str,
         idempotency: IdempotencyRecord | None,
     ) -> IdempotencyRecord | None:
-        args = _create_args(payment, outbox, client_id=client_id, trace_id=trace_id)
-        async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
-            if idempotency is None:
-                await conn.fetchval(_CREATE, *args)
-                return None
-            args += [
-                idempotency.key,
-                idempotency.request_hash,
-                idempotency.response_status,
-                idempotency.response_body,
-                idempotency.expires_at,
-            ]
-            try:
-                row = await conn.fetchrow(_CREATE_KEYED, *args)
-            except asyncpg.PostgresError as error:
-                if sqlstate_of(error) == LOCK_NOT_AVAILABLE:
-                    raise IdempotencyKeyInFlight(
-                        "a request with this Idempotency-Key is still being processed"
-                    ) from error
-                raise
-            if row is None or row["payments"] == 1:
-                return None
-            if row["request_hash"] is not None:
-                return _record(row)
-            existing = await conn.fetchrow(_EXISTING_KEY, idempotency.client_id, idempotency.key)
-            if existing is None:
-                raise RuntimeError("idempotency key vanished between claim and read")
-            return _record(existing)
+        return await self._writes.submit(PaymentWrite(payment, outbox, client_id, trace_id, idempotency))
+
+    @property
+    def queued_creates(self) -> int:
+        return self._writes.queued
+
+    async def close(self) -> None:
+        """Finish the creates already queued (the pool must still be open)."""
+        await self._writes.close()
 
     async def get(self, payment_id: PaymentId) -> Payment | None:
         async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
@@ -148,29 +168,105 @@ class PostgresPaymentRepository:
         )
 
 
-def _create_args(payment: Payment, outbox: Sequence[EventEnvelope], *, client_id: str, trace_id: str) -> list[Any]:
-    orders = payment.payment_orders
+async def write_payments(
+    conn: asyncpg.Connection, writes: Sequence[PaymentWrite]
+) -> Sequence[WriteResult | BaseException]:
+    """Write a batch in one transaction. If the database refuses it for something one item may have caused (a
+    key another transaction holds, a constraint), each item is written again on its own, so only that item
+    fails. Timeouts and lost connections fail the batch: they are the database's state, not an item's."""
+    try:
+        return await _write(conn, writes)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as error:
+        if len(writes) == 1 or not _item_may_have_caused(error):
+            failure = _failure(error, writes[0]) if len(writes) == 1 else translate(error)
+            if failure is error:
+                raise
+            raise failure from error
+    # One by one, each with its own answer: a failure from here on must not be reported for an item written before.
+    results: list[WriteResult | BaseException] = []
+    for write in writes:
+        try:
+            results.extend(await _write(conn, [write]))
+        except (asyncpg.PostgresError, OSError, TimeoutError) as error:
+            results.append(_failure(error, write))
+    return results
+
+
+def _item_may_have_caused(error: BaseException) -> bool:
+    return sqlstate_of(error) == LOCK_NOT_AVAILABLE or translate(error) is error
+
+
+def _failure(error: BaseException, write: PaymentWrite) -> BaseException:
+    """What one write's failure means to its caller: its key is taken by a request still in flight, the database
+    is unavailable or slow, or (a bug) the error itself."""
+    if write.idempotency is not None and sqlstate_of(error) == LOCK_NOT_AVAILABLE:
+        return IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
+    return translate(error)
+
+
+async def _write(conn: asyncpg.Connection, writes: Sequence[PaymentWrite]) -> list[WriteResult | BaseException]:
+    rows = await conn.fetch(_CREATE_MANY, *_create_args(writes))
+    # Committed: from here on a failure belongs to the one item it concerns.
+    results: list[WriteResult | BaseException] = []
+    for write, row in zip(writes, rows, strict=True):
+        if row["written"]:
+            results.append(None)
+        elif row["request_hash"] is not None:
+            results.append(_record(row))
+        else:
+            try:
+                results.append(await _committed_meanwhile(conn, write))
+            except (asyncpg.PostgresError, OSError, TimeoutError) as error:
+                results.append(_failure(error, write))
+    return results
+
+
+async def _committed_meanwhile(conn: asyncpg.Connection, write: PaymentWrite) -> IdempotencyRecord:
+    """The key's first request committed while this statement waited for its lock: invisible to the statement's
+    snapshot, visible to the next one."""
+    idempotency = write.idempotency
+    if idempotency is None:
+        raise RuntimeError("a payment without an idempotency key was not written")
+    existing = await conn.fetchrow(_EXISTING_KEY, write.client_id, idempotency.key)
+    if existing is None:
+        raise RuntimeError("idempotency key vanished between claim and read")
+    return _record(existing)
+
+
+def _create_args(writes: Sequence[PaymentWrite]) -> list[Any]:
+    payments = [w.payment for w in writes]
+    keys = [w.idempotency for w in writes]
+    orders = [(o, w.payment) for w in writes for o in w.payment.payment_orders]
+    events = [(e, w.payment) for w in writes for e in w.outbox]
     return [
-        payment.payment_id.value,
-        payment.public_id,
-        payment.buyer_id,
-        payment.order_id,
-        payment.total_amount.value,
-        payment.total_amount.currency.value,
-        payment.status.value,
-        client_id,
-        trace_id,
-        payment.created_at,
-        PaymentOrderStatus.INITIATED_PENDING.value,
-        [o.payment_order_id.value for o in orders],
-        [o.seller_id for o in orders],
-        [o.amount.value for o in orders],
-        [e.event_id for e in outbox],
-        [e.event_type.value for e in outbox],
-        [e.topic.value for e in outbox],
-        [e.aggregate_id for e in outbox],
-        [e.parent_event_id for e in outbox],
-        [envelope_to_bytes(e) for e in outbox],
+        [p.payment_id.value for p in payments],
+        [p.public_id for p in payments],
+        [p.buyer_id for p in payments],
+        [p.order_id for p in payments],
+        [p.total_amount.value for p in payments],
+        [p.total_amount.currency.value for p in payments],
+        [p.status.value for p in payments],
+        [w.client_id for w in writes],
+        [w.trace_id for w in writes],
+        [p.created_at for p in payments],
+        [k.key if k else None for k in keys],
+        [k.request_hash if k else None for k in keys],
+        [k.response_status if k else None for k in keys],
+        [k.response_body if k else None for k in keys],
+        [k.expires_at if k else None for k in keys],
+        [o.payment_order_id.value for o, _ in orders],
+        [o.public_id for o, _ in orders],
+        [p.payment_id.value for _, p in orders],
+        [o.seller_id for o, _ in orders],
+        [o.amount.value for o, _ in orders],
+        [o.status.value for o, _ in orders],
+        [p.payment_id.value for _, p in events],
+        [e.event_id for e, _ in events],
+        [e.event_type.value for e, _ in events],
+        [e.topic.value for e, _ in events],
+        [e.aggregate_id for e, _ in events],
+        [e.parent_event_id for e, _ in events],
+        [envelope_to_bytes(e) for e, _ in events],
     ]
 
 

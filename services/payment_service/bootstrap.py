@@ -50,6 +50,7 @@ class Container:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.payments.close()
         await self.redis.aclose()
         await self.pool.close()
         await self.engine.dispose()
@@ -68,7 +69,12 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         floor_provider=PostgresIdFloor(engine),
         resync_margin=settings.redis.id_block_size * RESYNC_BLOCKS,
     )
-    payments = PostgresPaymentRepository(pool, acquire_timeout_seconds=settings.db.pool_timeout_seconds)
+    payments = PostgresPaymentRepository(
+        pool,
+        acquire_timeout_seconds=settings.db.pool_timeout_seconds,
+        writers=min(settings.api.create_writers, settings.db.pool_size),
+        max_batch=settings.api.create_batch_max_payments,
+    )
     create = CreatePayment(
         payments=payments,
         ids=ids,

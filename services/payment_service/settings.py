@@ -26,6 +26,12 @@ class ApiSettings(BaseModel):
     idempotency_purge_batch: int = Field(default=5_000, ge=1)
     partition_maintenance_interval_seconds: float = Field(default=300, gt=0)
     retry_after_seconds: int = Field(default=1, ge=1)
+    create_writers: int = Field(
+        default=2, ge=1, le=64, description="concurrent create transactions per process (at most the pool size)"
+    )
+    create_batch_max_payments: int = Field(
+        default=32, ge=1, le=1_000, description="most payments one group-commit transaction writes (1: no batching)"
+    )
 
 
 class ServiceSettings(BaseSettings):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from payment_domain.events import (
     EventEnvelope,
@@ -206,6 +209,24 @@ def test_iso_utc_writes_utc_with_a_z_and_milliseconds() -> None:
 def test_iso_utc_converts_other_zones_to_utc() -> None:
     paris = timezone(timedelta(hours=1))
     assert iso_utc(datetime(2025, 3, 1, 13, 0, tzinfo=paris)) == "2025-03-01T12:00:00.000Z"
+
+
+@given(st.lists(st.one_of(st.text(), st.integers()), max_size=4))
+def test_event_ids_are_the_uuid5_of_the_json_list_of_type_and_parts(parts: list[object]) -> None:
+    """The shortcut for plain text must name exactly what the JSON encoder would: ids never change with it."""
+    name = json.dumps([EventType.PSP_RESULT_UPDATED.value, *(str(p) for p in parts)], separators=(",", ":"))
+    expected = str(uuid.uuid5(uuid.UUID("6f1c2a8e-4b57-5d0e-9a3c-2f0b7d9e8c41"), name))
+    assert deterministic_event_id(EventType.PSP_RESULT_UPDATED, *parts) == expected
+
+
+@given(
+    st.datetimes(
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30)), timezone(timedelta(0), "Z0")])
+    ),
+)
+def test_iso_utc_is_the_utc_isoformat_with_a_z(moment: datetime) -> None:
+    expected = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert iso_utc(moment) == expected
 
 
 def test_iso_utc_rejects_naive_datetimes() -> None:
