@@ -6,6 +6,7 @@ re-derived event carries the same id and every consumer can recognise the duplic
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -63,8 +64,10 @@ def deterministic_event_id(event_type: EventType, *parts: object) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
 
 
+@functools.lru_cache(maxsize=64)
 def iso_utc(moment: datetime) -> str:
-    """ISO-8601 in UTC with an explicit `Z` (the original wrote zone-less local date-times)."""
+    """ISO-8601 in UTC with an explicit `Z` (the original wrote zone-less local date-times). Cached: one create
+    writes the same instant into every order's createdAt, updatedAt and envelope timestamp."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     if moment.tzinfo is not UTC:
