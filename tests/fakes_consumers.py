@@ -4,7 +4,8 @@ They follow the rules of the real adapters (payment_infrastructure/postgres/paym
 retry queue) so a use-case test exercises the same guards: the attempt claim (attempt matches, status chargeable,
 no live claim by another token), the inbox, the all-or-nothing result transaction, the status-check lease, and a
 retry member per (paymentOrderId, attempt). Orders, checks and payments live in one `ConsumerTables`, shared by
-the fakes the way the real adapters share one database.
+the fakes the way the real adapters share one database. FakeStaleOrderClaims follows the sweeper's claim
+(payment_infrastructure/postgres/stale_orders.py).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCh
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_application.ports.retry_queue import ClaimedRetry, retry_member
+from payment_application.ports.stale_orders import StaleOrder
 from payment_domain.events import EventEnvelope
 from payment_domain.payment import PaymentOrder
-from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
+from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
 
 _T = TypeVar("_T")
@@ -40,6 +42,7 @@ class OrderRow:
     status_check_number: int = 0
     claim_token: str | None = None
     claim_expires_at: datetime | None = None
+    swept_at: datetime | None = None
 
 
 @dataclasses.dataclass
@@ -53,16 +56,21 @@ class CheckRow:
     status: str = "SCHEDULED"  # SCHEDULED | PUBLISHED
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
+    updated_at: datetime | None = dataclasses.field(default=None, compare=False)  # bookkeeping, for the sweeper
 
 
 @dataclasses.dataclass
 class ConsumerTables:
-    """payment_orders, payments, processed_events, outbox_event and payment_order_status_checks, in memory."""
+    """payment_orders, payments, processed_events, outbox_event and payment_order_status_checks, in memory.
+
+    `outbox` holds what the result transaction wrote; `unsent_outbox` the orders with a row not published yet.
+    """
 
     orders: dict[int, OrderRow] = dataclasses.field(default_factory=dict)
     payments: dict[int, PaymentStatus] = dataclasses.field(default_factory=dict)
     inbox: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     outbox: list[EventEnvelope] = dataclasses.field(default_factory=list)
+    unsent_outbox: set[int] = dataclasses.field(default_factory=set)
     checks: list[CheckRow] = dataclasses.field(default_factory=list)
 
     def add_order(self, order: PaymentOrder, *, status_check_number: int = 0) -> PaymentOrder:
@@ -74,9 +82,18 @@ class ConsumerTables:
         return self.orders[payment_order_id].order
 
     def add_check(
-        self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str = "trace"
+        self,
+        payment_order_id: int,
+        *,
+        attempt: int,
+        check_number: int,
+        due_at: datetime,
+        trace_id: str = "trace",
+        now: datetime | None = None,
     ) -> CheckRow:
+        """`now` is when it was written (`updated_at`); by default its due time."""
         row = CheckRow(len(self.checks) + 1, payment_order_id, attempt, check_number, due_at, trace_id)
+        row.updated_at = now or due_at
         self.checks.append(row)
         return row
 
@@ -183,7 +200,7 @@ class FakeResultTransaction:
         if any((c.payment_order_id, c.attempt, c.check_number) == slot for c in self.tables.checks):
             return  # ON CONFLICT DO NOTHING
         self.tables.add_check(
-            payment_order_id, attempt=attempt, check_number=check_number, due_at=due_at, trace_id=trace_id
+            payment_order_id, attempt=attempt, check_number=check_number, due_at=due_at, trace_id=trace_id, now=now
         )
 
     async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
@@ -266,8 +283,46 @@ class FakeStatusCheckQueue:
             row = by_id.get(check.check_id)
             if row is not None and row.lease_token == check.lease_token:
                 row.status, row.lease_token, row.lease_expires_at = "PUBLISHED", None, None
+                row.updated_at = self.clock.now()
                 marked += 1
         return marked
+
+
+# --- the sweeper's claim ----------------------------------------------------------------------------------------
+
+
+class FakeStaleOrderClaims:
+    """StaleOrderClaims: the same conditions as the Postgres claim; every order belongs to a payment traced
+    `trace_id`. Claims run one at a time (as SKIP LOCKED keeps concurrent ones apart)."""
+
+    def __init__(self, tables: ConsumerTables, *, trace_id: str = "trace-of-the-payment") -> None:
+        self.tables = tables
+        self.trace_id = trace_id
+
+    async def claim_stale(self, *, stale_before: datetime, now: datetime, limit: int) -> list[StaleOrder]:
+        quiet = sorted(
+            (row for row in self.tables.orders.values() if self._quiet_since(row, stale_before)),
+            key=lambda row: row.order.updated_at,
+        )[:limit]
+        for row in quiet:
+            row.swept_at = now
+        return [StaleOrder(row.order, row.status_check_number, self.trace_id) for row in quiet]
+
+    def _quiet_since(self, row: OrderRow, stale_before: datetime) -> bool:
+        order = row.order
+        if is_terminal(order.status) or order.status is PaymentOrderStatus.NEEDS_RECONCILIATION:
+            return False
+        signs_of_life = (order.updated_at, row.swept_at, row.claim_expires_at)
+        if any(moment is not None and moment >= stale_before for moment in signs_of_life):
+            return False
+        if order.payment_order_id.value in self.tables.unsent_outbox:
+            return False
+        return not any(
+            (c.payment_order_id, c.attempt, c.check_number)
+            == (order.payment_order_id.value, order.retry_count, row.status_check_number)
+            and (c.status == "SCHEDULED" or (c.updated_at is not None and c.updated_at >= stale_before))
+            for c in self.tables.checks
+        )
 
 
 # --- the broker -----------------------------------------------------------------------------------------------

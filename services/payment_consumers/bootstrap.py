@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -16,6 +17,7 @@ from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
 from payment_application.ports.clock import Clock
 from payment_application.ports.publisher import EventPublisher
+from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
@@ -26,6 +28,7 @@ from payment_infrastructure.postgres.payment_order_store import (
     PostgresResultStore,
     PostgresStatusCheckQueue,
 )
+from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
 from payment_infrastructure.psp.gateway import HttpxPspGateway
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
@@ -57,6 +60,7 @@ class Container:
     apply: ApplyPspResult
     check_status: CheckPaymentStatus
     dispatch_status_checks: DispatchStatusChecks
+    sweep_stale_orders: RedriveStaleOrders
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -130,5 +134,12 @@ def build_container(
             events=events,
             clock=clock,
             lease_seconds=settings.status_checks.lease_seconds,
+        ),
+        sweep_stale_orders=RedriveStaleOrders(
+            orders=PostgresStaleOrderClaims(engine, statement_timeout_ms=settings.db.statement_timeout_ms),
+            events=events,
+            retries=retry_queue,
+            clock=clock,
+            stale_after=timedelta(seconds=settings.sweeper.stale_after_seconds),
         ),
     )

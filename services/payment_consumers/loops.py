@@ -14,6 +14,9 @@ from payment_infrastructure.postgres.inbox_purge import purge_processed_events
 from services.payment_consumers.bootstrap import Container
 from services.payment_consumers.metrics import (
     PAYMENT_ORDERS_AWAITING_RECONCILIATION,
+    PAYMENT_ORDERS_STALE_FOUND,
+    PAYMENT_ORDERS_STALE_REDRIVEN,
+    STALE_ORDER_SWEEP_FAILURES,
     STATUS_CHECK_DISPATCH_FAILURES,
     STATUS_CHECKS_DISPATCHED,
 )
@@ -66,3 +69,26 @@ async def run_reconciliation_gauge(container: Container, stop: asyncio.Event) ->
         except Exception as error:
             log.warning("reconciliation_gauge_failed", error=repr(error))
         await _pause(stop, RECONCILIATION_GAUGE_INTERVAL_SECONDS)
+
+
+async def run_stale_order_sweeper(container: Container, stop: asyncio.Event) -> None:
+    """Re-drive orders that stopped moving: full batches back to back, then one pause per sweep; a failure waits
+    for the next sweep (the orders it claimed come back once the threshold passes their claim)."""
+    settings = container.settings.sweeper
+    found = 0
+    while not stop.is_set():
+        try:
+            report = await container.sweep_stale_orders.sweep_once(limit=settings.batch_size)
+            found += report.found
+            for redriven in report.redriven:
+                PAYMENT_ORDERS_STALE_REDRIVEN.labels(redriven.stale.order.status.value).inc()
+            if report.failed is not None:
+                STALE_ORDER_SWEEP_FAILURES.inc()
+            elif report.full:
+                continue
+            PAYMENT_ORDERS_STALE_FOUND.set(found)
+        except Exception as error:
+            STALE_ORDER_SWEEP_FAILURES.inc()
+            log.error("stale_order_sweep_failed", error=repr(error))
+        found = 0
+        await _pause(stop, settings.interval_seconds)

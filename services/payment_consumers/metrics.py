@@ -16,3 +16,14 @@ PAYMENT_ORDERS_NEEDING_RECONCILIATION = Counter(
 PAYMENT_ORDERS_AWAITING_RECONCILIATION = Gauge(
     "payment_orders_awaiting_reconciliation", "Orders currently parked in NEEDS_RECONCILIATION"
 )
+PAYMENT_ORDERS_STALE_REDRIVEN = Counter(
+    "payment_orders_stale_redriven_total",
+    "Stale orders re-driven by the sweeper, by the status they were stuck in (each one means a lost message)",
+    ["status"],
+)
+PAYMENT_ORDERS_STALE_FOUND = Gauge(
+    "payment_orders_stale_found", "Stale orders the last sweep found (re-driven, or found still waiting for a retry)"
+)
+STALE_ORDER_SWEEP_FAILURES = Counter(
+    "stale_order_sweep_failures_total", "Sweeps that failed or stopped at a re-drive that failed"
+)

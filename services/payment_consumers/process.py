@@ -1,6 +1,7 @@
 """The payment-consumers process (`python -m services.payment_consumers`): the Kafka workers, the retry dispatcher,
-the status-check scheduler, and the management server on :9001, in one asyncio process. Which parts run is
-configurable (PAYMENTS_PROCESS__WORKERS), so they can also be split into separate deployments."""
+the status-check scheduler, the stale-order sweeper, and the management server on :9001, in one asyncio process.
+Which parts run is configurable (PAYMENTS_PROCESS__WORKERS), so they can also be split into separate deployments;
+the sweeper runs in every process (PAYMENTS_SWEEPER__ENABLED turns it off), its claims never overlap."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ from services.payment_consumers.handlers import (
     result_handler,
     status_check_handler,
 )
-from services.payment_consumers.loops import run_inbox_purge, run_reconciliation_gauge, run_status_check_scheduler
+from services.payment_consumers.loops import (
+    run_inbox_purge,
+    run_reconciliation_gauge,
+    run_stale_order_sweeper,
+    run_status_check_scheduler,
+)
 from services.payment_consumers.retry_dispatcher import run_retry_dispatcher
 from services.payment_consumers.settings import ConsumersSettings, Worker
 
@@ -71,6 +77,8 @@ def build_loops(container: Container, consumers: list[PartitionOrderedConsumer])
     if Worker.STATUS_CHECK_SCHEDULER in settings.process.workers:
         loops.append(functools.partial(run_status_check_scheduler, container))
     loops += [functools.partial(run_inbox_purge, container), functools.partial(run_reconciliation_gauge, container)]
+    if settings.sweeper.enabled:
+        loops.append(functools.partial(run_stale_order_sweeper, container))
     return loops
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
@@ -42,6 +43,17 @@ class StatusCheckSettings(BaseModel):
         return value
 
 
+class SweeperSettings(BaseModel):
+    """The stale-order sweeper, run by every payment-consumers process (claims never overlap)."""
+
+    enabled: bool = True
+    # Well above every legitimate silence: a retry waits at most retry.max_delay_ms, then its visibility timeout.
+    # Scheduled status checks, queued retries, live PSP-call claims and unsent outbox rows are checked, not timed.
+    stale_after_seconds: float = Field(default=600, gt=0)
+    interval_seconds: float = Field(default=30, gt=0)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+
+
 class ProcessSettings(BaseModel):
     management_host: str = "127.0.0.1"
     management_port: int = Field(default=9001, ge=0, le=65535)
@@ -63,4 +75,15 @@ class ConsumersSettings(BaseSettings):
     psp: PspSettings = PspSettings()
     retry: RetrySettings = RetrySettings()
     status_checks: StatusCheckSettings = StatusCheckSettings()
+    sweeper: SweeperSettings = SweeperSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _sweeper_outwaits_a_retry(self) -> Self:
+        longest_retry_ms = self.retry.max_delay_ms + self.retry.visibility_timeout_ms
+        if self.sweeper.stale_after_seconds * 1000 <= longest_retry_ms:
+            raise ValueError(
+                f"sweeper.stale_after_seconds ({self.sweeper.stale_after_seconds:g}) must exceed the longest wait of a "
+                f"retry, retry.max_delay_ms + retry.visibility_timeout_ms ({longest_retry_ms} ms)"
+            )
+        return self

@@ -1,0 +1,64 @@
+"""Payment orders written straight into Postgres in any state, as if the messages that should have moved them on
+had been lost (the sweeper's tests); and reading back what the sweeper left."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tests.integration.api.helpers import dsn, fetch
+
+_INSERT_PAYMENT = """
+    INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status,
+                          client_id, trace_id, created_at, updated_at)
+    VALUES ($1::bigint, 'payment-' || $1::bigint, 'BUYER-SWEEP', 'ORDER-' || $1::bigint, $2, 'EUR', 'INITIATED',
+            'sweeper-tests', 'trace-' || $1::bigint, $3, $3)
+"""
+_INSERT_ORDER = """
+    INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
+                                amount_value, amount_currency, status, retry_count, status_check_number,
+                                created_at, updated_at)
+    VALUES ($1::bigint, 'paymentorder-' || $1::bigint, $1::bigint, 'payment-' || $1::bigint, 'SELLER-' || $1::bigint,
+            $2, 'EUR', $3, $4, $5, $6, $6)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrder:
+    """One order of its own payment (same id), traced `trace-<id>`."""
+
+    payment_order_id: int
+    updated_at: datetime
+    status: str = "INITIATED_PENDING"
+    retry_count: int = 0
+    status_check_number: int = 0
+    amount: int = 1_000
+
+    @property
+    def public_id(self) -> str:
+        return f"paymentorder-{self.payment_order_id}"
+
+
+async def insert_orders(database_url: str, orders: Sequence[StoredOrder]) -> None:
+    """In one transaction, with no outbox row: nothing will ever move them but a sweeper."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        async with conn.transaction():
+            await conn.executemany(_INSERT_PAYMENT, [(o.payment_order_id, o.amount, o.updated_at) for o in orders])
+            await conn.executemany(
+                _INSERT_ORDER,
+                [
+                    (o.payment_order_id, o.amount, o.status, o.retry_count, o.status_check_number, o.updated_at)
+                    for o in orders
+                ],
+            )
+    finally:
+        await conn.close()
+
+
+async def order_row(database_url: str, payment_order_id: int) -> asyncpg.Record:
+    (row,) = await fetch(database_url, "SELECT * FROM payment_orders WHERE payment_order_id = $1", payment_order_id)
+    return row
