@@ -5,7 +5,7 @@ PY := .venv/bin/python
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test lint typecheck imports pytest bench-api bench-dispatch bench-e2e install services clean
+.PHONY: run test lint typecheck imports alerts pytest bench-api bench-dispatch bench-e2e install services clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@test -x $(PY) || python3.11 -m venv .venv
@@ -31,10 +31,13 @@ typecheck: install
 imports: install
 	.venv/bin/lint-imports
 
+alerts:
+	@bash infra/scripts/check-alerts.sh
+
 pytest: install services
 	.venv/bin/pytest -q
 
-test: lint typecheck imports pytest
+test: lint typecheck imports alerts pytest
 
 bench-api: install services
 	$(PY) -m tests.benchmarks.bench_api
