@@ -24,12 +24,20 @@ from payment_infrastructure.postgres.pool import acquire
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.serialization import envelope_to_bytes
 
+_KEY_RECORD = ("request_hash", "response_status", "response_body", "payment_id", "created_at", "expires_at")
+# A live key keeps its record (the update writes back what is there, so RETURNING can hand it to us without a read
+# of the table); an expired key that is not purged yet is taken over as if it were new.
+_TAKE_OVER_IF_EXPIRED = ",\n            ".join(
+    f"{column} = CASE WHEN k.expires_at <= EXCLUDED.created_at THEN EXCLUDED.{column} ELSE k.{column} END"
+    for column in _KEY_RECORD
+)
+
 # Many payments in one statement, so in one transaction: every item's idempotency claim first (in key order, so
-# two concurrent batches take their locks in the same order), then the payments whose claim succeeded or that carry
-# no key, with their orders and outbox rows. The answer has one row per item: written, or the key's existing record
-# when that record committed before this statement began (one that committed while we waited for its lock is read
-# by a second statement). An expired key that is not purged yet is taken over as if it were new.
-_CREATE_MANY = """
+# two concurrent batches take their locks in the same order), then the payments that own their key (its record
+# names their payment id) or carry none, with their orders and outbox rows. The answer has one row per item:
+# written, or the key's record, as committed by its first request even if that committed while we waited for its
+# lock. The statement reads no table: a plan made while a table was small can never turn into a scan of it.
+_CREATE_MANY = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::int[],
@@ -38,18 +46,15 @@ WITH input AS (
              trace_id, created_at, idempotency_key, request_hash, response_status, response_body, expires_at,
              position)
 ), claim AS (
-    INSERT INTO idempotency_keys (client_id, idempotency_key, request_hash, response_status, response_body,
-                                  payment_id, created_at, expires_at)
+    INSERT INTO idempotency_keys AS k (client_id, idempotency_key, request_hash, response_status, response_body,
+                                       payment_id, created_at, expires_at)
     SELECT client_id, idempotency_key, request_hash, response_status, response_body, payment_id, created_at,
            expires_at
     FROM input WHERE idempotency_key IS NOT NULL
     ORDER BY client_id, idempotency_key
     ON CONFLICT (client_id, idempotency_key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, response_status = EXCLUDED.response_status,
-            response_body = EXCLUDED.response_body, payment_id = EXCLUDED.payment_id,
-            created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-        WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
-    RETURNING payment_id
+        SET {_TAKE_OVER_IF_EXPIRED}
+    RETURNING client_id, idempotency_key, {", ".join(_KEY_RECORD)}
 ), go AS (
     SELECT * FROM input WHERE idempotency_key IS NULL OR payment_id IN (SELECT payment_id FROM claim)
 ), p AS (
@@ -75,18 +80,12 @@ WITH input AS (
              AS u(payment_id, event_id, event_type, topic, aggregate_id, parent_event_id, payload)
     JOIN go USING (payment_id)
 )
-SELECT go.payment_id IS NOT NULL AS written, k.client_id, k.idempotency_key, k.request_hash, k.response_status,
-       k.response_body, k.payment_id, k.created_at, k.expires_at
+SELECT go.payment_id IS NOT NULL AS written, c.client_id, c.idempotency_key, c.request_hash, c.response_status,
+       c.response_body, c.payment_id, c.created_at, c.expires_at
 FROM input i
 LEFT JOIN go USING (payment_id)
-LEFT JOIN idempotency_keys k
-       ON go.payment_id IS NULL AND k.client_id = i.client_id AND k.idempotency_key = i.idempotency_key
+LEFT JOIN claim c ON go.payment_id IS NULL AND c.client_id = i.client_id AND c.idempotency_key = i.idempotency_key
 ORDER BY i.position
-"""
-
-_EXISTING_KEY = """
-SELECT client_id, idempotency_key, request_hash, response_status, response_body, payment_id, created_at, expires_at
-FROM idempotency_keys WHERE client_id = $1 AND idempotency_key = $2
 """
 
 _GET_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
@@ -204,33 +203,17 @@ def _failure(error: BaseException, write: PaymentWrite) -> BaseException:
     return translate(error)
 
 
-async def _write(conn: asyncpg.Connection, writes: Sequence[PaymentWrite]) -> list[WriteResult | BaseException]:
+async def _write(conn: asyncpg.Connection, writes: Sequence[PaymentWrite]) -> list[WriteResult]:
     rows = await conn.fetch(_CREATE_MANY, *_create_args(writes))
-    # Committed: from here on a failure belongs to the one item it concerns.
-    results: list[WriteResult | BaseException] = []
-    for write, row in zip(writes, rows, strict=True):
+    results: list[WriteResult] = []
+    for row in rows:
         if row["written"]:
             results.append(None)
         elif row["request_hash"] is not None:
             results.append(_record(row))
         else:
-            try:
-                results.append(await _committed_meanwhile(conn, write))
-            except (asyncpg.PostgresError, OSError, TimeoutError) as error:
-                results.append(_failure(error, write))
+            raise RuntimeError("a payment was neither written nor given its idempotency key's record")
     return results
-
-
-async def _committed_meanwhile(conn: asyncpg.Connection, write: PaymentWrite) -> IdempotencyRecord:
-    """The key's first request committed while this statement waited for its lock: invisible to the statement's
-    snapshot, visible to the next one."""
-    idempotency = write.idempotency
-    if idempotency is None:
-        raise RuntimeError("a payment without an idempotency key was not written")
-    existing = await conn.fetchrow(_EXISTING_KEY, write.client_id, idempotency.key)
-    if existing is None:
-        raise RuntimeError("idempotency key vanished between claim and read")
-    return _record(existing)
 
 
 def _create_args(writes: Sequence[PaymentWrite]) -> list[Any]:

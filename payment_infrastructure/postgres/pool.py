@@ -40,6 +40,10 @@ async def create_pool(settings: DatabaseSettings, *, application_name: str) -> a
             "statement_timeout": str(settings.statement_timeout_ms),
             "lock_timeout": str(settings.lock_timeout_ms),
             "timezone": "UTC",
+            # The create statement's custom plans cost more to make (about 0.3 ms of CPU, every time: the planner
+            # keeps preferring them over the generic one) than they save; these statements' plans never depend on
+            # the values.
+            "plan_cache_mode": "force_generic_plan",
         },
     )
 

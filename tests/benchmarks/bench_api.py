@@ -54,10 +54,16 @@ def main() -> None:
     parser.add_argument("--vus", type=int, default=16, help="closed-loop users at saturation (more only queue)")
     parser.add_argument("--workers", type=int, default=2, help="API processes (PAYMENTS_API__WORKERS)")
     parser.add_argument("--rate", type=int, default=0, help="open-loop rate for phase 2 (default: half of phase 1)")
+    parser.add_argument("--idempotency-keys", action="store_true", help="a fresh Idempotency-Key on every request")
     args = parser.parse_args()
     with api_stack(workers=args.workers) as stack:
         token = client_token(stack.issuer_url)
-        common = {"BASE_URL": stack.api_url, "TOKEN": token, "DURATION": args.duration}
+        common = {
+            "BASE_URL": stack.api_url,
+            "TOKEN": token,
+            "DURATION": args.duration,
+            "IDEMPOTENCY_KEYS": "1" if args.idempotency_keys else "0",
+        }
         run_k6({**common, "MODE": "saturate", "VUS": "8", "DURATION": "3s"})  # warm-up
         saturated = report(
             f"saturation ({args.vus} closed-loop users, {args.duration})",

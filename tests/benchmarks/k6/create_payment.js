@@ -1,5 +1,6 @@
 // POST /payments load for the API benchmark (driven by tests/benchmarks/bench_api.py).
 // MODE=saturate: VUS closed-loop users as fast as they can; MODE=rate: RATE requests/s open-loop.
+// IDEMPOTENCY_KEYS=1: every request carries a fresh Idempotency-Key (as a careful client's would).
 import http from "k6/http";
 import { check } from "k6";
 
@@ -45,8 +46,8 @@ export default function () {
     totalAmount: { value: total, currency: "EUR" },
     paymentOrders: lines,
   });
-  const res = http.post(`${BASE}/payments`, body, {
-    headers: { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` },
-  });
+  const headers = { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` };
+  if (__ENV.IDEMPOTENCY_KEYS === "1") headers["Idempotency-Key"] = `k6-${__VU}-${__ITER}-${Math.random()}`;
+  const res = http.post(`${BASE}/payments`, body, { headers });
   check(res, { "202": (r) => r.status === 202 });
 }
