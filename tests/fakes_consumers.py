@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
@@ -24,9 +24,35 @@ from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_application.ports.retry_queue import ClaimedRetry, retry_member
 from payment_application.ports.stale_orders import StaleOrder
 from payment_domain.events import EventEnvelope
+from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
+
+ORDERS_CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def an_order(
+    order_id: int = 7,
+    *,
+    status: PaymentOrderStatus = PaymentOrderStatus.INITIATED_PENDING,
+    attempt: int = 0,
+    payment_id: int = 3,
+    updated_at: datetime = ORDERS_CREATED_AT,
+) -> PaymentOrder:
+    """A payment order of payment `payment_id`, created at ORDERS_CREATED_AT, its amount and seller from its id."""
+    return PaymentOrder(
+        payment_order_id=PaymentOrderId(order_id),
+        payment_id=PaymentId(payment_id),
+        seller_id=f"seller-{order_id}",
+        amount=Amount(2_500 + order_id, Currency.EUR),
+        status=status,
+        created_at=ORDERS_CREATED_AT,
+        updated_at=updated_at,
+        retry_count=attempt,
+    )
+
 
 _T = TypeVar("_T")
 

@@ -28,8 +28,6 @@ from payment_domain.events import (
     psp_result_updated,
     status_check_requested,
 )
-from payment_domain.ids import PaymentId, PaymentOrderId
-from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import NO_CHARGE_AT_PSP, Action
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
@@ -44,6 +42,7 @@ from tests.fakes_consumers import (
     FakeResultStore,
     FakeRetryQueue,
     FakeStatusCheckQueue,
+    an_order,
 )
 
 S = PaymentOrderStatus
@@ -53,19 +52,6 @@ CONSUMER = "psp-result-applier"
 LEASE_SECONDS = 30.0
 POLICY = ResultPolicy(max_retries=5, retry_base_ms=2_000, retry_max_ms=60_000, status_check_delays_seconds=(5, 30, 120))
 PAYMENT = 3
-
-
-def an_order(order_id: int = 7, *, status: PaymentOrderStatus = S.INITIATED_PENDING, attempt: int = 0) -> PaymentOrder:
-    return PaymentOrder(
-        payment_order_id=PaymentOrderId(order_id),
-        payment_id=PaymentId(PAYMENT),
-        seller_id=f"seller-{order_id}",
-        amount=Amount(2_500 + order_id, Currency.EUR),
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        retry_count=attempt,
-    )
 
 
 @dataclass

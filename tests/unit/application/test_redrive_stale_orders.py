@@ -15,9 +15,6 @@ from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.execute_psp_call import ExecutePspCall
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_domain.events import EventType, deterministic_event_id, psp_call_requested
-from payment_domain.ids import PaymentId, PaymentOrderId
-from payment_domain.money import Amount, Currency
-from payment_domain.payment import PaymentOrder
 from payment_domain.redrive import Redrive
 from payment_domain.status import TERMINAL, PaymentOrderStatus
 from tests.fakes import FakeClock
@@ -28,6 +25,7 @@ from tests.fakes_consumers import (
     FakePsp,
     FakeRetryQueue,
     FakeStaleOrderClaims,
+    an_order,
 )
 
 S = PaymentOrderStatus
@@ -35,21 +33,6 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STALE_AFTER = timedelta(minutes=10)
 LATER = T0 + timedelta(hours=1)
 TRACE = "trace-of-the-payment"
-
-
-def an_order(
-    order_id: int = 7, *, status: PaymentOrderStatus = S.INITIATED_PENDING, attempt: int = 0, at: datetime = T0
-) -> PaymentOrder:
-    return PaymentOrder(
-        payment_order_id=PaymentOrderId(order_id),
-        payment_id=PaymentId(3),
-        seller_id=f"seller-{order_id}",
-        amount=Amount(2_500 + order_id, Currency.EUR),
-        status=status,
-        created_at=T0,
-        updated_at=at,
-        retry_count=attempt,
-    )
 
 
 @dataclass
@@ -289,7 +272,7 @@ async def test_a_redrive_never_charges_under_another_attempts_key(world: World, 
 
 async def test_a_round_takes_no_more_than_the_limit_oldest_first(world: World) -> None:
     for order_id in (5, 4, 3, 2, 1):
-        world.tables.add_order(an_order(order_id, at=T0 + timedelta(seconds=order_id)))
+        world.tables.add_order(an_order(order_id, updated_at=T0 + timedelta(seconds=order_id)))
     world.clock.set(LATER)
 
     first = await world.sweeper.sweep_once(limit=2)
@@ -306,7 +289,7 @@ async def test_a_round_takes_no_more_than_the_limit_oldest_first(world: World) -
 
 async def test_a_failed_redrive_stops_the_round_and_the_rest_come_back_after_the_threshold(world: World) -> None:
     for order_id in (1, 2, 3):
-        world.tables.add_order(an_order(order_id, at=T0 + timedelta(seconds=order_id)))
+        world.tables.add_order(an_order(order_id, updated_at=T0 + timedelta(seconds=order_id)))
     world.clock.set(LATER)
     world.sink.failing_aggregates = {"2"}
 
