@@ -7,9 +7,9 @@ the app's exception handlers turn those into problem responses, using :func:`www
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from payment_infrastructure.auth import AuthenticationError, AuthSettings, JwtVerifier, Principal
 from payment_infrastructure.auth.errors import MissingBearerTokenError
@@ -46,9 +46,6 @@ def require_role(
 
 require_write = require_role("write_role")
 require_read = require_role("read_role")
-
-WritePrincipal = Annotated[Principal, Depends(require_write)]
-ReadPrincipal = Annotated[Principal, Depends(require_read)]
 
 
 def www_authenticate(error: AuthenticationError, *, realm: str = DEFAULT_REALM) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from payment_infrastructure.auth import (
@@ -17,8 +18,9 @@ from payment_infrastructure.auth import (
     AuthSettings,
     JwksUnavailableError,
     JwtVerifier,
+    Principal,
 )
-from services.payment_service.api.security import ReadPrincipal, WritePrincipal, www_authenticate
+from services.payment_service.api.security import require_read, require_write, www_authenticate
 from tests.fixtures.issuer import RunningDevIssuer, url_of
 
 
@@ -44,11 +46,11 @@ def protected_app(verifier: JwtVerifier, settings: AuthSettings) -> FastAPI:
         return JSONResponse({"status": 503, "detail": error.description}, status_code=503)
 
     @app.post("/payments")
-    async def create(principal: WritePrincipal) -> dict[str, str]:
+    async def create(principal: Annotated[Principal, Depends(require_write)]) -> dict[str, str]:
         return {"client_id": principal.client_id}
 
     @app.get("/payments")
-    async def read(principal: ReadPrincipal) -> dict[str, str]:
+    async def read(principal: Annotated[Principal, Depends(require_read)]) -> dict[str, str]:
         return {"client_id": principal.client_id}
 
     return app
