@@ -1,11 +1,12 @@
 # The two commands: `make run` serves the whole system, `make test` runs every test and check.
-# Both install what is missing first (virtualenv in .venv, pinned by uv.lock) and start Postgres/Redis if down.
+# Both install what is missing first: Debian packages (Postgres, Redis, promtool, a JDK, Maven) with apt-get, the
+# virtualenv in .venv (pinned by uv.lock), Apache Kafka and Keycloak from Maven Central into ~/.cache/payments.
 SHELL := /bin/bash
 PY := .venv/bin/python
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test lint typecheck imports alerts pytest bench-api bench-dispatch bench-e2e install services clean
+.PHONY: run test lint typecheck imports alerts pytest bench-api bench-dispatch bench-e2e install services jvm-parts clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@test -x $(PY) || python3.11 -m venv .venv
@@ -17,6 +18,9 @@ install: .venv/.installed
 
 services:
 	@bash infra/scripts/ensure-services.sh
+
+jvm-parts: install services
+	@$(PY) -m devstack install
 
 run: install services
 	@bash infra/scripts/run-local.sh
@@ -34,7 +38,7 @@ imports: install
 alerts:
 	@bash infra/scripts/check-alerts.sh
 
-pytest: install services
+pytest: install services jvm-parts
 	.venv/bin/pytest -q
 
 test: lint typecheck imports alerts pytest

@@ -3,7 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.redis",
-    "tests.fixtures.issuer",
+    "tests.fixtures.keycloak",
+    "tests.fixtures.signing_issuer",
     "tests.fixtures.tcp_proxy",
     "tests.fixtures.payment_api",
     "tests.fixtures.psp",

@@ -3,7 +3,7 @@
     python -m tests.benchmarks.bench_dispatch [--rows 100000] [--rate 1000] [--seconds 30]
 
 Runs like production on this machine: the dispatcher is its own process (`python -m
-services.payment_service.dispatcher`), Tansu and Postgres are local, and this process writes outbox rows and
+services.payment_service.dispatcher`), Apache Kafka and Postgres are local, and this process writes outbox rows and
 reads the topic. A throwaway database is created and dropped (or pass --db-url to use an existing, migrated one).
 Partitions mirror a steady state: a day of past windows (retention) plus the current and next ones.
 
@@ -21,6 +21,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,10 +32,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack.kafka import KafkaBroker
+from devstack.process import free_port
 from payment_domain.topics import Topic
 from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.kafka.settings import KafkaSettings
-from payment_infrastructure.kafka.tansu import TansuBroker, free_port
 from payment_infrastructure.postgres import migrate
 from payment_infrastructure.postgres.database import create_database_if_missing, drop_database
 from payment_infrastructure.postgres.engine import create_engine
@@ -55,6 +57,11 @@ def _percentile(values: list[float], q: float) -> float:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kafka_cpu(pid: int | None) -> float:
+    """The broker this benchmark started (an external one is not measured)."""
+    return _cpu_seconds(pid) if pid is not None else 0.0
 
 
 def _cpu_by_name(prefix: str) -> float:
@@ -89,7 +96,9 @@ async def _history(engine: AsyncEngine, windows: int) -> None:
         await ensure_outbox_partitions(conn, now=now, windows_ahead=4)
 
 
-async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url: str, rows: int, pid: int) -> None:
+async def _drain_phase(
+    engine: AsyncEngine, http: httpx.AsyncClient, metrics_url: str, rows: int, pid: int, kafka_pid: int | None
+) -> None:
     base = datetime.now(UTC) - timedelta(seconds=5)
     batch = [NewRow(topic=TOPIC, aggregate_id=str(10_000_000 + n), created_at=base) for n in range(rows)]
     before = await _metric(http, metrics_url, "outbox_dispatched_total")
@@ -99,7 +108,7 @@ async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url
             await insert_rows(conn, batch[chunk : chunk + 10_000])
     committed = time.perf_counter()
     cpu_before = _cpu_seconds(pid)
-    postgres_before, tansu_before, self_before = _cpu_by_name("postgres"), _cpu_by_name("tansu"), time.process_time()
+    postgres_before, kafka_before, self_before = _cpu_by_name("postgres"), _kafka_cpu(kafka_pid), time.process_time()
     print(f"preloaded {rows} rows in {committed - started_load:.1f}s (one transaction); draining...")
     deadline = time.monotonic() + 600
     while await _metric(http, metrics_url, "outbox_dispatched_total") < before + rows:
@@ -109,7 +118,7 @@ async def _drain_phase(engine: AsyncEngine, http: httpx.AsyncClient, metrics_url
     cpu = {
         "dispatcher": _cpu_seconds(pid) - cpu_before,
         "postgres": _cpu_by_name("postgres") - postgres_before,
-        "tansu": _cpu_by_name("tansu") - tansu_before,
+        "kafka": _kafka_cpu(kafka_pid) - kafka_before,
         "bench": time.process_time() - self_before,
     }
     rounds = await _metric(http, metrics_url, "outbox_dispatcher_duration_seconds_count")
@@ -131,8 +140,7 @@ async def _steady_phase(engine: AsyncEngine, bootstrap: str, rate: int, seconds:
     await consumer.start()
     assigned = [TopicPartition(TOPIC, p) for p in range(partitions)]
     consumer.assign(assigned)
-    # Tansu's end offsets are unreliable (seeking to "end" can skip records): read from the start and keep only
-    # this phase's records, recognised by event id.
+    # Read from the start and keep only this phase's records, recognised by event id.
     await consumer.seek_to_beginning(*assigned)
     committed_at: dict[bytes, float] = {}
     published: dict[bytes, float] = {}
@@ -206,7 +214,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--history-windows", type=int, default=48)
     parser.add_argument("--db-url", default=None)
-    parser.add_argument("--bootstrap", default=None, help="an existing broker (default: start Tansu)")
+    parser.add_argument(
+        "--bootstrap", default=None, help="an existing broker (default: start Apache Kafka in a temporary directory)"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
@@ -215,7 +225,7 @@ async def main() -> None:
     if args.db_url is None:
         await create_database_if_missing(url)
         migrate.upgrade(url)
-    broker = None if args.bootstrap else TansuBroker()
+    broker = None if args.bootstrap else KafkaBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
     if broker is not None:
         await broker.start()
     bootstrap = args.bootstrap or (broker.bootstrap_servers if broker else "")
@@ -248,7 +258,7 @@ async def main() -> None:
                 await asyncio.sleep(0.1)
             print(f"dispatcher up (pid {dispatcher.pid}); partitions: {args.history_windows} past + 5 current/ahead")
             if args.rows:
-                await _drain_phase(engine, http, metrics_url, args.rows, dispatcher.pid)
+                await _drain_phase(engine, http, metrics_url, args.rows, dispatcher.pid, broker.pid if broker else None)
         if args.rate and args.seconds:
             await _steady_phase(engine, bootstrap, args.rate, args.seconds, kafka.partitions)
     finally:

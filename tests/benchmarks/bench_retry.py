@@ -5,23 +5,25 @@
 Starts a private redis-server (or uses --redis-url, on throwaway keys it deletes afterwards). Phase 1 schedules
 --items retries (one Lua call each, `--concurrency` at a time). Phase 2 drains them with claim_due + ack alone
 (the Redis side of a round). Phase 3 schedules them again and runs the real dispatcher loop against a local
-Tansu broker, timing until the queue and the in-flight set are both empty (claim → publish → ack).
+Apache Kafka broker, timing until the queue and the in-flight set are both empty (claim → publish → ack).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from redis.asyncio import Redis
 
+from devstack.kafka import KafkaBroker
 from payment_domain.topics import Topic
 from payment_infrastructure.kafka.admin import create_topics
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
-from payment_infrastructure.kafka.tansu import TansuBroker
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
 from payment_infrastructure.redis.retry_settings import RetrySettings
 from services.payment_consumers.retry_dispatcher import run_retry_dispatcher
@@ -51,7 +53,9 @@ async def _drain_redis_only(queue: RedisRetryQueue, batch: int) -> tuple[int, fl
 
 
 async def _drain_with_dispatcher(queue: RedisRetryQueue, settings: RetrySettings, items: int) -> float:
-    async with TansuBroker() as broker:
+    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
+    await broker.start()
+    try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
         await create_topics(kafka, {Topic.PSP_CALL_REQUESTED.value: 48})
         async with KafkaEventPublisher.from_settings(kafka) as publisher:
@@ -66,6 +70,8 @@ async def _drain_with_dispatcher(queue: RedisRetryQueue, settings: RetrySettings
             elapsed = time.perf_counter() - started
             stop.set()
             await task
+    finally:
+        await broker.stop()
     return elapsed
 
 
@@ -97,7 +103,7 @@ async def main() -> None:
         if not args.skip_kafka:
             await _schedule(queue, args.items, args.concurrency, base=2 * 10**9)
             seconds = await _drain_with_dispatcher(queue, settings, args.items)
-            print(f"dispatcher (Tansu):  {args.items / seconds:>9,.0f} retries/s (claim → publish → ack)")
+            print(f"dispatcher (Kafka):  {args.items / seconds:>9,.0f} retries/s (claim → publish → ack)")
     finally:
         await redis.delete(settings.queue_key, settings.inflight_key, settings.payloads_key)
         await redis.aclose()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from devstack.kafka import KafkaBroker
+from devstack.keycloak import Keycloak
+from devstack.process import free_port
 from payment_infrastructure.postgres.database import drop_database
-from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = os.environ.get("PAYMENTS_BENCH_DB_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -63,14 +67,17 @@ def process(args: list[str], env: dict[str, str], log_name: str) -> Iterator[sub
 def api_stack(
     *, redis_url: str = "redis://127.0.0.1:6379/0", workers: int = 2, pipeline: str | None = None
 ) -> Iterator[Stack]:
-    """Dev issuer + payment-service on free ports against a fresh database that is dropped afterwards.
+    """Keycloak + payment-service on free ports against a fresh database that is dropped afterwards.
 
     `pipeline="NORMAL"` (a PSP scenario) also starts a broker, the PSP simulator, the outbox dispatcher and
     payment-consumers, so payments settle end to end."""
     database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
-    issuer_port, api_port, mgmt_port = free_port(), free_port(), free_port()
-    broker_port, psp_port, consumers_port, dispatcher_port = free_port(), free_port(), free_port(), free_port()
-    issuer_base = f"http://127.0.0.1:{issuer_port}"
+    api_port, mgmt_port = free_port(), free_port()
+    psp_port, consumers_port, dispatcher_port = free_port(), free_port(), free_port()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+    identity = Keycloak(scratch / "keycloak", log_file=ROOT / ".run" / "bench-keycloak.log")
+    broker = KafkaBroker(scratch / "kafka", log_file=ROOT / ".run" / "bench-kafka.log")
+    issuer_base = identity.base_url
     env = {
         **os.environ,
         "PAYMENTS_DB__URL": database_url,
@@ -78,10 +85,10 @@ def api_stack(
         "PAYMENTS_REDIS__URL": redis_url,
         "PAYMENTS_API__PORT": str(api_port),
         "PAYMENTS_API__MANAGEMENT_PORT": str(mgmt_port),
-        "PAYMENTS_AUTH__ISSUER_URL": f"{issuer_base}/realms/ecommerce-platform",
+        "PAYMENTS_AUTH__ISSUER_URL": identity.issuer_url,
         "PAYMENTS_LOGGING__LEVEL": "WARNING",
         "PAYMENTS_API__WORKERS": str(workers),
-        "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+        "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(dispatcher_port),
         "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(consumers_port),
         "PAYMENTS_PSP__BASE_URL": f"http://127.0.0.1:{psp_port}",
@@ -92,14 +99,11 @@ def api_stack(
     )
     try:
         with ExitStack() as parts:
+            asyncio.run(identity.start())
+            parts.callback(lambda: asyncio.run(identity.stop()))
             if pipeline is not None:
-                parts.enter_context(
-                    process(
-                        [py, "-m", "payment_infrastructure.kafka.tansu", "--port", str(broker_port)],
-                        env,
-                        "bench-broker",
-                    )
-                )
+                asyncio.run(broker.start())
+                parts.callback(lambda: asyncio.run(broker.stop()))
                 parts.enter_context(
                     process(
                         [py, "-m", "services.psp_simulator", "--port", str(psp_port), "--scenario", pipeline],
@@ -108,10 +112,6 @@ def api_stack(
                     )
                 )
                 wait_http(f"http://127.0.0.1:{psp_port}/health/live")
-            parts.enter_context(
-                process([py, "-m", "services.dev_issuer", "--port", str(issuer_port)], env, "bench-issuer")
-            )
-            wait_http(f"{issuer_base}/realms/ecommerce-platform/.well-known/openid-configuration")
             parts.enter_context(process([py, "-m", "services.payment_service"], env, "bench-payment-service"))
             wait_http(f"http://127.0.0.1:{mgmt_port}/health/ready")
             if pipeline is not None:
@@ -122,6 +122,7 @@ def api_stack(
             yield Stack(f"http://127.0.0.1:{api_port}", issuer_base, database_url, env, f"http://127.0.0.1:{psp_port}")
     finally:
         asyncio.run(drop_database(database_url))
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def client_token(issuer_base: str, client_id: str = "order-service", secret: str = "order-service-secret") -> str:

@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from devstack import kafka as devstack_kafka
+from devstack import keycloak as devstack_keycloak
 from payment_infrastructure.auth.settings import AuthSettings
 from payment_infrastructure.observability.management import create_management_app
 from services.payment_consumers.settings import ConsumersSettings, ProcessSettings, Worker
@@ -129,6 +131,22 @@ def test_every_service_has_an_image_and_app_services_build_the_repository_docker
     assert "apache/kafka" in services()["kafka"]["image"]
 
 
+def image_tag(service: str) -> tuple[str, str]:
+    repository, tag = services()[service]["image"].rsplit(":", 1)
+    return repository, tag
+
+
+def test_kafka_and_keycloak_images_are_the_versions_make_run_starts() -> None:
+    assert image_tag("kafka") == ("apache/kafka", devstack_kafka.kafka_version())
+    assert image_tag("keycloak") == ("quay.io/keycloak/keycloak", devstack_keycloak.VERSION)
+
+
+def test_compose_mentions_no_retired_dev_stand_in() -> None:
+    text = COMPOSE_FILE.read_text().lower()
+    for retired in ("tansu", "dev_issuer", "dev-issuer", "dev issuer"):
+        assert retired not in text, retired
+
+
 @pytest.mark.parametrize("name", list(APP_SETTINGS))
 def test_app_services_run_modules_that_exist(name: str) -> None:
     assert importlib.util.find_spec(module_of(services()[name])) is not None
@@ -143,7 +161,8 @@ def test_app_service_variables_are_settings_fields_and_load(name: str, monkeypat
     unknown = {k for k in env if k.startswith("PAYMENTS_")} - settings_env_names(cls)
     assert not unknown, f"{name} sets {sorted(unknown)}"
     settings = load_settings(monkeypatch, cls, env)
-    # A real Apache Kafka broker: the idempotent producer the dev broker cannot serve.
+    # Apache Kafka serves idempotent producers, the code's default: nothing in compose turns it off.
+    assert "PAYMENTS_KAFKA__ENABLE_IDEMPOTENCE" not in env
     assert settings.kafka.enable_idempotence is True
     assert urlsplit(settings.db.url).hostname == "postgres"
 
@@ -214,6 +233,13 @@ def test_services_reach_each_other_by_compose_name_and_listener() -> None:
     assert "127.0.0.1:9092" in advertised  # and the host's tools reach it on the default port
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert len(str(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"]).split(",")) == 1  # a single KRaft node
+    # One node: every internal topic must be satisfied by one replica, and topics are the services' to create.
+    one_replica = [k for k in kafka if k.endswith(("_REPLICATION_FACTOR", "_MIN_ISR", "_MIN_INSYNC_REPLICAS"))]
+    assert {"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"} <= set(
+        one_replica
+    )
+    assert all(int(kafka[k]) == 1 for k in one_replica), one_replica
+    assert str(kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
     assert urlsplit(env["PAYMENTS_PSP__BASE_URL"]).hostname == "psp-simulator"
     assert urlsplit(env["PAYMENTS_REDIS__URL"]).hostname == "redis"
     migrate_url = services()["migrate"]["command"][-1]
@@ -228,14 +254,34 @@ def test_keycloak_imports_the_repository_realm_and_issues_the_issuer_the_api_che
     assert source == realm_file and (REPO / source).is_file() and mode == "ro"
     assert target.startswith("/opt/keycloak/data/import/")
     flags = dict(f.removeprefix("--").split("=", 1) for f in keycloak["command"] if "=" in f)
-    assert "--import-realm" in keycloak["command"]
+    assert keycloak["command"][0] == "start-dev" and "--import-realm" in keycloak["command"]
     realm = json.loads((REPO / realm_file).read_text())["realm"]
     issuer = AuthSettings(issuer_url=services()["payment-service"]["environment"]["PAYMENTS_AUTH__ISSUER_URL"])
-    assert issuer.issuer_url == f"{flags['hostname-url']}/realms/{realm}"
+    # Keycloak 26's hostname options take the whole URL (the v1 options `hostname-url` and `hostname-admin-url`
+    # are gone and would stop it at start).
+    assert not {"hostname-url", "hostname-admin-url"} & set(flags)
+    assert issuer.issuer_url == f"{flags['hostname']}/realms/{realm}"
+    assert urlsplit(flags["hostname-admin"]).hostname == "127.0.0.1"
     assert urlsplit(issuer.issuer_url).port == int(flags["http-port"])
-    # The same port as the dev issuer of `make run`, so the README's token command works against both.
+    # The same port as the Keycloak of `make run`, so the README's token command works against both.
     assert urlsplit(AuthSettings().issuer_url).port == int(flags["http-port"])
     assert published(keycloak) == {int(flags["http-port"]): f"127.0.0.1:{flags['http-port']}"}
+
+
+def test_keycloak_bootstraps_its_admin_and_is_health_checked_on_its_management_port() -> None:
+    keycloak = services()["keycloak"]
+    env = keycloak["environment"]
+    # Keycloak 26 reads KC_BOOTSTRAP_ADMIN_*; KEYCLOAK_ADMIN* are deprecated.
+    assert {"KC_BOOTSTRAP_ADMIN_USERNAME", "KC_BOOTSTRAP_ADMIN_PASSWORD"} <= set(env)
+    assert not {"KEYCLOAK_ADMIN", "KEYCLOAK_ADMIN_PASSWORD"} & set(env)
+    flags = dict(f.removeprefix("--").split("=", 1) for f in keycloak["command"] if "=" in f)
+    assert flags["health-enabled"] == "true"
+    # Since Keycloak 25 /health/* is served on the management port only (default 9000), not on the HTTP port.
+    management_port = int(flags.get("http-management-port", "9000"))
+    assert management_port != int(flags["http-port"])
+    probe = " ".join(keycloak["healthcheck"]["test"])
+    assert f"/dev/tcp/127.0.0.1/{management_port} " in probe and "GET /health/ready " in probe
+    assert management_port not in published(keycloak)  # nothing on the laptop needs it
 
 
 def test_ports_are_published_on_loopback_only() -> None:

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from devstack.keycloak import Keycloak
 from tests.e2e.helpers import create_payments, outbox_events, wait_until_final
-from tests.fixtures.issuer import RunningDevIssuer
 from tests.fixtures.pipeline import Pipeline, running_pipeline
 from tests.fixtures.psp import PspSimulatorHandle
 from tests.integration.api.helpers import fetch
@@ -18,8 +18,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")
-async def doubled_pipeline(psp_simulator: PspSimulatorHandle, dev_issuer: RunningDevIssuer) -> AsyncIterator[Pipeline]:
-    async with running_pipeline(psp=psp_simulator, issuer=dev_issuer, doubled=True) as running:
+async def doubled_pipeline(
+    psp_simulator: PspSimulatorHandle, keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pipeline]:
+    data_dir = tmp_path_factory.mktemp("doubled-kafka")
+    async with running_pipeline(
+        psp=psp_simulator, issuer_url=keycloak.issuer_url, data_dir=data_dir, doubled=True
+    ) as running:
         yield running
 
 

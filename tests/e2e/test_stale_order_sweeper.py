@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.keycloak import Keycloak
 from tests.e2e.helpers import create_payments
-from tests.fixtures.issuer import RunningDevIssuer
 from tests.fixtures.pipeline import Pipeline, running_pipeline
 from tests.fixtures.ports import wait_until
 from tests.fixtures.psp import PspSimulatorHandle
@@ -35,8 +35,13 @@ SWEEPING: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-async def sweeping(psp_simulator: PspSimulatorHandle, dev_issuer: RunningDevIssuer) -> AsyncIterator[Pipeline]:
-    async with running_pipeline(psp=psp_simulator, issuer=dev_issuer, **SWEEPING) as running:
+async def sweeping(
+    psp_simulator: PspSimulatorHandle, keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pipeline]:
+    data_dir = tmp_path_factory.mktemp("sweeping-kafka")
+    async with running_pipeline(
+        psp=psp_simulator, issuer_url=keycloak.issuer_url, data_dir=data_dir, **SWEEPING
+    ) as running:
         yield running
 
 

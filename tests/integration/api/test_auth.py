@@ -1,31 +1,21 @@
-"""401/403 on the API with real tokens signed by the dev issuer (or deliberately by something else)."""
+"""401/403 on the API: real tokens from Keycloak, forged ones signed by the test's signing issuer or a foreign key."""
 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import pytest
 
-from services.dev_issuer.signing import RsaSigningKey
-from tests.fixtures.issuer import RunningDevIssuer
-from tests.fixtures.payment_api import RunningApi
+from devstack.keycloak import Keycloak
+from tests.fixtures.payment_api import ApiFactory, RunningApi
+from tests.fixtures.signing_issuer import RsaSigningKey, SigningIssuer
 from tests.integration.api.helpers import bearer, row_counts, valid_payment
 
 
-def claims(issuer_url: str, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "iss": issuer_url,
-        "azp": "order-service",
-        "sub": str(uuid.uuid4()),
-        "iat": now,
-        "exp": now + 300,
-        "realm_access": {"roles": ["payment:write", "payment:read"]},
-    }
-    base.update(overrides)
-    return base
+def claims(issuer: SigningIssuer, iss: str, **overrides: Any) -> dict[str, Any]:
+    """order-service's claims, shaped like Keycloak's, naming ``iss`` as issuer, with ``overrides``."""
+    return {**issuer.access_token_claims("order-service"), "iss": iss, **overrides}
 
 
 async def test_missing_token_is_401_with_a_bearer_challenge(payment_api: RunningApi, database_url: str) -> None:
@@ -38,30 +28,73 @@ async def test_missing_token_is_401_with_a_bearer_challenge(payment_api: Running
     assert await row_counts(database_url) == before
 
 
-@pytest.mark.parametrize("kind", ["expired", "wrong_issuer", "not_yet_valid", "garbage"])
+@pytest.fixture
+async def forged_api(api_factory: ApiFactory, signing_issuer: SigningIssuer) -> RunningApi:
+    """An API trusting the signing issuer: it judges tokens Keycloak cannot be made to sign."""
+    return await api_factory(issuer_url=signing_issuer.issuer_url)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("expired", "token expired"),
+        ("wrong_issuer", "wrong issuer"),
+        ("not_yet_valid", "token not yet valid"),
+        ("no_client", "token names no client"),
+        ("garbage", "malformed token"),
+    ],
+)
 async def test_invalid_tokens_are_401_invalid_token(
-    payment_api: RunningApi, dev_issuer: RunningDevIssuer, kind: str
+    forged_api: RunningApi, signing_issuer: SigningIssuer, database_url: str, kind: str, reason: str
 ) -> None:
     now = int(time.time())
+    own = signing_issuer.issuer_url
     tokens = {
-        "expired": dev_issuer.issuer.sign(claims(dev_issuer.issuer_url, iat=now - 600, exp=now - 300)),
-        "wrong_issuer": dev_issuer.issuer.sign(claims("http://127.0.0.1:1/realms/elsewhere")),
-        "not_yet_valid": dev_issuer.issuer.sign(claims(dev_issuer.issuer_url, nbf=now + 600)),
+        "expired": signing_issuer.sign(claims(signing_issuer, own, iat=now - 600, exp=now - 300)),
+        "wrong_issuer": signing_issuer.sign(claims(signing_issuer, "http://127.0.0.1:1/realms/elsewhere")),
+        "not_yet_valid": signing_issuer.sign(claims(signing_issuer, own, nbf=now + 600)),
+        "no_client": signing_issuer.sign({k: v for k, v in claims(signing_issuer, own).items() if k != "azp"}),
         "garbage": "not.a.jwt",
     }
-    async with payment_api.client() as client:
+    before = await row_counts(database_url)
+    async with forged_api.client() as client:
         response = await client.post("/payments", json=valid_payment(), headers=bearer(tokens[kind]))
     assert response.status_code == 401, response.text
-    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    challenge = response.headers["www-authenticate"]
+    assert 'error="invalid_token"' in challenge
+    assert f'error_description="{reason}"' in challenge
+    assert await row_counts(database_url) == before
 
 
-async def test_token_with_a_forged_signature_is_401(
-    payment_api: RunningApi, dev_issuer: RunningDevIssuer, foreign_signing_key: RsaSigningKey
+async def test_the_same_claims_signed_by_the_trusted_issuer_are_accepted(
+    forged_api: RunningApi, signing_issuer: SigningIssuer
 ) -> None:
-    forged = foreign_signing_key.sign(claims(dev_issuer.issuer_url))
+    # The control for the 401s above: what fails there is the one claim each case changes.
+    token = signing_issuer.sign(claims(signing_issuer, signing_issuer.issuer_url))
+    async with forged_api.client() as client:
+        response = await client.post("/payments", json=valid_payment(), headers=bearer(token))
+    assert response.status_code == 202, response.text
+
+
+async def test_token_signed_by_the_test_issuer_is_401_on_the_api_trusting_keycloak(
+    payment_api: RunningApi, keycloak: Keycloak, signing_issuer: SigningIssuer
+) -> None:
+    # Keycloak's issuer and claims, but not Keycloak's key: the kid is unknown to the API.
+    forged = signing_issuer.sign(claims(signing_issuer, keycloak.issuer_url))
     async with payment_api.client() as client:
         response = await client.post("/payments", json=valid_payment(), headers=bearer(forged))
     assert response.status_code == 401
+    assert 'error_description="unknown signing key"' in response.headers["www-authenticate"]
+
+
+async def test_token_with_a_forged_signature_is_401(
+    forged_api: RunningApi, signing_issuer: SigningIssuer, foreign_signing_key: RsaSigningKey
+) -> None:
+    forged = foreign_signing_key.sign(claims(signing_issuer, signing_issuer.issuer_url))
+    async with forged_api.client() as client:
+        response = await client.post("/payments", json=valid_payment(), headers=bearer(forged))
+    assert response.status_code == 401
+    assert 'error_description="signature verification failed"' in response.headers["www-authenticate"]
 
 
 async def test_client_without_roles_is_403(payment_api: RunningApi, tokens: dict[str, str], database_url: str) -> None:
@@ -83,8 +116,14 @@ async def test_reader_can_read_but_not_create(payment_api: RunningApi, tokens: d
     assert get.status_code == 200
 
 
-async def test_writer_without_read_role_cannot_read(payment_api: RunningApi, dev_issuer: RunningDevIssuer) -> None:
-    writer_only = dev_issuer.issuer.sign(claims(dev_issuer.issuer_url, realm_access={"roles": ["payment:write"]}))
-    async with payment_api.client() as client:
-        response = await client.get("/payments/payment-1", headers=bearer(writer_only))
+async def test_writer_without_read_role_cannot_read(forged_api: RunningApi, signing_issuer: SigningIssuer) -> None:
+    # No realm client holds payment:write without payment:read, so this principal can only be forged.
+    writer_only = signing_issuer.sign(
+        claims(signing_issuer, signing_issuer.issuer_url, realm_access={"roles": ["payment:write"]})
+    )
+    async with forged_api.client() as client:
+        created = await client.post("/payments", json=valid_payment(), headers=bearer(writer_only))
+        response = await client.get(created.headers["location"], headers=bearer(writer_only))
+    assert created.status_code == 202
     assert response.status_code == 403
+    assert "payment:read" in response.json()["detail"]

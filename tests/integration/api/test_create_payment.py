@@ -1,4 +1,4 @@
-"""POST /payments and GET /payments/{id} on real HTTP, Postgres, Redis and dev-issuer tokens."""
+"""POST /payments and GET /payments/{id} on real HTTP, Postgres, Redis and real Keycloak tokens."""
 
 from __future__ import annotations
 

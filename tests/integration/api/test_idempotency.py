@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import timedelta
 
 import asyncpg
 
 from services.payment_service.maintenance import purge_idempotency_keys
-from tests.fixtures.issuer import RunningDevIssuer
 from tests.fixtures.payment_api import ApiFactory, MutableClock, RunningApi
+from tests.fixtures.signing_issuer import SigningIssuer
 from tests.integration.api.helpers import bearer, dsn, fetch, row_counts, valid_payment
 
 
@@ -63,25 +62,27 @@ async def test_same_key_different_body_is_rejected_with_422(
 
 
 async def test_keys_are_scoped_to_the_calling_client(
-    payment_api: RunningApi, tokens: dict[str, str], dev_issuer: RunningDevIssuer
+    api_factory: ApiFactory, signing_issuer: SigningIssuer, database_url: str
 ) -> None:
-    other_client = dev_issuer.issuer.sign(
-        {
-            "iss": dev_issuer.issuer_url,
-            "azp": "checkout-service",
-            "sub": str(uuid.uuid4()),
-            "exp": int(time.time()) + 300,
-            "iat": int(time.time()),
-            "realm_access": {"roles": ["payment:write"]},
-        }
+    # The realm has a single client allowed to write, so two writing clients exist only as tokens the test
+    # signs, for an API that trusts the test's issuer; both are shaped like Keycloak's.
+    api = await api_factory(issuer_url=signing_issuer.issuer_url)
+    order_service = signing_issuer.sign(signing_issuer.access_token_claims("order-service"))
+    checkout_service = signing_issuer.sign(
+        signing_issuer.access_token_claims("order-service")
+        | {"azp": "checkout-service", "sub": str(uuid.uuid4()), "preferred_username": "service-account-checkout"}
     )
     key, body = str(uuid.uuid4()), valid_payment()
-    async with payment_api.client() as client:
-        mine = await client.post("/payments", json=body, headers=keyed(tokens["order-service"], key))
-        theirs = await client.post("/payments", json=body, headers=keyed(other_client, key))
-    assert mine.status_code == theirs.status_code == 202
+    async with api.client() as client:
+        mine = await client.post("/payments", json=body, headers=keyed(order_service, key))
+        my_replay = await client.post("/payments", json=body, headers=keyed(order_service, key))
+        theirs = await client.post("/payments", json=body, headers=keyed(checkout_service, key))
+    assert mine.status_code == theirs.status_code == my_replay.status_code == 202
+    assert my_replay.headers["idempotent-replayed"] == "true"  # the key is live: only the client differs
     assert "idempotent-replayed" not in theirs.headers
     assert mine.json()["paymentId"] != theirs.json()["paymentId"]
+    holders = await fetch(database_url, "SELECT client_id FROM idempotency_keys WHERE idempotency_key = $1", key)
+    assert sorted(row["client_id"] for row in holders) == ["checkout-service", "order-service"]
 
 
 async def test_retry_while_the_first_request_is_in_flight_is_409_with_retry_after(

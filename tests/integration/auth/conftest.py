@@ -1,4 +1,4 @@
-"""Fixtures for the auth tests: a hand-driven monotonic clock and verifiers wired to a real issuer over HTTP."""
+"""Fixtures for the auth tests: a hand-driven monotonic clock and verifiers wired to an issuer over real HTTP."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.keycloak import Keycloak
 from payment_infrastructure.auth import AuthSettings, JwtVerifier
-from tests.fixtures.issuer import RunningDevIssuer
+from tests.fixtures.signing_issuer import SigningIssuer
 
 
 class ManualClock:
@@ -79,5 +80,12 @@ def make_verifier(
 
 
 @pytest.fixture
-def verifier_kit(dev_issuer: RunningDevIssuer, make_verifier: Callable[..., VerifierKit]) -> VerifierKit:
-    return make_verifier(dev_issuer.issuer_url)
+def verifier_kit(signing_issuer: SigningIssuer, make_verifier: Callable[..., VerifierKit]) -> VerifierKit:
+    """A verifier trusting the session's signing issuer: for forged and negative tokens."""
+    return make_verifier(signing_issuer.issuer_url)
+
+
+@pytest.fixture
+def keycloak_kit(keycloak: Keycloak, make_verifier: Callable[..., VerifierKit]) -> VerifierKit:
+    """A verifier trusting the real Keycloak: for the tokens its realm clients get."""
+    return make_verifier(keycloak.issuer_url)

@@ -1,4 +1,5 @@
-"""JwtVerifier against the dev issuer over real HTTP: who gets in, and the precise reason for who does not."""
+"""JwtVerifier over real HTTP: real Keycloak tokens get in; the precise reason forged ones (signed by the test's
+signing issuer) do not."""
 
 from __future__ import annotations
 
@@ -15,19 +16,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
+from devstack.keycloak import Keycloak
 from payment_infrastructure.auth import AuthenticationError, AuthorizationError, AuthSettings, JwtVerifier, Principal
-from services.dev_issuer.signing import RsaSigningKey
-from tests.fixtures.issuer import RunningDevIssuer
+from tests.fixtures.signing_issuer import RsaSigningKey, SigningIssuer
 from tests.integration.auth.conftest import VerifierKit
+
+ORDER_SERVICE_SUBJECT = "fbfddff6-ba88-54a3-9910-6082cf1d57b1"  # the service-account user id in the realm export
 
 
 def verifications(result: str) -> float:
     return REGISTRY.get_sample_value("auth_token_verifications_total", {"result": result}) or 0.0
 
 
-def claims_for(dev_issuer: RunningDevIssuer, client_id: str = "order-service", **changes: object) -> dict[str, object]:
-    """Keycloak's claims for ``client_id`` with ``changes`` applied (a None value removes the claim)."""
-    claims = dev_issuer.issuer.access_token_claims(client_id)
+def claims_for(issuer: SigningIssuer, client: str = "order-service", /, **changes: object) -> dict[str, object]:
+    """Keycloak 26's claims for ``client`` with ``changes`` applied (a None value removes the claim)."""
+    claims = issuer.access_token_claims(client)
     claims.update(changes)
     return {name: value for name, value in claims.items() if value is not None}
 
@@ -47,31 +50,34 @@ async def rejection(verifier: JwtVerifier, token: str) -> str:
     return caught.value.description
 
 
+# Real tokens from Keycloak.
+
+
 async def test_order_service_token_is_accepted_with_write_and_read_roles(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    keycloak: Keycloak, keycloak_kit: VerifierKit
 ) -> None:
     oks_before = verifications("ok")
 
-    principal = await verifier_kit.verifier.verify(await dev_issuer.token("order-service"))
+    principal = await keycloak_kit.verifier.verify(await keycloak.token("order-service"))
 
     assert principal == Principal(
         client_id="order-service",
-        subject="fbfddff6-ba88-54a3-9910-6082cf1d57b1",
+        subject=ORDER_SERVICE_SUBJECT,
         roles=frozenset({"payment:write", "payment:read"}),
     )
-    verifier_kit.verifier.require(principal, "payment:write")
-    verifier_kit.verifier.require(principal, "payment:read")
+    keycloak_kit.verifier.require(principal, "payment:write")
+    keycloak_kit.verifier.require(principal, "payment:read")
     assert verifications("ok") == oks_before + 1
 
 
-async def test_payment_reader_may_read_but_not_write(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
-    verifier = verifier_kit.verifier
-    principal = await verifier.verify(await dev_issuer.token("payment-reader"))
+async def test_payment_reader_may_read_but_not_write(tokens: dict[str, str], keycloak_kit: VerifierKit) -> None:
+    verifier = keycloak_kit.verifier
+    principal = await verifier.verify(tokens["payment-reader"])
     forbidden_before = verifications("forbidden")
 
-    verifier.require(principal, verifier_kit.settings.read_role)
+    verifier.require(principal, keycloak_kit.settings.read_role)
     with pytest.raises(AuthorizationError) as caught:
-        verifier.require(principal, verifier_kit.settings.write_role)
+        verifier.require(principal, keycloak_kit.settings.write_role)
 
     assert principal.roles == frozenset({"payment:read"})
     assert caught.value.required_role == "payment:write"
@@ -79,10 +85,10 @@ async def test_payment_reader_may_read_but_not_write(dev_issuer: RunningDevIssue
 
 
 async def test_client_without_roles_authenticates_but_is_refused_both_roles(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    tokens: dict[str, str], keycloak_kit: VerifierKit
 ) -> None:
-    verifier = verifier_kit.verifier
-    principal = await verifier.verify(await dev_issuer.token("no-role-client"))
+    verifier = keycloak_kit.verifier
+    principal = await verifier.verify(tokens["no-role-client"])
 
     assert principal.client_id == "no-role-client"
     assert principal.roles == frozenset()
@@ -91,9 +97,19 @@ async def test_client_without_roles_authenticates_but_is_refused_both_roles(
             verifier.require(principal, role)
 
 
-async def test_expired_token_is_rejected_as_expired(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
+async def test_keycloak_token_is_refused_by_a_verifier_trusting_another_issuer(
+    tokens: dict[str, str], verifier_kit: VerifierKit
+) -> None:
+    # verifier_kit trusts the signing issuer: Keycloak's kid is unknown there, whatever the token says.
+    assert await rejection(verifier_kit.verifier, tokens["order-service"]) == "unknown signing key"
+
+
+# Forged tokens, signed by the test's own issuer.
+
+
+async def test_expired_token_is_rejected_as_expired(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
     now = int(time.time())
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, iat=now - 400, exp=now - 60))
+    token = signing_issuer.sign(claims_for(signing_issuer, iat=now - 400, exp=now - 60))
     expired_before = verifications("expired")
 
     assert await rejection(verifier_kit.verifier, token) == "token expired"
@@ -101,79 +117,81 @@ async def test_expired_token_is_rejected_as_expired(dev_issuer: RunningDevIssuer
 
 
 async def test_token_expired_within_the_leeway_is_still_accepted(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
     now = int(time.time())
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, iat=now - 300, exp=now - 2))
+    token = signing_issuer.sign(claims_for(signing_issuer, iat=now - 300, exp=now - 2))
 
     principal = await verifier_kit.verifier.verify(token)
 
     assert principal.client_id == "order-service"
 
 
-async def test_token_not_yet_valid_is_rejected(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
+async def test_token_not_yet_valid_is_rejected(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
     now = int(time.time())
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, nbf=now + 120))
+    token = signing_issuer.sign(claims_for(signing_issuer, nbf=now + 120))
 
     assert await rejection(verifier_kit.verifier, token) == "token not yet valid"
 
 
-async def test_token_issued_in_the_future_is_rejected(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
+async def test_token_issued_in_the_future_is_rejected(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
     now = int(time.time())
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, iat=now + 120, exp=now + 420))
+    token = signing_issuer.sign(claims_for(signing_issuer, iat=now + 120, exp=now + 420))
 
     assert await rejection(verifier_kit.verifier, token) == "token not yet valid"
 
 
 async def test_token_from_another_issuer_is_rejected_as_wrong_issuer(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, iss="http://127.0.0.1:8082/realms/master"))
+    token = signing_issuer.sign(claims_for(signing_issuer, iss=f"{signing_issuer.base_url}/realms/master"))
 
     assert await rejection(verifier_kit.verifier, token) == "wrong issuer"
 
 
-async def test_token_without_expiry_is_rejected(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, exp=None))
+async def test_token_without_expiry_is_rejected(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
+    token = signing_issuer.sign(claims_for(signing_issuer, exp=None))
 
     assert await rejection(verifier_kit.verifier, token) == "missing claim: exp"
 
 
 async def test_token_signed_by_another_key_under_the_same_kid_fails_signature_check(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit, foreign_signing_key: RsaSigningKey
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit, foreign_signing_key: RsaSigningKey
 ) -> None:
-    token = foreign_signing_key.sign(claims_for(dev_issuer))
+    token = foreign_signing_key.sign(claims_for(signing_issuer))
 
-    assert jwt.get_unverified_header(token)["kid"] == dev_issuer.issuer.kid
+    assert jwt.get_unverified_header(token)["kid"] == signing_issuer.kid
     assert await rejection(verifier_kit.verifier, token) == "signature verification failed"
 
 
-async def test_tampered_claims_fail_signature_check(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
-    header, _, signature = dev_issuer.issuer.sign(claims_for(dev_issuer, "payment-reader")).split(".")
-    forged_claims = claims_for(dev_issuer, "payment-reader", realm_access={"roles": ["payment:write"]})
+async def test_tampered_claims_fail_signature_check(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
+    header, _, signature = signing_issuer.sign(claims_for(signing_issuer, "payment-reader")).split(".")
+    forged_claims = claims_for(signing_issuer, "payment-reader", realm_access={"roles": ["payment:write"]})
     forged = f"{header}.{b64url(orjson.dumps(forged_claims))}.{signature}"
 
     assert await rejection(verifier_kit.verifier, forged) == "signature verification failed"
 
 
 async def test_unsigned_alg_none_token_is_refused_without_fetching_keys(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    header = {"alg": "none", "typ": "JWT", "kid": dev_issuer.issuer.kid}
-    token = hand_made_token(header, claims_for(dev_issuer), lambda _: b"")
+    header = {"alg": "none", "typ": "JWT", "kid": signing_issuer.kid}
+    token = hand_made_token(header, claims_for(signing_issuer), lambda _: b"")
 
     assert await rejection(verifier_kit.verifier, token) == "unsupported algorithm"
     assert verifier_kit.requests.paths == []
 
 
 async def test_hs256_token_keyed_with_the_public_key_is_refused(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    public_pem = dev_issuer.issuer.signing_key.private_key.public_key().public_bytes(
+    public_pem = signing_issuer.signing_key.private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    header = {"alg": "HS256", "typ": "JWT", "kid": dev_issuer.issuer.kid}
-    token = hand_made_token(header, claims_for(dev_issuer), lambda data: hmac.digest(public_pem, data, hashlib.sha256))
+    header = {"alg": "HS256", "typ": "JWT", "kid": signing_issuer.kid}
+    token = hand_made_token(
+        header, claims_for(signing_issuer), lambda data: hmac.digest(public_pem, data, hashlib.sha256)
+    )
 
     assert await rejection(verifier_kit.verifier, token) == "unsupported algorithm"
 
@@ -186,24 +204,34 @@ async def test_garbage_is_rejected_as_malformed(verifier_kit: VerifierKit, garba
     assert verifications("invalid") == invalid_before + 1
 
 
-async def test_token_without_kid_is_rejected(dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit) -> None:
-    token = jwt.encode(claims_for(dev_issuer), dev_issuer.issuer.signing_key.private_key, algorithm="RS256")
+async def test_token_without_kid_is_rejected(signing_issuer: SigningIssuer, verifier_kit: VerifierKit) -> None:
+    token = jwt.encode(claims_for(signing_issuer), signing_issuer.signing_key.private_key, algorithm="RS256")
 
     assert await rejection(verifier_kit.verifier, token) == "missing key id"
 
 
 async def test_id_token_is_not_accepted_as_an_access_token(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, typ="ID"))
+    token = signing_issuer.sign(claims_for(signing_issuer, typ="ID"))
 
     assert await rejection(verifier_kit.verifier, token) == "not an access token"
 
 
-async def test_client_id_falls_back_to_the_client_id_claim_when_azp_is_absent(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+async def test_token_without_azp_names_no_client_and_is_rejected(
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, "payment-reader", azp=None))
+    # Keycloak 26 names the client in `azp` only (no `clientId` claim any more): without it, nobody is calling.
+    token = signing_issuer.sign(claims_for(signing_issuer, azp=None))
+
+    assert await rejection(verifier_kit.verifier, token) == "token names no client"
+
+
+async def test_client_id_falls_back_to_the_client_id_claim_when_azp_is_absent(
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
+) -> None:
+    # Lightweight or older Keycloak tokens carry `client_id` instead of `azp`.
+    token = signing_issuer.sign(claims_for(signing_issuer, "payment-reader", azp=None, client_id="payment-reader"))
 
     principal = await verifier_kit.verifier.verify(token)
 
@@ -211,37 +239,38 @@ async def test_client_id_falls_back_to_the_client_id_claim_when_azp_is_absent(
 
 
 async def test_audience_is_enforced_when_configured(
-    dev_issuer: RunningDevIssuer, make_verifier: Callable[..., VerifierKit]
+    signing_issuer: SigningIssuer, make_verifier: Callable[..., VerifierKit]
 ) -> None:
-    verifier = make_verifier(dev_issuer.issuer_url, audience="payment-service").verifier
-    keycloak_default = await dev_issuer.token("order-service")  # aud "account"
-    addressed = dev_issuer.issuer.sign(claims_for(dev_issuer, aud=["account", "payment-service"]))
+    verifier = make_verifier(signing_issuer.issuer_url, audience="payment-service").verifier
+    keycloak_shaped = signing_issuer.sign(claims_for(signing_issuer))  # Keycloak 26's default: no `aud` at all
+    for_account = signing_issuer.sign(claims_for(signing_issuer, aud="account"))
+    addressed = signing_issuer.sign(claims_for(signing_issuer, aud=["account", "payment-service"]))
 
-    assert await rejection(verifier, keycloak_default) == "wrong audience"
+    assert await rejection(verifier, keycloak_shaped) == "missing claim: aud"
+    assert await rejection(verifier, for_account) == "wrong audience"
     assert (await verifier.verify(addressed)).client_id == "order-service"
 
 
 async def test_audience_is_not_checked_when_not_configured(
-    dev_issuer: RunningDevIssuer, verifier_kit: VerifierKit
+    signing_issuer: SigningIssuer, verifier_kit: VerifierKit
 ) -> None:
-    token = dev_issuer.issuer.sign(claims_for(dev_issuer, aud="some-other-service"))
+    token = signing_issuer.sign(claims_for(signing_issuer, aud="some-other-service"))
 
     assert (await verifier_kit.verifier.verify(token)).client_id == "order-service"
 
 
 async def test_a_verified_token_is_remembered_until_it_expires(
-    dev_issuer: RunningDevIssuer, http_client: httpx.AsyncClient
+    signing_issuer: SigningIssuer, http_client: httpx.AsyncClient
 ) -> None:
     now = [1_000.0]
     verifier = JwtVerifier(
-        AuthSettings(issuer_url=dev_issuer.issuer_url, leeway_seconds=0), http_client, wall_clock=lambda: now[0]
+        AuthSettings(issuer_url=signing_issuer.issuer_url, leeway_seconds=0), http_client, wall_clock=lambda: now[0]
     )
-    claims = dev_issuer.issuer.access_token_claims("order-service")
-    claims["exp"] = int(time.time()) + 60
-    token = dev_issuer.issuer.sign(claims)
-    now[0] = claims["exp"] - 30
+    expires_at = int(time.time()) + 60
+    token = signing_issuer.sign(claims_for(signing_issuer, exp=expires_at))
+    now[0] = expires_at - 30
     first = await verifier.verify(token)
     assert await verifier.verify(token) is first  # the same object: served from the cache, no RSA check
-    now[0] = claims["exp"] + 1  # past exp by the cache's clock: it no longer vouches, a full check runs
+    now[0] = expires_at + 1  # past exp by the cache's clock: it no longer vouches, a full check runs
     again = await verifier.verify(token)
     assert again is not first and again == first

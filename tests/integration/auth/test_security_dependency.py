@@ -1,4 +1,6 @@
-"""The FastAPI dependencies of payment-service, in a small app wired like the real one (verifier on app.state)."""
+"""The FastAPI dependencies of payment-service, in a small app wired like the real one (verifier on app.state).
+
+Valid tokens come from the real Keycloak; expired ones are signed by the test's signing issuer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from devstack.keycloak import Keycloak
 from payment_infrastructure.auth import (
     AuthenticationError,
     AuthorizationError,
@@ -21,7 +24,7 @@ from payment_infrastructure.auth import (
     Principal,
 )
 from services.payment_service.api.security import require_read, require_write, www_authenticate
-from tests.fixtures.issuer import RunningDevIssuer, url_of
+from tests.fixtures.signing_issuer import SigningIssuer, url_of
 
 
 def protected_app(verifier: JwtVerifier, settings: AuthSettings) -> FastAPI:
@@ -63,8 +66,16 @@ async def client_for(issuer_url: str, http: httpx.AsyncClient) -> httpx.AsyncCli
 
 
 @pytest.fixture
-async def api(dev_issuer: RunningDevIssuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http, await client_for(dev_issuer.issuer_url, http) as client:
+async def api(keycloak: Keycloak) -> AsyncIterator[httpx.AsyncClient]:
+    """The app trusting the real Keycloak."""
+    async with httpx.AsyncClient() as http, await client_for(keycloak.issuer_url, http) as client:
+        yield client
+
+
+@pytest.fixture
+async def forged_api(signing_issuer: SigningIssuer) -> AsyncIterator[httpx.AsyncClient]:
+    """The app trusting the test's signing issuer (tokens Keycloak cannot be made to sign)."""
+    async with httpx.AsyncClient() as http, await client_for(signing_issuer.issuer_url, http) as client:
         yield client
 
 
@@ -72,8 +83,8 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_writer_token_may_create_and_read(dev_issuer: RunningDevIssuer, api: httpx.AsyncClient) -> None:
-    token = await dev_issuer.token("order-service")
+async def test_writer_token_may_create_and_read(tokens: dict[str, str], api: httpx.AsyncClient) -> None:
+    token = tokens["order-service"]
 
     created = await api.post("/payments", headers=bearer(token))
     read = await api.get("/payments", headers=bearer(token))
@@ -83,9 +94,9 @@ async def test_writer_token_may_create_and_read(dev_issuer: RunningDevIssuer, ap
 
 
 async def test_reader_token_may_read_but_creating_is_forbidden_with_403(
-    dev_issuer: RunningDevIssuer, api: httpx.AsyncClient
+    tokens: dict[str, str], api: httpx.AsyncClient
 ) -> None:
-    token = await dev_issuer.token("payment-reader")
+    token = tokens["payment-reader"]
 
     assert (await api.get("/payments", headers=bearer(token))).status_code == 200
     response = await api.post("/payments", headers=bearer(token))
@@ -93,10 +104,14 @@ async def test_reader_token_may_read_but_creating_is_forbidden_with_403(
     assert response.json()["detail"] == "requires payment:write"
 
 
-async def test_token_without_roles_is_forbidden_with_403(dev_issuer: RunningDevIssuer, api: httpx.AsyncClient) -> None:
-    token = await dev_issuer.token("no-role-client")
+async def test_token_without_roles_is_forbidden_with_403(tokens: dict[str, str], api: httpx.AsyncClient) -> None:
+    token = tokens["no-role-client"]
 
-    assert (await api.get("/payments", headers=bearer(token))).status_code == 403
+    read = await api.get("/payments", headers=bearer(token))
+    create = await api.post("/payments", headers=bearer(token))
+
+    assert (read.status_code, read.json()["detail"]) == (403, "requires payment:read")
+    assert (create.status_code, create.json()["detail"]) == (403, "requires payment:write")
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Basic b3JkZXItc2VydmljZTpzZWNyZXQ=", "Bearer", "Bearer   "])
@@ -113,12 +128,12 @@ async def test_request_without_bearer_token_gets_401_with_a_bare_challenge(
 
 
 async def test_expired_token_gets_401_naming_the_reason_in_www_authenticate(
-    dev_issuer: RunningDevIssuer, api: httpx.AsyncClient
+    signing_issuer: SigningIssuer, forged_api: httpx.AsyncClient
 ) -> None:
     now = int(time.time())
-    claims = dev_issuer.issuer.access_token_claims("order-service") | {"iat": now - 600, "exp": now - 300}
+    claims = signing_issuer.access_token_claims("order-service") | {"iat": now - 600, "exp": now - 300}
 
-    response = await api.post("/payments", headers=bearer(dev_issuer.issuer.sign(claims)))
+    response = await forged_api.post("/payments", headers=bearer(signing_issuer.sign(claims)))
 
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
@@ -126,8 +141,8 @@ async def test_expired_token_gets_401_naming_the_reason_in_www_authenticate(
     )
 
 
-async def test_bearer_scheme_is_case_insensitive(dev_issuer: RunningDevIssuer, api: httpx.AsyncClient) -> None:
-    token = await dev_issuer.token("order-service")
+async def test_bearer_scheme_is_case_insensitive(tokens: dict[str, str], api: httpx.AsyncClient) -> None:
+    token = tokens["order-service"]
 
     response = await api.post("/payments", headers={"Authorization": f"bearer {token}"})
 
@@ -135,13 +150,13 @@ async def test_bearer_scheme_is_case_insensitive(dev_issuer: RunningDevIssuer, a
 
 
 async def test_valid_token_while_the_issuer_is_down_gets_503(
-    dev_issuer: RunningDevIssuer, issuer_socket: socket.socket
+    signing_issuer: SigningIssuer, issuer_socket: socket.socket
 ) -> None:
     down_issuer_url = f"{url_of(issuer_socket)}/realms/ecommerce-platform"
-    claims = dev_issuer.issuer.access_token_claims("order-service") | {"iss": down_issuer_url}
+    claims = signing_issuer.access_token_claims("order-service") | {"iss": down_issuer_url}
 
     async with httpx.AsyncClient() as http, await client_for(down_issuer_url, http) as client:
-        response = await client.post("/payments", headers=bearer(dev_issuer.issuer.sign(claims)))
+        response = await client.post("/payments", headers=bearer(signing_issuer.sign(claims)))
 
     assert response.status_code == 503
 

@@ -1,8 +1,11 @@
-"""Topic creation and the publisher against a real Kafka-protocol broker (Tansu)."""
+"""Topic creation and the publisher against Apache Kafka."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
@@ -11,8 +14,7 @@ from payment_domain.topics import Topic
 from payment_infrastructure.kafka.admin import create_topics, ensure_topics, topic_layout
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
-from payment_infrastructure.kafka.tansu import TansuBroker
-from tests.fixtures.broker import TopicReader, unique_topic
+from tests.fixtures.broker import KafkaFactory, TopicReader, unique_topic
 
 HEADERS = EventHeaders(
     event_id="0b6f8a52-3f1e-5c1a-9d0e-6a3b2c1d0e9f",
@@ -33,13 +35,13 @@ async def _partition_counts(bootstrap_servers: str) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in described}
 
 
-async def test_ensure_topics_creates_every_topic_and_its_dlq_once() -> None:
-    async with TansuBroker() as broker:
-        settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=6)
+async def test_ensure_topics_creates_every_topic_and_its_dlq_once(kafka_factory: KafkaFactory) -> None:
+    broker = await kafka_factory()  # the real topic names: a broker of its own
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=6)
 
-        created = await ensure_topics(settings)
-        created_again = await ensure_topics(settings)
-        counts = await _partition_counts(broker.bootstrap_servers)
+    created = await ensure_topics(settings)
+    created_again = await ensure_topics(settings)
+    counts = {t: n for t, n in (await _partition_counts(broker.bootstrap_servers)).items() if not t.startswith("__")}
 
     expected = {t.value for t in Topic} | {t.dlq for t in Topic}
     assert set(created) == expected
@@ -109,9 +111,8 @@ async def test_publish_batch_reports_each_failure_and_delivers_the_rest(
     assert sorted(m.value for m in await topic_reader.read_all(topic)) == [b"a", b"c"]
 
 
-async def test_publish_raises_when_no_broker_acknowledges() -> None:
-    broker = TansuBroker()
-    await broker.start()
+async def test_publish_raises_when_no_broker_acknowledges(kafka_factory: KafkaFactory) -> None:
+    broker = await kafka_factory()
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=500, delivery_timeout_ms=1_500
     )
@@ -126,16 +127,45 @@ async def test_publish_raises_when_no_broker_acknowledges() -> None:
         await publisher.stop()
 
 
-async def test_a_restarted_tansu_answers_on_the_same_port_and_starts_empty() -> None:
-    broker = TansuBroker()
-    await broker.start()
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+async def test_a_restarted_broker_keeps_its_topics_records_and_committed_offsets(
+    kafka_factory: KafkaFactory, topic_reader: TopicReader
+) -> None:
+    broker = await kafka_factory()
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, linger_ms=1)
+    await ensure_topics(settings)
+    topic = Topic.PAYMENT_ORDER_CREATED.value
+    async with KafkaEventPublisher.from_settings(settings) as publisher:
+        await publisher.publish_batch([OutboundMessage(topic, str(k), f"v{k}".encode(), HEADERS) for k in range(6)])
+    group = "restart-test-group"
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap_servers, group_id=group, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
     try:
-        await ensure_topics(settings)
-        await broker.stop()
-        await broker.start()
-        counts = await _partition_counts(broker.bootstrap_servers)
+        first: list[bytes] = []
+        next_offsets: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + 30
+        while len(first) < 3:
+            assert time.monotonic() < deadline, "the first three records never arrived"
+            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=3 - len(first))).items():
+                first.extend(bytes(r.value or b"") for r in records)
+                next_offsets[tp] = records[-1].offset + 1
+        await consumer.commit(next_offsets)
     finally:
-        await broker.stop()
+        await consumer.stop()
 
-    assert Topic.PAYMENT_ORDER_CREATED.value not in counts
+    await broker.stop()
+    await broker.start()
+
+    reader = TopicReader(broker.bootstrap_servers)
+    everything = sorted(m.value for m in await reader.read_all(topic))
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    assert set(topic_layout(settings)) <= set(await _partition_counts(broker.bootstrap_servers))
+    assert everything == sorted(f"v{k}".encode() for k in range(6))
+    assert sum(meta.offset for meta in offsets.values()) == 3

@@ -1,4 +1,4 @@
-"""The dispatch use case end to end: Postgres outbox → Tansu, with crashes, restarts and a broker outage."""
+"""The dispatch use case end to end: Postgres outbox → Apache Kafka, with crashes, restarts and a broker outage."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from payment_application.ports.outbox import DispatchReport
 from payment_infrastructure.kafka.admin import create_topics
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
-from payment_infrastructure.kafka.tansu import TansuBroker
 from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
 from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
-from tests.fixtures.broker import ConsumedMessage, TopicReader
+from tests.fixtures.broker import ConsumedMessage, KafkaFactory, TopicReader
 from tests.integration.outbox.support import NewRow, expire_leases, insert_rows, row_states
 
 LEASE = 30.0
@@ -183,9 +182,10 @@ async def test_per_key_order_holds_across_crashes_and_restarts(
     assert {s.status for s in (await row_states(outbox)).values()} == {"SENT"}
 
 
-async def test_with_the_broker_down_rows_stay_new_and_go_out_once_it_is_back(outbox: AsyncEngine) -> None:
-    broker = TansuBroker()
-    await broker.start()
+async def test_with_the_broker_down_rows_stay_new_and_go_out_once_it_is_back(
+    outbox: AsyncEngine, kafka_factory: KafkaFactory
+) -> None:
+    broker = await kafka_factory()
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap_servers, linger_ms=1, request_timeout_ms=500, delivery_timeout_ms=1_500
     )
@@ -202,8 +202,7 @@ async def test_with_the_broker_down_rows_stay_new_and_go_out_once_it_is_back(out
         during_outage = await dispatch.dispatch_batch()
         states_during = await row_states(outbox)
 
-        await broker.start()
-        await create_topics(settings, {topic: 2})  # Tansu keeps nothing across a restart
+        await broker.start()  # the same data directory: the topic is still there
         reader = TopicReader(broker.bootstrap_servers)
         sent = 0
         deadline = time.monotonic() + 20
@@ -217,7 +216,12 @@ async def test_with_the_broker_down_rows_stay_new_and_go_out_once_it_is_back(out
 
     assert (during_outage.claimed, during_outage.sent, during_outage.released) == (20, 0, 20)
     assert {(s.status, s.lease_token) for s in states_during.values()} == {("NEW", None)}
-    assert published == Counter({r.event_id: 1 for r in rows})
+    # At least once: a record whose acknowledgement timed out during the outage stays queued in the (idempotent)
+    # producer and may still land after the broker is back, beside the dispatcher's re-send. Consumers dedupe by
+    # eventId; what must never happen is a row that is not published at all.
+    assert set(published) == {r.event_id for r in rows}
+    assert max(published.values()) <= 2
+    assert {s.status for s in (await row_states(outbox)).values()} == {"SENT"}
 
 
 async def test_an_idle_dispatch_loop_is_woken_by_the_commit_notification(

@@ -15,8 +15,8 @@ import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack.process import free_port
 from payment_domain.topics import Topic
-from payment_infrastructure.kafka.tansu import free_port
 from payment_infrastructure.postgres.outbox_partitions import partition_name
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from services.payment_service.dispatcher import build_dispatcher

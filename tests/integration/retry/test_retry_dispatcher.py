@@ -1,4 +1,4 @@
-"""The retry dispatcher loop with a real Redis and a real Kafka-protocol broker (Tansu)."""
+"""The retry dispatcher loop with a real Redis and Apache Kafka."""
 
 from __future__ import annotations
 

@@ -1,0 +1,31 @@
+"""`python -m devstack install`: fetch and build Apache Kafka and Keycloak into the cache (nothing if done)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from devstack import kafka, keycloak
+
+
+def install() -> None:
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        libs = pool.submit(kafka.install)
+        home = pool.submit(keycloak.install)
+        kafka_libs, keycloak_home = libs.result(), home.result()
+    sys.stdout.write(
+        f"Apache Kafka {kafka.kafka_version()} in {kafka_libs.parent}, Keycloak {keycloak.VERSION} in "
+        f"{keycloak_home} ({time.monotonic() - began:.1f}s)\n"
+    )
+
+
+def main() -> None:
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python -m devstack install")
+    install()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""`make run`: every part of the system on this machine, kept running until Ctrl-C or SIGTERM.
+
+Apache Kafka and Keycloak (from the cache, see devstack.kafka and devstack.keycloak), the PSP simulator, the
+payment-service API, the outbox dispatcher and payment-consumers. A part that exits is started again (with a
+growing pause if it keeps failing). Kafka's data, Keycloak's database and every log live under the run directory
+(default `.run/`), so topics, committed offsets and signing keys survive a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from devstack import kafka, keycloak
+from devstack.cache import REPO_ROOT
+from devstack.process import ServerProcess
+
+RESTART_PAUSE_MAX_SECONDS = 30.0
+HEALTHY_AFTER_SECONDS = 60.0  # a part that ran this long starts again without a pause
+
+
+@dataclass
+class Ports:
+    api: int = 8080
+    api_management: int = 9000
+    consumers_management: int = 9001
+    dispatcher_management: int = 9002
+    psp: int = 8090
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    keycloak: int = 8082
+    keycloak_management: int = 9082
+
+
+@dataclass
+class StackConfig:
+    run_dir: Path = REPO_ROOT / ".run"
+    ports: Ports = field(default_factory=Ports)
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/payments"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    psp_scenario: str = "NORMAL"
+    external_psp_url: str | None = None  # a PSP this stack does not own (it survives the stack's restarts)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def psp_url(self) -> str:
+        return self.external_psp_url or f"http://127.0.0.1:{self.ports.psp}"
+
+
+class Part:
+    """One supervised part: how to start it, whether it still runs, how to stop it."""
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        where: str,
+        start: Callable[[], Awaitable[float]],
+        running: Callable[[], bool],
+        stop: Callable[[], Awaitable[None]],
+        resident_bytes: Callable[[], int],
+        log_file: Path,
+    ) -> None:
+        self.name, self.label, self.where = name, label, where
+        self._start, self._running, self._stop, self.resident_bytes = start, running, stop, resident_bytes
+        self.log_file = log_file
+        self.ready_seconds = 0.0
+        self.started_at = 0.0
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.ready_seconds = await self._start()
+
+    @property
+    def running(self) -> bool:
+        return self._running()
+
+    async def stop(self) -> None:
+        await self._stop()
+
+
+def python_part(
+    name: str, label: str, where: str, args: Sequence[str], ready_url: str, env: dict[str, str], log_file: Path
+) -> Part:
+    process = ServerProcess(name, [sys.executable, *args], log_file=log_file, env=env, cwd=REPO_ROOT)
+
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return (await client.get(ready_url)).status_code == 200
+
+    async def start() -> float:
+        process.spawn()
+        return await process.wait_ready(ready, within=90.0)
+
+    return Part(name, label, where, start, lambda: process.running, process.stop, process.resident_bytes, log_file)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        run = config.run_dir
+        p = config.ports
+        self.kafka = kafka.KafkaBroker(
+            run / "kafka", port=p.kafka, controller_port=p.kafka_controller, log_file=run / "kafka.log"
+        )
+        self.keycloak = keycloak.Keycloak(
+            run / "keycloak", port=p.keycloak, management_port=p.keycloak_management, log_file=run / "keycloak.log"
+        )
+        env = self.service_env()
+        self.infrastructure = [
+            Part(
+                "kafka",
+                f"Apache Kafka {kafka.kafka_version()}",
+                self.kafka.bootstrap_servers,
+                self.kafka.start,
+                lambda: self.kafka.running,
+                self.kafka.stop,
+                self.kafka.resident_bytes,
+                run / "kafka.log",
+            ),
+            Part(
+                "keycloak",
+                f"Keycloak {keycloak.VERSION}",
+                self.keycloak.issuer_url,
+                self.keycloak.start,
+                lambda: self.keycloak.running,
+                self.keycloak.stop,
+                self.keycloak.resident_bytes,
+                run / "keycloak.log",
+            ),
+        ]
+        self.psp = (
+            []
+            if config.external_psp_url
+            else [
+                python_part(
+                    "psp-simulator",
+                    "PSP simulator",
+                    config.psp_url,
+                    [
+                        "-m",
+                        "services.psp_simulator",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(p.psp),
+                        "--scenario",
+                        config.psp_scenario,
+                    ],
+                    f"{config.psp_url}/health/live",
+                    env,
+                    run / "psp-simulator.log",
+                )
+            ]
+        )
+        local = "http://127.0.0.1"
+        self.services = [
+            python_part(
+                "payment-service",
+                "payment-service API",
+                f"{local}:{p.api}",
+                ["-m", "services.payment_service"],
+                f"{local}:{p.api_management}/health/ready",
+                env,
+                run / "payment-service.log",
+            ),
+            python_part(
+                "outbox-dispatcher",
+                "outbox dispatcher",
+                f"{local}:{p.dispatcher_management}",
+                ["-m", "services.payment_service.dispatcher"],
+                f"{local}:{p.dispatcher_management}/health/ready",
+                env,
+                run / "outbox-dispatcher.log",
+            ),
+            python_part(
+                "payment-consumers",
+                "payment-consumers",
+                f"{local}:{p.consumers_management}",
+                ["-m", "services.payment_consumers"],
+                f"{local}:{p.consumers_management}/health/ready",
+                env,
+                run / "payment-consumers.log",
+            ),
+        ]
+
+    @property
+    def parts(self) -> list[Part]:
+        return [*self.infrastructure, *self.psp, *self.services]
+
+    def service_env(self) -> dict[str, str]:
+        c, p = self.config, self.config.ports
+        return {
+            "PAYMENTS_DB__URL": c.database_url,
+            "PAYMENTS_REDIS__URL": c.redis_url,
+            "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "PAYMENTS_AUTH__ISSUER_URL": self.keycloak.issuer_url,
+            "PAYMENTS_PSP__BASE_URL": c.psp_url,
+            "PAYMENTS_API__PORT": str(p.api),
+            "PAYMENTS_API__MANAGEMENT_PORT": str(p.api_management),
+            "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(p.dispatcher_management),
+            "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(p.consumers_management),
+            **c.extra_env,
+        }
+
+    def migrate(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "payment_infrastructure.postgres.migrate",
+            "--create",
+            self.config.database_url,
+        ]
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"migrating {self.config.database_url} failed:\n{result.stdout}{result.stderr}")
+
+    async def start(self) -> None:
+        """Infrastructure and migrations side by side, then the PSP simulator, then the three services."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(asyncio.to_thread(self.migrate), *(part.start() for part in self.infrastructure))
+        await asyncio.gather(*(part.start() for part in self.psp))
+        await asyncio.gather(*(part.start() for part in self.services))
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Start again any part that exited, pausing longer each time it fails soon after a start."""
+        pauses: dict[str, float] = {}
+        while not stop.is_set():
+            for part in self.parts:
+                if part.running or stop.is_set():
+                    continue
+                quick_failure = time.monotonic() - part.started_at < HEALTHY_AFTER_SECONDS
+                pause = min(RESTART_PAUSE_MAX_SECONDS, pauses.get(part.name, 0.5) * 2) if quick_failure else 1.0
+                pauses[part.name] = pause
+                say(f"{part.name} exited; starting it again in {pause:.0f}s (log {relative(part.log_file)})")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                if stop.is_set():
+                    break
+                part.restarts += 1
+                try:
+                    await part.start()
+                    say(f"{part.name} is back (restart {part.restarts}, ready in {part.ready_seconds:.1f}s)")
+                except Exception as error:
+                    say(f"{part.name} did not come back: {first_line(error)}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def stop(self) -> None:
+        """The services first (they finish their batches and commit offsets), the infrastructure last."""
+        await asyncio.gather(*(part.stop() for part in self.services), return_exceptions=True)
+        await asyncio.gather(*(part.stop() for part in self.psp), return_exceptions=True)
+        await asyncio.gather(*(part.stop() for part in self.infrastructure), return_exceptions=True)
+
+    def summary(self, seconds: float) -> str:
+        lines = [f"payments is running (started in {seconds:.1f}s):"]
+        for part in self.parts:
+            rss = f"{part.resident_bytes() / 2**20:.0f} MB RSS"
+            lines.append(
+                f"  {part.label:<22} {part.where:<48} log {relative(part.log_file):<28}"
+                f" ready in {part.ready_seconds:5.1f}s  {rss}"
+            )
+        p = self.config.ports
+        lines += [
+            "",
+            f"  API docs            http://127.0.0.1:{p.api}/docs",
+            f"  management          http://127.0.0.1:{p.api_management} /health/ready /metrics (dispatcher "
+            f":{p.dispatcher_management}, consumers :{p.consumers_management})",
+            f"  token               curl -s -d grant_type=client_credentials -d client_id=order-service "
+            f"-d client_secret=order-service-secret {self.keycloak.token_url}",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
+
+
+def relative(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error) or repr(error)).splitlines()[0]
+
+
+def say(message: str) -> None:
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+    sys.stdout.flush()
+
+
+async def serve(config: StackConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    stack = Stack(config)
+    began = time.monotonic()
+    say("installing what is missing (Kafka and Keycloak are cached after the first run)")
+    await asyncio.gather(asyncio.to_thread(kafka.install), asyncio.to_thread(keycloak.install))
+    say(f"starting Apache Kafka {kafka.kafka_version()}, Keycloak {keycloak.VERSION} and migrations")
+    starting = asyncio.create_task(stack.start())
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        say("stopping...")
+        await stack.stop()
+        return 130
+    waiting.cancel()
+    if (error := starting.exception()) is not None:
+        say(f"start-up failed: {error}")
+        await stack.stop()
+        return 1
+    say(stack.summary(time.monotonic() - began))
+    await stack.supervise(stop)
+    say("stopping...")
+    await stack.stop()
+    say("stopped")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
+    parser = argparse.ArgumentParser(prog="python -m devstack.run", description=__doc__)
+    parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("PAYMENTS_RUN_DIR", REPO_ROOT / ".run")))
+    parser.add_argument("--database-url", default=os.environ.get("PAYMENTS_DB__URL", StackConfig.database_url))
+    parser.add_argument("--redis-url", default=os.environ.get("PAYMENTS_REDIS__URL", StackConfig.redis_url))
+    parser.add_argument("--scenario", default=os.environ.get("PAYMENTS_PSP_SIM__SCENARIO", "NORMAL"))
+    parser.add_argument("--external-psp-url", default=None, help="use this PSP instead of starting the simulator")
+    for name, default in vars(Ports()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"port_{name}", type=int, default=default)
+    args = parser.parse_args(argv)
+    ports = Ports(**{name: getattr(args, f"port_{name}") for name in vars(Ports())})
+    return StackConfig(
+        run_dir=args.run_dir.resolve(),
+        ports=ports,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        psp_scenario=args.scenario,
+        external_psp_url=args.external_psp_url,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(asyncio.run(serve(parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()
