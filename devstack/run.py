@@ -71,9 +71,11 @@ class Part:
         stop: Callable[[], Awaitable[None]],
         resident_bytes: Callable[[], int],
         log_file: Path,
+        pid: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.name, self.label, self.where = name, label, where
         self._start, self._running, self._stop, self.resident_bytes = start, running, stop, resident_bytes
+        self.pid = pid
         self.log_file = log_file
         self.ready_seconds = 0.0
         self.started_at = 0.0
@@ -104,7 +106,17 @@ def python_part(
         process.spawn()
         return await process.wait_ready(ready, within=90.0)
 
-    return Part(name, label, where, start, lambda: process.running, process.stop, process.resident_bytes, log_file)
+    return Part(
+        name,
+        label,
+        where,
+        start,
+        lambda: process.running,
+        process.stop,
+        process.resident_bytes,
+        log_file,
+        lambda: process.pid,
+    )
 
 
 class Stack:
@@ -235,28 +247,7 @@ class Stack:
         await asyncio.gather(*(part.start() for part in self.services))
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Start again any part that exited, pausing longer each time it fails soon after a start."""
-        pauses: dict[str, float] = {}
-        while not stop.is_set():
-            for part in self.parts:
-                if part.running or stop.is_set():
-                    continue
-                quick_failure = time.monotonic() - part.started_at < HEALTHY_AFTER_SECONDS
-                pause = min(RESTART_PAUSE_MAX_SECONDS, pauses.get(part.name, 0.5) * 2) if quick_failure else 1.0
-                pauses[part.name] = pause
-                say(f"{part.name} exited; starting it again in {pause:.0f}s (log {relative(part.log_file)})")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-                if stop.is_set():
-                    break
-                part.restarts += 1
-                try:
-                    await part.start()
-                    say(f"{part.name} is back (restart {part.restarts}, ready in {part.ready_seconds:.1f}s)")
-                except Exception as error:
-                    say(f"{part.name} did not come back: {first_line(error)}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        await supervise(self.parts, stop)
 
     async def stop(self) -> None:
         """The services first (they finish their batches and commit offsets), the infrastructure last."""
@@ -283,6 +274,36 @@ class Stack:
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
+
+
+async def supervise(parts: Sequence[Part], stop: asyncio.Event) -> None:
+    """Keep every part running until `stop` is set: each is watched on its own, so one that fails to come back
+    never delays another."""
+    await asyncio.gather(*(keep_running(part, stop) for part in parts))
+
+
+async def keep_running(part: Part, stop: asyncio.Event) -> None:
+    """Start the part again whenever it exits: after 1 s, doubling (up to 30 s) while it keeps failing within a
+    minute of its start."""
+    pause = 0.0
+    while not stop.is_set():
+        if part.running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            continue
+        quick_failure = time.monotonic() - part.started_at < HEALTHY_AFTER_SECONDS
+        pause = min(RESTART_PAUSE_MAX_SECONDS, pause * 2) if quick_failure and pause else 1.0
+        say(f"{part.name} exited; starting it again in {pause:.0f}s (log {relative(part.log_file)})")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        if stop.is_set():
+            return
+        part.restarts += 1
+        try:
+            await part.start()
+            say(f"{part.name} is back (restart {part.restarts}, ready in {part.ready_seconds:.1f}s)")
+        except Exception as error:
+            say(f"{part.name} did not come back: {first_line(error)}")
 
 
 def relative(path: Path) -> str:

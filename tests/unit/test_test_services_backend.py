@@ -258,7 +258,8 @@ def test_mypy_accepts_both_keycloaks_as_identity_servers_and_rejects_a_short_one
         )
     )
     monkeypatch.chdir(REPO)
-    cache = pytestconfig.cache.mkdir("mypy-identity-server") if pytestconfig.cache else tmp_path / "cache"
+    pytest_cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    cache = pytest_cache.mkdir("mypy-identity-server") if pytest_cache else tmp_path / "cache"
     stdout, stderr, status = api.run(
         ["--strict", "--follow-imports=silent", "--config-file=", f"--cache-dir={cache}", str(snippet)]
     )
