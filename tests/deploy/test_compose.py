@@ -141,12 +141,6 @@ def test_kafka_and_keycloak_images_are_the_versions_make_run_starts() -> None:
     assert image_tag("keycloak") == ("quay.io/keycloak/keycloak", devstack_keycloak.VERSION)
 
 
-def test_compose_mentions_no_retired_dev_stand_in() -> None:
-    text = COMPOSE_FILE.read_text().lower()
-    for retired in ("tansu", "dev_issuer", "dev-issuer", "dev issuer"):
-        assert retired not in text, retired
-
-
 @pytest.mark.parametrize("name", list(APP_SETTINGS))
 def test_app_services_run_modules_that_exist(name: str) -> None:
     assert importlib.util.find_spec(module_of(services()[name])) is not None
