@@ -1,4 +1,5 @@
-"""Topic creation at start-up: every topic and its `.DLQ` twin, idempotently (the broker may be empty)."""
+"""Topic creation at start-up: every topic and its `.DLQ` twin, idempotently (the broker may be empty), with the
+configured replication factor and `min.insync.replicas`. Existing topics are left as they are."""
 
 from __future__ import annotations
 
@@ -40,7 +41,15 @@ async def create_topics(settings: KafkaSettings, layout: Mapping[str, int]) -> l
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(name, partitions, settings.replication_factor) for name, partitions in layout.items()]
+            [
+                NewTopic(
+                    name,
+                    partitions,
+                    settings.replication_factor,
+                    topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)},
+                )
+                for name, partitions in layout.items()
+            ]
         )
     finally:
         await admin.close()

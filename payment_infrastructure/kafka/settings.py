@@ -42,12 +42,21 @@ class KafkaSettings(BaseModel):
     # Topic layout (created by `admin.ensure_topics`): the original ran 48 partitions on its hot topics.
     partitions: int = Field(default=8, ge=1)
     status_check_partitions: int = Field(default=1, ge=1)
+    # Durability of an acknowledged record (acks=all waits for min_insync_replicas copies). Production: 3 and 2,
+    # so a record survives the loss of any one broker and writes go on while one is down. 1 and 1 (a single
+    # development broker) means an acknowledged record is lost with that broker's disk.
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.enable_idempotence and self.acks != "all":
             raise ValueError("kafka.enable_idempotence requires kafka.acks=all")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({self.min_insync_replicas}) must not exceed kafka.replication_factor "
+                f"({self.replication_factor}): no write could ever be acknowledged"
+            )
         if self.delivery_timeout_ms < self.request_timeout_ms:
             raise ValueError("kafka.delivery_timeout_ms must be >= kafka.request_timeout_ms")
         if not _CODEC_AVAILABLE[self.compression_type]():

@@ -7,6 +7,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
@@ -15,6 +16,8 @@ from payment_infrastructure.kafka.admin import create_topics, ensure_topics, top
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
 from tests.fixtures.broker import KafkaFactory, TopicReader, unique_topic
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config source for a topic's own setting
 
 HEADERS = EventHeaders(
     event_id="0b6f8a52-3f1e-5c1a-9d0e-6a3b2c1d0e9f",
@@ -169,3 +172,27 @@ async def test_a_restarted_broker_keeps_its_topics_records_and_committed_offsets
     assert set(topic_layout(settings)) <= set(await _partition_counts(broker.bootstrap_servers))
     assert everything == sorted(f"v{k}".encode() for k in range(6))
     assert sum(meta.offset for meta in offsets.values()) == 3
+
+
+async def test_topics_are_created_with_the_configured_min_insync_replicas_as_their_own_setting(
+    kafka_settings: KafkaSettings,
+) -> None:
+    topic = unique_topic()
+    await create_topics(kafka_settings, {topic: 1})
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    [(_code, _message, _type, _name, entries)] = response.resources
+    [(_, value, _read_only, source, *_rest)] = [e for e in entries if e[0] == "min.insync.replicas"]
+
+    assert value == str(kafka_settings.min_insync_replicas)
+    assert source == DYNAMIC_TOPIC_CONFIG  # set on the topic, not inherited from whatever the broker defaults to
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match=r"min_insync_replicas \(2\) must not exceed kafka.replication_factor \(1\)"):
+        KafkaSettings(replication_factor=1, min_insync_replicas=2)
