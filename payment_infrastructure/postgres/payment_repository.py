@@ -88,8 +88,15 @@ LEFT JOIN claim c ON go.payment_id IS NULL AND c.client_id = i.client_id AND c.i
 ORDER BY i.position
 """
 
-_GET_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
-_GET_ORDERS = "SELECT * FROM payment_orders WHERE payment_id = $1 ORDER BY payment_order_id"
+# One statement, so the payment's status and its orders' statuses come from one snapshot: read in two, a GET could
+# see every order final and the payment not yet rolled up (the order's commit landing between the two reads).
+_GET_PAYMENT = """
+    SELECT p.buyer_id AS p_buyer_id, p.order_id AS p_order_id, p.amount_value AS p_amount_value,
+           p.amount_currency AS p_amount_currency, p.status AS p_status, p.created_at AS p_created_at, o.*
+      FROM payments p LEFT JOIN payment_orders o ON o.payment_id = p.payment_id
+     WHERE p.payment_id = $1
+     ORDER BY o.payment_order_id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,18 +159,18 @@ class PostgresPaymentRepository:
 
     async def get(self, payment_id: PaymentId) -> Payment | None:
         async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
-            row = await conn.fetchrow(_GET_PAYMENT, payment_id.value)
-            if row is None:
-                return None
-            order_rows = await conn.fetch(_GET_ORDERS, payment_id.value)
+            rows = await conn.fetch(_GET_PAYMENT, payment_id.value)
+        if not rows:
+            return None
+        row = rows[0]
         return Payment(
             payment_id=payment_id,
-            buyer_id=row["buyer_id"],
-            order_id=row["order_id"],
-            total_amount=Amount(row["amount_value"], Currency(row["amount_currency"])),
-            status=PaymentStatus(row["status"]),
-            created_at=row["created_at"],
-            payment_orders=tuple(order_from_row(r) for r in order_rows),
+            buyer_id=row["p_buyer_id"],
+            order_id=row["p_order_id"],
+            total_amount=Amount(row["p_amount_value"], Currency(row["p_amount_currency"])),
+            status=PaymentStatus(row["p_status"]),
+            created_at=row["p_created_at"],
+            payment_orders=tuple(order_from_row(r) for r in rows if r["payment_order_id"] is not None),
         )
 
 
