@@ -10,7 +10,11 @@ Outcome mapping, decided by one question: could the request have reached the PSP
   query for the same key and never charges blindly. Deviation from the brief's "5xx -> unavailable": a 500
   or a gateway 502/504 can come after the PSP charged, so only 503 and 429 count as "not executed".
 - 409 (the PSP is still processing this key): PENDING_STATUS_CHECK_LATER.
-- Any other 4xx: FAILED_FINAL with the PSP's detail (our request was wrong; retrying cannot help).
+- 400 and 422, the PSP's documented refusals of the request itself (malformed; key reused with another body):
+  FAILED_FINAL with the PSP's detail (nothing was executed and the same request can never succeed).
+- Any other 4xx (401/403 while credentials rotate, 404 from a misrouted proxy, 408, ...) says nothing about the
+  charge: TIMEOUT_EXCEEDED_1S_TRANSIENT, so a status query settles it, counted in
+  psp_unexpected_responses_total{http_status} and alerted on (an order is never failed for our own outage).
 
 Status queries go straight to the shared client (not the pool: they are few, and must not queue behind
 charges); their answer keeps "no such charge" (a 404 the PSP marks `charge_not_found`) apart from "could not
@@ -35,6 +39,7 @@ from payment_infrastructure.psp.metrics import (
     PSP_CALLS,
     PSP_STATUS_CHECK_LATENCY,
     PSP_STATUS_CHECKS,
+    PSP_UNEXPECTED_RESPONSES,
 )
 from payment_infrastructure.psp.settings import PspSettings
 from payment_infrastructure.psp.worker_pool import PoolRejected, PspWorkerPool
@@ -46,6 +51,7 @@ CHARGES_PATH = "/v1/charges"
 # The PSP's own word for "still executing" on a status query.
 _IN_PROGRESS = frozenset({"PROCESSING", "IN_PROGRESS"})
 _NOT_NOW = frozenset({429, 503})
+_REQUEST_REFUSED = frozenset({400, 422})
 _NO_ANSWER = frozenset({S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT})
 _MAX_DETAIL = 500
 
@@ -238,7 +244,10 @@ def _answer_from_response(response: httpx.Response) -> _Answer:
         return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, f"HTTP_{code}", detail)
     if code == 409:
         return _Answer(S.PENDING_STATUS_CHECK_LATER, S.PENDING_STATUS_CHECK_LATER.value, error_code, detail)
-    if 400 <= code < 500:
+    if code in _REQUEST_REFUSED:
         return _Answer(S.FAILED_FINAL, S.FAILED_FINAL.value, error_code, detail)
+    if 400 <= code < 500:
+        PSP_UNEXPECTED_RESPONSES.labels(str(code)).inc()
+        return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "UNEXPECTED_RESPONSE", f"HTTP_{code}", detail)
     # 5xx other than "not now", or anything unexpected: the charge may have happened.
     return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.TIMEOUT_EXCEEDED_1S_TRANSIENT.value, f"HTTP_{code}", detail)

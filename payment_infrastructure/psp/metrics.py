@@ -13,8 +13,15 @@ PSP_CALLS = Counter(
     "TIMEOUT (we stopped waiting; outcome unknown), REJECTED (worker pool full or closed), "
     "QUEUE_TIMEOUT (the call timeout ran out before a worker took the call; never sent), "
     "EXCEPTION (transport failure after sending, malformed answer, or a bug; outcome unknown), "
+    "UNEXPECTED_RESPONSE (a 4xx the PSP does not document for a charge, e.g. 401/403/404/408; outcome unknown), "
     "CANCELLED (the caller was cancelled).",
     ["result"],
+)
+PSP_UNEXPECTED_RESPONSES = Counter(
+    "psp_unexpected_responses_total",
+    "PSP charge answers with an HTTP status the PSP does not document for a charge (credentials, routing, "
+    "timeouts in between): each order is treated as outcome unknown and settled by a status query.",
+    ["http_status"],
 )
 PSP_QUEUE_DELAY = Histogram(
     "psp_queue_delay_seconds",

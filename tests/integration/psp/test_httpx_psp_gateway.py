@@ -175,6 +175,37 @@ async def test_psp_503_is_unavailable_and_500_is_an_unknown_outcome(
     assert (await clean_psp_simulator.summary())["executions"] == 0
 
 
+@pytest.mark.parametrize("http_status", [401, 403, 404, 408])
+async def test_a_4xx_the_psp_does_not_document_is_an_unknown_outcome_counted_never_a_final_failure(
+    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle, http_status: int
+) -> None:
+    request = charge_request()
+    await clean_psp_simulator.force(request.merchant_reference, http_status=http_status)
+    before = REGISTRY.get_sample_value("psp_unexpected_responses_total", {"http_status": str(http_status)}) or 0.0
+
+    result = await gateway.charge(request)
+
+    # Credentials rotating, a misrouted proxy or a timeout in between: nothing says the charge failed, so the
+    # order goes to a status query (which answers "no such charge" once the PSP is reachable), never to FAILED.
+    assert (result.status, result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, f"HTTP_{http_status}")
+    after = REGISTRY.get_sample_value("psp_unexpected_responses_total", {"http_status": str(http_status)})
+    assert after == before + 1
+    status = await gateway.charge_status(request.idempotency_key)
+    assert status.psp_has_no_such_charge
+
+
+async def test_a_malformed_request_refused_with_400_fails_final(
+    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle
+) -> None:
+    request = charge_request()
+    await clean_psp_simulator.force(request.merchant_reference, http_status=400)
+
+    result = await gateway.charge(request)
+
+    assert result.status is S.FAILED_FINAL
+    assert (await clean_psp_simulator.summary())["executions"] == 0
+
+
 async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gateway: HttpxPspGateway) -> None:
     first = charge_request(amount=1000)
     assert (await gateway.charge(first)).status is S.SUCCESSFUL_FINAL
