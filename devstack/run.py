@@ -24,7 +24,7 @@ import httpx
 
 from devstack import kafka, keycloak
 from devstack.cache import REPO_ROOT
-from devstack.process import ServerProcess
+from devstack.process import ServerProcess, die_with_parent
 
 RESTART_PAUSE_MAX_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0  # a part that ran this long starts again without a pause
@@ -374,7 +374,9 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(asyncio.run(serve(parse_args(argv))))
+    config = parse_args(argv)
+    die_with_parent()  # `make run` killed (not just Ctrl-C): stop cleanly instead of serving on unsupervised
+    sys.exit(asyncio.run(serve(config)))
 
 
 if __name__ == "__main__":
