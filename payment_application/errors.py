@@ -18,6 +18,13 @@ class DependencyUnavailable(ApplicationError):
         self.detail = detail
 
 
+class IdCollision(ApplicationError):
+    """A newly allocated id is already stored: the id counters went backwards (Redis lost them). Nothing was
+    written; allocating again after the counters are re-synced is safe."""
+
+    code = "id_collision"
+
+
 class DependencyTimeout(ApplicationError):
     """A statement hit its timeout; the transaction was rolled back, nothing was written."""
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from payment_application.errors import DependencyUnavailable
+from payment_application.errors import DependencyUnavailable, IdCollision
 from payment_application.ports.ids import IdNamespace
 from payment_application.ports.payments import IdempotencyRecord
 from payment_domain.events import EventEnvelope
@@ -45,6 +45,8 @@ class FakeIdGenerator:
         self._next.update(start or {})
         self.fail_with: DependencyUnavailable | None = None
         self.issued: dict[IdNamespace, list[int]] = {ns: [] for ns in IdNamespace}
+        self.recoveries = 0
+        self.resync_jump = 1_000
 
     async def next_ids(self, namespace: IdNamespace, count: int) -> list[int]:
         if count < 1:
@@ -60,6 +62,12 @@ class FakeIdGenerator:
     @property
     def issued_count(self) -> int:
         return sum(len(ids) for ids in self.issued.values())
+
+    async def recover_from_collision(self) -> None:
+        """Like the Redis adapter's re-sync: every counter jumps past what the store may hold."""
+        self.recoveries += 1
+        for namespace in IdNamespace:
+            self._next[namespace] += self.resync_jump
 
 
 class FakePaymentRepository:
@@ -89,13 +97,14 @@ class FakePaymentRepository:
         if self.fail_with is not None:
             raise self.fail_with
         if idempotency is not None:
-            slot = (idempotency.client_id, idempotency.key)
-            existing = self.idempotency.get(slot)
+            existing = self.idempotency.get((idempotency.client_id, idempotency.key))
             if existing is not None and existing.expires_at > idempotency.created_at:
                 return existing
-            self.idempotency[slot] = idempotency
-        if payment.payment_id in self.payments:
-            raise AssertionError(f"payment {payment.payment_id} written twice")
+        stored_orders = {o.payment_order_id for p in self.payments.values() for o in p.payment_orders}
+        if payment.payment_id in self.payments or stored_orders & {o.payment_order_id for o in payment.payment_orders}:
+            raise IdCollision("an allocated id is already stored")  # the database refuses the whole statement
+        if idempotency is not None:
+            self.idempotency[(idempotency.client_id, idempotency.key)] = idempotency
         self.payments[payment.payment_id] = payment
         self.outbox.extend(outbox)
         self.trace_ids[payment.payment_id] = trace_id

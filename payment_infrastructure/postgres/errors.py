@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from payment_application.errors import DependencyTimeout, DependencyUnavailable
+from payment_application.errors import DependencyTimeout, DependencyUnavailable, IdCollision
 
 QUERY_CANCELED = "57014"
 LOCK_NOT_AVAILABLE = "55P03"
 DEADLOCK_DETECTED = "40P01"
 SERIALIZATION_FAILURE = "40001"
+UNIQUE_VIOLATION = "23505"
+# Tables whose keys are allocated ids (Redis counters): a duplicate there means the counters went backwards.
+_ID_KEYED_TABLES = frozenset({"payments", "payment_orders"})
 _RETRYABLE_STATES = {DEADLOCK_DETECTED, SERIALIZATION_FAILURE, "53300", "57P01", "57P02", "57P03"}
 
 
@@ -26,6 +29,20 @@ def sqlstate_of(error: BaseException) -> str | None:
         state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(state, str):
             return state
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return None
+
+
+def _table_of(error: BaseException) -> str | None:
+    """The table a constraint violation names, anywhere in the cause chain."""
+    current: BaseException | None = error
+    for _ in range(10):
+        if current is None:
+            return None
+        table = getattr(current, "table_name", None)
+        if isinstance(table, str):
+            return table
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
     return None
@@ -60,6 +77,8 @@ def translate(error: BaseException) -> BaseException:
     state = sqlstate_of(error)
     if state == QUERY_CANCELED:
         return DependencyTimeout("database", "statement timeout")
+    if state == UNIQUE_VIOLATION and _table_of(error) in _ID_KEYED_TABLES:
+        return IdCollision(f"an allocated id is already stored in {_table_of(error)}")
     if state == LOCK_NOT_AVAILABLE:
         return DependencyTimeout("database", "lock timeout")
     if state in _RETRYABLE_STATES:

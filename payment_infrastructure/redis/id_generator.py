@@ -1,9 +1,11 @@
 """RedisIdGenerator: ids handed out from blocks reserved with INCRBY, so most ids cost no round trip.
 
-Keys are the original's (`id-generator:payment`, `id-generator:payment-order`). Redis here keeps nothing on disk,
-so two guards stop an id from ever being reused: at start-up the counter is raised atomically (Lua) above the
-highest id in Postgres, and a block that comes back lower than one already handed out (Redis lost its data while
-we ran) triggers the same re-sync before any id from it is used.
+Keys are the original's (`id-generator:payment`, `id-generator:payment-order`). Redis may lose them (a restart
+without persistence), so three guards stop an id from ever being reused: at start-up the counter is raised
+atomically (Lua) above the highest id in Postgres; a block that comes back at or below that floor, or below an id
+already handed out, means Redis lost its data while we ran and triggers the same re-sync before any id from it is
+used; and a create that still meets a stored id (another process's rows, written after our last sync) calls
+`recover_from_collision`, which re-syncs and drops the block held here.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RedisIdGenerator:
         self._next: dict[IdNamespace, int] = {}
         self._end: dict[IdNamespace, int] = {}
         self._highest_issued: dict[IdNamespace, int] = {}
+        self._synced_floor: dict[IdNamespace, int] = {}
         self._locks = {ns: asyncio.Lock() for ns in IdNamespace}
         self._raise_floor = redis.register_script(_RAISE_FLOOR)
 
@@ -68,13 +71,19 @@ class RedisIdGenerator:
         try:
             end = int(await self._redis.incrby(namespace.value, size))
             start = end - size + 1
-            if start <= self._highest_issued.get(namespace, 0):
+            if start <= max(self._highest_issued.get(namespace, 0), self._synced_floor.get(namespace, 0)):
                 await self._resync(namespace)
                 end = int(await self._redis.incrby(namespace.value, size))
                 start = end - size + 1
         except (RedisError, OSError) as error:
             raise DependencyUnavailable("redis", f"cannot allocate ids: {error}") from error
         return start, end
+
+    async def recover_from_collision(self) -> None:
+        for namespace in IdNamespace:
+            async with self._locks[namespace]:
+                self._next[namespace], self._end[namespace] = 1, 0  # the block held here is spoilt
+                await self._resync(namespace)
 
     async def _resync(self, namespace: IdNamespace) -> None:
         persisted = await self._floor_provider(namespace)
@@ -85,3 +94,4 @@ class RedisIdGenerator:
             await self._raise_floor(keys=[namespace.value], args=[target])
         except (RedisError, OSError) as error:
             raise DependencyUnavailable("redis", f"cannot sync id counters: {error}") from error
+        self._synced_floor[namespace] = max(self._synced_floor.get(namespace, 0), target)

@@ -175,6 +175,35 @@ async def test_a_repository_failure_propagates(world: World) -> None:
     assert world.payments.payments == {}
 
 
+async def test_ids_already_stored_are_re_synced_and_the_payment_written_with_fresh_ones(world: World) -> None:
+    first = await world.create(a_command())
+    assert isinstance(first, PaymentCreated)
+    world.ids._next = {IdNamespace.PAYMENT: 7, IdNamespace.PAYMENT_ORDER: 100}  # the counters went backwards
+
+    second = await world.create(a_command(key="k2"))
+
+    assert isinstance(second, PaymentCreated)
+    assert world.ids.recoveries == 1
+    assert second.payment.payment_id != first.payment.payment_id
+    assert len(world.payments.payments) == 2
+    assert ("shop", "k2") in world.payments.idempotency
+
+
+async def test_ids_still_taken_after_a_re_sync_are_answered_unavailable_and_nothing_is_written(world: World) -> None:
+    await world.create(a_command())
+    await world.create(a_command())
+    world.ids.resync_jump = 0  # a re-sync that does not move the counters past the stored ids
+    world.ids._next = {IdNamespace.PAYMENT: 7, IdNamespace.PAYMENT_ORDER: 100}
+
+    with pytest.raises(DependencyUnavailable) as raised:
+        await world.create(a_command(key="k2"))
+
+    assert raised.value.dependency == "ids"
+    assert world.ids.recoveries == 2
+    assert len(world.payments.payments) == 2
+    assert ("shop", "k2") not in world.payments.idempotency
+
+
 async def test_after_a_failed_attempt_the_same_key_creates_the_payment(world: World) -> None:
     world.ids.fail_with = DependencyUnavailable("redis", "connection refused")
     with pytest.raises(DependencyUnavailable):
