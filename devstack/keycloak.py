@@ -33,6 +33,36 @@ CLIENT_SECRETS = {
 }
 
 
+class RealmEndpoints:
+    """Keycloak's OpenID Connect paths under a realm's issuer URL: one definition for every Keycloak (or stand-in)
+    the project talks to. Subclasses say where the issuer is."""
+
+    @property
+    def issuer_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.issuer_url}/protocol/openid-connect/token"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.issuer_url}/protocol/openid-connect/certs"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer_url}/.well-known/openid-configuration"
+
+
+async def client_token(token_url: str, client_id: str, secret: str) -> str:
+    """An access token from a token endpoint: the client_credentials grant, the secret in the form."""
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.post(token_url, data=form)
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     home = java_home(prefer_newest=True)
@@ -76,7 +106,7 @@ def install() -> Path:
 
 
 @dataclass
-class Keycloak:
+class Keycloak(RealmEndpoints):
     """One Keycloak on 127.0.0.1 with the realm imported; its H2 database and temp files live in `data_dir`."""
 
     data_dir: Path
@@ -97,18 +127,6 @@ class Keycloak:
     @property
     def issuer_url(self) -> str:
         return f"{self.base_url}/realms/{REALM}"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.issuer_url}/protocol/openid-connect/token"
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.issuer_url}/protocol/openid-connect/certs"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer_url}/.well-known/openid-configuration"
 
     @property
     def running(self) -> bool:
@@ -178,16 +196,10 @@ class Keycloak:
             return (await client.get(self.discovery_url)).status_code == 200
 
     async def token(self, client_id: str, secret: str | None = None) -> str:
-        """An access token from the token endpoint (client_credentials grant, secret in the form)."""
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": secret if secret is not None else CLIENT_SECRETS[client_id],
-        }
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            response = await client.post(self.token_url, data=form)
-        response.raise_for_status()
-        return str(response.json()["access_token"])
+        """An access token for a realm client (its dev secret unless `secret` is given)."""
+        return await client_token(
+            self.token_url, client_id, secret if secret is not None else CLIENT_SECRETS[client_id]
+        )
 
     async def stop(self, *, grace: float = 20.0) -> None:
         if self._process is not None:
