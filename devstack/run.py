@@ -51,7 +51,6 @@ class StackConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     psp_scenario: str = "NORMAL"
     external_psp_url: str | None = None  # a PSP this stack does not own (it survives the stack's restarts)
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def psp_url(self) -> str:
@@ -224,7 +223,6 @@ class Stack:
             "PAYMENTS_API__MANAGEMENT_PORT": str(p.api_management),
             "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(p.dispatcher_management),
             "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(p.consumers_management),
-            **c.extra_env,
         }
 
     def migrate(self) -> None:
