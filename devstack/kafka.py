@@ -16,7 +16,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaClient
 
 from devstack.cache import REPO_ROOT, cache_root, install_lock, java_binary, java_home, maven
-from devstack.process import ServerProcess, free_port, port_open
+from devstack.process import RunsOneProcess, ServerProcess, free_port, port_open
 
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 HEAP = "-Xmx512m"
@@ -47,7 +47,7 @@ def install() -> Path:
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(RunsOneProcess):
     """One broker+controller on 127.0.0.1. Ports default to free ones; `data_dir` holds logs and metadata."""
 
     data_dir: Path
@@ -57,24 +57,12 @@ class KafkaBroker:
     heap: str = HEAP
     tie_to_parent: bool = True
     extra_properties: dict[str, str] = field(default_factory=dict)
-    _process: ServerProcess | None = field(default=None, init=False, repr=False)
 
     host = "127.0.0.1"
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def resident_bytes(self) -> int:
-        return self._process.resident_bytes() if self._process is not None else 0
 
     def properties(self) -> dict[str, str]:
         """Single-node settings: replication 1 everywhere, no auto-created topics (the services create theirs),
@@ -162,18 +150,13 @@ class KafkaBroker:
             return 0.0
         self.format_once()
         server, log4j = self._write_config()
-        self._process = ServerProcess(
+        process = ServerProcess(
             "kafka",
             self._java("kafka.Kafka", str(server), log4j=log4j),
             log_file=self.log_file or self.data_dir / "kafka.log",
             tie_to_parent=self.tie_to_parent,
         )
-        self._process.spawn()
-        try:
-            return await self._process.wait_ready(self._answers, within=within)
-        except BaseException:
-            await self.stop()
-            raise
+        return await self._launch(process, self._answers, within=within)
 
     async def _answers(self) -> bool:
         if not port_open(self.host, self.port):  # aiokafka logs every refused connection: knock first
@@ -184,16 +167,6 @@ class KafkaBroker:
             return bool(client.cluster.brokers())
         finally:
             await client.close()
-
-    async def stop(self, *, grace: float = 20.0) -> None:
-        if self._process is not None:
-            await self._process.stop(grace=grace)
-
-    def kill(self) -> None:
-        """SIGKILL, no clean shutdown (a crash)."""
-        if self._process is not None and self._process.process is not None and self._process.running:
-            self._process.process.kill()
-            self._process.process.wait()
 
 
 def _cluster_id() -> str:

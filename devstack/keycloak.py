@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from devstack.cache import REPO_ROOT, cache_root, install_lock, java_home, maven
-from devstack.process import ServerProcess, free_port
+from devstack.process import RunsOneProcess, ServerProcess, free_port
 
 VERSION = "26.5.6"
 REALM = "ecommerce-platform"
@@ -106,7 +106,7 @@ def install() -> Path:
 
 
 @dataclass
-class Keycloak(RealmEndpoints):
+class Keycloak(RealmEndpoints, RunsOneProcess):
     """One Keycloak on 127.0.0.1 with the realm imported; its H2 database and temp files live in `data_dir`."""
 
     data_dir: Path
@@ -116,7 +116,6 @@ class Keycloak(RealmEndpoints):
     heap: str = HEAP
     tie_to_parent: bool = True
     realm_file: Path = REALM_FILE
-    _process: ServerProcess | None = field(default=None, init=False, repr=False)
 
     host = "127.0.0.1"
 
@@ -127,17 +126,6 @@ class Keycloak(RealmEndpoints):
     @property
     def issuer_url(self) -> str:
         return f"{self.base_url}/realms/{REALM}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def resident_bytes(self) -> int:
-        return self._process.resident_bytes() if self._process is not None else 0
 
     def command(self) -> list[str]:
         home = install()
@@ -177,19 +165,14 @@ class Keycloak(RealmEndpoints):
             "JAVA_OPTS_KC_HEAP": self.heap,
             "JAVA_OPTS_APPEND": f"-Djava.io.tmpdir={tmp}",
         }
-        self._process = ServerProcess(
+        process = ServerProcess(
             "keycloak",
             self.command(),
             log_file=self.log_file or self.data_dir / "keycloak.log",
             env=env,
             tie_to_parent=self.tie_to_parent,
         )
-        self._process.spawn()
-        try:
-            return await self._process.wait_ready(self._serves_realm, within=within)
-        except BaseException:
-            await self.stop()
-            raise
+        return await self._launch(process, self._serves_realm, within=within)
 
     async def _serves_realm(self) -> bool:
         async with httpx.AsyncClient(timeout=2.0) as client:
@@ -200,7 +183,3 @@ class Keycloak(RealmEndpoints):
         return await client_token(
             self.token_url, client_id, secret if secret is not None else CLIENT_SECRETS[client_id]
         )
-
-    async def stop(self, *, grace: float = 20.0) -> None:
-        if self._process is not None:
-            await self._process.stop(grace=grace)

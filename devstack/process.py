@@ -130,3 +130,34 @@ class ServerProcess:
         except FileNotFoundError:
             return f"(no log at {self.log_file})"
         return f"last lines of {self.log_file}:\n" + "\n".join(text[-lines:])
+
+
+class RunsOneProcess:
+    """Mixin for a server run as one ServerProcess at a time (Kafka, Keycloak): launch, watch, stop."""
+
+    _process: ServerProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def resident_bytes(self) -> int:
+        return self._process.resident_bytes() if self._process is not None else 0
+
+    async def _launch(self, process: ServerProcess, ready: Callable[[], Awaitable[bool]], *, within: float) -> float:
+        """Spawn and wait until `ready`; a start that fails leaves nothing running. Returns the seconds it took."""
+        self._process = process
+        process.spawn()
+        try:
+            return await process.wait_ready(ready, within=within)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, *, grace: float = 20.0) -> None:
+        if self._process is not None:
+            await self._process.stop(grace=grace)
