@@ -21,14 +21,14 @@ _INSERT_ORDER = """
     INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
                                 amount_value, amount_currency, status, retry_count, status_check_number,
                                 created_at, updated_at)
-    VALUES ($1::bigint, 'paymentorder-' || $1::bigint, $1::bigint, 'payment-' || $1::bigint, 'SELLER-' || $1::bigint,
+    VALUES ($1::bigint, 'paymentorder-' || $1::bigint, $7::bigint, 'payment-' || $7::bigint, 'SELLER-' || $1::bigint,
             $2, 'EUR', $3, $4, $5, $6, $6)
 """
 
 
 @dataclass(frozen=True, slots=True)
 class StoredOrder:
-    """One order of its own payment (same id), traced `trace-<id>`."""
+    """One order of its own payment (same id, traced `trace-<id>`) unless it names a shared `payment_id`."""
 
     payment_order_id: int
     updated_at: datetime
@@ -36,6 +36,11 @@ class StoredOrder:
     retry_count: int = 0
     status_check_number: int = 0
     amount: int = 1_000
+    payment_id: int | None = None
+
+    @property
+    def payment(self) -> int:
+        return self.payment_id if self.payment_id is not None else self.payment_order_id
 
     @property
     def public_id(self) -> str:
@@ -43,18 +48,26 @@ class StoredOrder:
 
 
 async def insert_orders(database_url: str, orders: Sequence[StoredOrder]) -> None:
-    """In one transaction, with no outbox row: nothing will ever move them but a sweeper."""
+    """Orders and their payments in one transaction, with no outbox row: nothing will ever move them but a sweeper
+    (or the test)."""
     conn = await asyncpg.connect(dsn(database_url))
     try:
         async with conn.transaction():
-            await conn.executemany(_INSERT_PAYMENT, [(o.payment_order_id, o.amount, o.updated_at) for o in orders])
+            payments: dict[int, tuple[int, int, datetime]] = {}
+            for o in orders:
+                total = payments.get(o.payment, (o.payment, 0, o.updated_at))[1] + o.amount
+                payments[o.payment] = (o.payment, total, o.updated_at)
+            await conn.executemany(_INSERT_PAYMENT, list(payments.values()))
             await conn.executemany(
                 _INSERT_ORDER,
                 [
-                    (o.payment_order_id, o.amount, o.status, o.retry_count, o.status_check_number, o.updated_at)
+                    (
+                        o.payment_order_id, o.amount, o.status, o.retry_count, o.status_check_number, o.updated_at,
+                        o.payment,
+                    )
                     for o in orders
                 ],
-            )
+            )  # fmt: skip
     finally:
         await conn.close()
 

@@ -14,20 +14,7 @@ from payment_domain.ids import PaymentId
 from payment_domain.status import roll_up
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
 from tests.integration.api.helpers import dsn
-
-_INSERT_PAYMENT = """
-    INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status,
-                          client_id, trace_id, created_at, updated_at)
-    VALUES ($1::bigint, 'payment-' || $1::bigint, 'BUYER-READ', 'ORDER-' || $1::bigint, 2000, 'EUR', 'INITIATED',
-            'read-tests', 'trace-' || $1::bigint, $2, $2)
-"""
-_INSERT_ORDER = """
-    INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
-                                amount_value, amount_currency, status, retry_count, status_check_number,
-                                created_at, updated_at)
-    VALUES ($1::bigint, 'paymentorder-' || $1::bigint, $2::bigint, 'payment-' || $2::bigint, 'SELLER-' || $1::bigint,
-            1000, 'EUR', $3, 0, 0, $4, $4)
-"""
+from tests.integration.postgres.order_rows import StoredOrder, insert_orders
 
 
 class _InterruptedConnection:
@@ -72,9 +59,13 @@ async def test_a_payment_read_while_its_last_order_settles_is_one_consistent_pic
     admin = await asyncpg.connect(dsn(database_url))
     pool = await asyncpg.create_pool(dsn(database_url), min_size=1, max_size=2)
     try:
-        await admin.execute(_INSERT_PAYMENT, payment_id, now)
-        await admin.execute(_INSERT_ORDER, first, payment_id, "SUCCESSFUL_FINAL", now)
-        await admin.execute(_INSERT_ORDER, last, payment_id, "INITIATED_PENDING", now)
+        await insert_orders(
+            database_url,
+            [
+                StoredOrder(first, now, status="SUCCESSFUL_FINAL", payment_id=payment_id),
+                StoredOrder(last, now, status="INITIATED_PENDING", payment_id=payment_id),
+            ],
+        )
 
         async def last_order_settles() -> None:  # what the result applier commits: the order and the roll-up
             async with admin.transaction():
