@@ -1,4 +1,4 @@
-"""Consumer meters (default registry). Labels are group and topic names: a fixed, small set."""
+"""Consumer meters (default registry). Labels are group, topic and partition names: a fixed, small set."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 kafka_consumer_records_total = Counter(
     "kafka_consumer_records_total",
-    "Records handled: ok (handler returned), retried (one in-place retry), dead_lettered (sent to the DLQ).",
+    "Records handled: ok (handler returned), retried (one in-place retry, any cause), dead_lettered (sent to the DLQ).",
     ["group", "topic", "result"],
 )
 kafka_consumer_handle_seconds = Histogram(
@@ -26,4 +26,15 @@ kafka_dlq_messages_total = Counter(
 )
 kafka_consumer_rebalances_total = Counter(
     "kafka_consumer_rebalances_total", "Partition assignments received by this member.", ["group"]
+)
+kafka_consumer_dependency_retries_total = Counter(
+    "kafka_consumer_dependency_retries_total",
+    "In-place retries of a record whose handler found a dependency unavailable (database, redis, kafka, network).",
+    ["group", "topic", "dependency"],
+)
+# Set as a function of the clock (see RecordProcessor), so a scrape between two retries sees the outage so far.
+kafka_consumer_partition_blocked_seconds = Gauge(
+    "kafka_consumer_partition_blocked_seconds",
+    "Seconds the partition's head record has been waiting for a dependency or for the DLQ (0: flowing).",
+    ["group", "topic", "partition"],
 )

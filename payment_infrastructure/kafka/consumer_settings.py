@@ -6,6 +6,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from payment_domain.backoff import RandInt, equal_jitter_backoff_ms
+
 
 class ConsumerSettings(BaseModel):
     """Defaults sized for handlers that do a short database transaction or one PSP call per record.
@@ -14,6 +16,9 @@ class ConsumerSettings(BaseModel):
     partition whose queue is full is paused (and seeked back), so memory stays bounded when a handler is slow.
     `drain_timeout_seconds` bounds how long a rebalance or a shutdown waits for the record a handler is busy
     with; a record still running then is cancelled and, never committed, is delivered again.
+    `in_place_retries` bounds the retries of an unexpected failure only; a dependency failure (database, Redis,
+    broker down) is retried for as long as it lasts, `dependency_backoff_ms` doubling up to the cap, with jitter so
+    that every blocked partition does not knock on the recovering service at the same instant.
     """
 
     max_poll_records: int = Field(default=200, ge=1)
@@ -32,6 +37,8 @@ class ConsumerSettings(BaseModel):
     in_place_retries: int = Field(default=3, ge=0)
     in_place_backoff_ms: int = Field(default=200, ge=0)
     in_place_backoff_max_ms: int = Field(default=5_000, ge=0)
+    dependency_backoff_ms: int = Field(default=200, ge=1)
+    dependency_backoff_max_ms: int = Field(default=5_000, ge=1)
     # Publishing to the DLQ is retried forever (a record is never dropped); this caps the wait between tries.
     dead_letter_backoff_max_ms: int = Field(default=30_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -50,11 +57,22 @@ class ConsumerSettings(BaseModel):
             raise ValueError("consumer.request_timeout_ms must be above consumer.rebalance_timeout_ms")
         if self.in_place_backoff_max_ms < self.in_place_backoff_ms:
             raise ValueError("consumer.in_place_backoff_max_ms must be >= consumer.in_place_backoff_ms")
+        if self.dependency_backoff_max_ms < self.dependency_backoff_ms:
+            raise ValueError("consumer.dependency_backoff_max_ms must be >= consumer.dependency_backoff_ms")
         return self
 
     def in_place_backoff_seconds(self, retry: int) -> float:
         """Wait before in-place retry number `retry` (1-based): doubling from the base, capped."""
         return _doubling(self.in_place_backoff_ms, retry, self.in_place_backoff_max_ms)
+
+    def dependency_backoff_seconds(self, retry: int, randint: RandInt) -> float:
+        """Wait before dependency retry number `retry` (1-based): equal jitter under a doubling, capped ceiling."""
+        return (
+            equal_jitter_backoff_ms(
+                retry, base_ms=self.dependency_backoff_ms, max_ms=self.dependency_backoff_max_ms, randint=randint
+            )
+            / 1000
+        )
 
     def dead_letter_backoff_seconds(self, failure: int) -> float:
         """Wait after the `failure`-th failed DLQ publish of one record (1-based)."""

@@ -1,22 +1,36 @@
 """The delivery policy for one record: handler, in-place retries, dead letter. Returns only when the record is done.
 
 "Done" means the handler returned (its effect is durable) or the record's dead letter was acknowledged; only
-then may its offset be committed. A DLQ that cannot be reached blocks the partition (retried with backoff)
-rather than losing the record. Cancellation (rebalance or shutdown past the drain timeout) propagates: the
-record is then not done and will be delivered again.
+then may its offset be committed. What a failure leads to depends on its kind (see `failures`): poison is
+dead-lettered at once; a dependency failure is retried in place until the dependency is back, however long that
+takes, so the DLQ holds only records that can never succeed; an unexpected failure is retried a few times, then
+dead-lettered. A DLQ that cannot be reached blocks the partition too (retried with backoff) rather than losing
+the record. While the head record waits, its partition is held (the records behind it wait, nothing past it is
+committed) and `kafka_consumer_partition_blocked_seconds` says for how long. Cancellation (rebalance or shutdown
+past the drain timeout) propagates: the record is then not done and will be delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from payment_infrastructure.kafka.consumer_metrics import kafka_consumer_handle_seconds, kafka_consumer_records_total
+from payment_domain.backoff import RandInt
+from payment_infrastructure.kafka.consumer_metrics import (
+    kafka_consumer_dependency_retries_total,
+    kafka_consumer_handle_seconds,
+    kafka_consumer_partition_blocked_seconds,
+    kafka_consumer_records_total,
+)
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink, error_class_name
+from payment_infrastructure.kafka.failures import FailureKind, classify
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage
 
 log = structlog.get_logger(__name__)
@@ -40,43 +54,102 @@ def record_log_context(record: ConsumedRecord) -> dict[str, Any]:
 
 
 class RecordProcessor:
+    """Shared by the partition workers of one consumer; `sleep`, `monotonic` and `randint` are there for tests."""
+
     def __init__(
-        self, handler: Handler, dead_letters: DeadLetterSink, *, group_id: str, settings: ConsumerSettings
+        self,
+        handler: Handler,
+        dead_letters: DeadLetterSink,
+        *,
+        group_id: str,
+        settings: ConsumerSettings,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        randint: RandInt = random.randint,
     ) -> None:
         self._handler = handler
         self._dead_letters = dead_letters
         self._group_id = group_id
         self._settings = settings
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._randint = randint
+        self._blocked_since: dict[tuple[str, int], float] = {}
 
     async def process(self, record: ConsumedRecord) -> None:
         with structlog.contextvars.bound_contextvars(**record_log_context(record)):
-            attempts = 0
-            while True:
-                attempts += 1
-                started = time.perf_counter()
-                try:
-                    await self._handler(record)
-                except PoisonMessage as poison:
-                    self._observe(record, started)
-                    await self._dead_letter(record, poison, attempts)
+            try:
+                await self._deliver(record)
+            finally:
+                self._blocked_since.pop((record.topic, record.partition), None)
+
+    async def _deliver(self, record: ConsumedRecord) -> None:
+        attempts = unexpected = dependency_retries = 0
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                await self._handler(record)
+            except Exception as error:
+                self._observe(record, started)
+                failure = classify(error)
+                if failure.kind is FailureKind.POISON:
+                    await self._dead_letter(record, error, attempts)
                     return
-                except Exception as error:
-                    self._observe(record, started)
-                    if attempts > self._settings.in_place_retries:
+                if failure.kind is FailureKind.DEPENDENCY:
+                    dependency_retries += 1
+                    delay = self._settings.dependency_backoff_seconds(dependency_retries, self._randint)
+                    blocked = self._block(record)
+                    kafka_consumer_dependency_retries_total.labels(
+                        self._group_id, record.topic, failure.dependency
+                    ).inc()
+                    log.warning(
+                        "record_waits_for_dependency",
+                        attempt=attempts,
+                        dependency=failure.dependency,
+                        blocked_seconds=round(blocked, 3),
+                        retry_in_seconds=delay,
+                        error_class=error_class_name(error),
+                        error=str(error)[:500],
+                    )
+                else:
+                    unexpected += 1
+                    if unexpected > self._settings.in_place_retries:
                         await self._dead_letter(record, error, attempts)
                         return
-                    kafka_consumer_records_total.labels(self._group_id, record.topic, "retried").inc()
+                    delay = self._settings.in_place_backoff_seconds(unexpected)
                     log.warning(
                         "record_handler_failed_retrying",
                         attempt=attempts,
                         error_class=error_class_name(error),
                         error=str(error)[:500],
                     )
-                    await asyncio.sleep(self._settings.in_place_backoff_seconds(attempts))
-                    continue
-                self._observe(record, started)
-                kafka_consumer_records_total.labels(self._group_id, record.topic, "ok").inc()
-                return
+                kafka_consumer_records_total.labels(self._group_id, record.topic, "retried").inc()
+                await self._sleep(delay)
+                continue
+            self._observe(record, started)
+            kafka_consumer_records_total.labels(self._group_id, record.topic, "ok").inc()
+            if dependency_retries:
+                log.info(
+                    "record_unblocked",
+                    attempts=attempts,
+                    blocked_seconds=round(self._blocked_for((record.topic, record.partition)), 3),
+                )
+            return
+
+    def _block(self, record: ConsumedRecord) -> float:
+        """Mark the record's partition blocked (from now, unless it already is); return for how long it has been."""
+        key = (record.topic, record.partition)
+        if key not in self._blocked_since:
+            self._blocked_since[key] = self._monotonic()
+            # (Re)bound at every new blockage: whichever member holds the partition now reports it.
+            gauge = kafka_consumer_partition_blocked_seconds.labels(self._group_id, record.topic, str(record.partition))
+            gauge.set_function(functools.partial(self._blocked_for, key))
+        return self._blocked_for(key)
+
+    def _blocked_for(self, key: tuple[str, int]) -> float:
+        since = self._blocked_since.get(key)
+        return 0.0 if since is None else max(self._monotonic() - since, 0.0)
 
     def _observe(self, record: ConsumedRecord, started: float) -> None:
         kafka_consumer_handle_seconds.labels(self._group_id, record.topic).observe(time.perf_counter() - started)
@@ -88,13 +161,15 @@ class RecordProcessor:
                 await self._dead_letters.publish(record, error, group_id=self._group_id, attempts=attempts)
             except Exception as publish_error:
                 failures += 1
+                blocked = self._block(record)
                 log.error(
                     "dead_letter_publish_failed",
                     failures=failures,
+                    blocked_seconds=round(blocked, 3),
                     error_class=error_class_name(publish_error),
                     error=str(publish_error)[:500],
                 )
-                await asyncio.sleep(self._settings.dead_letter_backoff_seconds(failures))
+                await self._sleep(self._settings.dead_letter_backoff_seconds(failures))
                 continue
             kafka_consumer_records_total.labels(self._group_id, record.topic, "dead_lettered").inc()
             log.error(

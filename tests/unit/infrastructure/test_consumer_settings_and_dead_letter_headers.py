@@ -24,6 +24,19 @@ def test_in_place_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
     assert [settings.in_place_backoff_seconds(n) for n in range(1, 6)] == [0.2, 0.4, 0.8, 1.0, 1.0]
 
 
+def test_dependency_backoff_doubles_under_equal_jitter_and_stops_at_the_cap() -> None:
+    settings = ConsumerSettings(dependency_backoff_ms=200, dependency_backoff_max_ms=1_000)
+
+    def top(low: int, high: int) -> int:
+        return high
+
+    def bottom(low: int, high: int) -> int:
+        return low
+
+    assert [settings.dependency_backoff_seconds(n, top) for n in (1, 2, 3, 4, 1_000)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    assert [settings.dependency_backoff_seconds(n, bottom) for n in (1, 2, 3, 4, 1_000)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
 def test_dead_letter_backoff_is_capped_even_after_many_failures() -> None:
     settings = ConsumerSettings(in_place_backoff_ms=100, dead_letter_backoff_max_ms=3_000)
 
@@ -38,6 +51,8 @@ def test_dead_letter_backoff_is_capped_even_after_many_failures() -> None:
         ({"drain_timeout_seconds": 30.0, "rebalance_timeout_ms": 30_000}, "drain_timeout_seconds"),
         ({"request_timeout_ms": 30_000, "rebalance_timeout_ms": 30_000}, "request_timeout_ms"),
         ({"in_place_backoff_ms": 500, "in_place_backoff_max_ms": 100}, "in_place_backoff_max_ms"),
+        ({"dependency_backoff_ms": 500, "dependency_backoff_max_ms": 100}, "dependency_backoff_max_ms"),
+        ({"dependency_backoff_ms": 0}, "dependency_backoff_ms"),
         ({"max_in_flight_per_partition": 0}, "max_in_flight_per_partition"),
     ],
 )
