@@ -6,7 +6,7 @@ Each keeps its state in plain attributes so a test can arrange it and then asser
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from payment_application.errors import DependencyUnavailable, IdCollision
@@ -38,24 +38,46 @@ class FakeClock:
 
 
 class FakeIdGenerator:
-    """One increasing counter per namespace; `fail_with` makes every allocation raise instead."""
+    """Ids from one counter per namespace, by the Redis adapter's rules (tests/integration/contracts) without its
+    blocks.
 
-    def __init__(self, *, start: dict[IdNamespace, int] | None = None) -> None:
-        self._next: dict[IdNamespace, int] = dict.fromkeys(IdNamespace, 1)
-        self._next.update(start or {})
+    Generators built on the same `counters` share them, as processes share Redis. A counter found below an id this
+    generator handed out (Redis lost its counters) is re-synced before any id comes from it, so a generator never
+    repeats itself. A re-sync, and `recover_from_collision`, moves every counter above what the database holds
+    (`floor`; none if not given) and above this generator's own ids, plus `resync_jump` (the adapter's margin).
+    `fail_with` makes every allocation raise instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: dict[IdNamespace, int] | None = None,
+        counters: dict[IdNamespace, int] | None = None,
+        floor: Callable[[IdNamespace], Awaitable[int]] | None = None,
+        resync_jump: int = 1_000,
+    ) -> None:
+        self.counters = counters if counters is not None else {}  # namespace -> the last id handed out by anyone
+        for namespace, first in (start or {}).items():
+            self.counters[namespace] = first - 1
+        self._floor = floor
+        self.resync_jump = resync_jump
+        self._highest: dict[IdNamespace, int] = {}
+        self._synced: dict[IdNamespace, int] = {}
         self.fail_with: DependencyUnavailable | None = None
         self.issued: dict[IdNamespace, list[int]] = {ns: [] for ns in IdNamespace}
         self.recoveries = 0
-        self.resync_jump = 1_000
 
     async def next_ids(self, namespace: IdNamespace, count: int) -> list[int]:
         if count < 1:
             raise ValueError("count must be >= 1")
         if self.fail_with is not None:
             raise self.fail_with
-        first = self._next[namespace]
+        if self.counters.get(namespace, 0) < max(self._highest.get(namespace, 0), self._synced.get(namespace, 0)):
+            await self._resync(namespace)
+        first = self.counters.get(namespace, 0) + 1
+        self.counters[namespace] = first + count - 1
         ids = list(range(first, first + count))
-        self._next[namespace] = first + count
+        self._highest[namespace] = ids[-1]
         self.issued[namespace].extend(ids)
         return ids
 
@@ -64,10 +86,16 @@ class FakeIdGenerator:
         return sum(len(ids) for ids in self.issued.values())
 
     async def recover_from_collision(self) -> None:
-        """Like the Redis adapter's re-sync: every counter jumps past what the store may hold."""
         self.recoveries += 1
         for namespace in IdNamespace:
-            self._next[namespace] += self.resync_jump
+            await self._resync(namespace)
+
+    async def _resync(self, namespace: IdNamespace) -> None:
+        stored = await self._floor(namespace) if self._floor is not None else 0
+        floor = max(stored, self._highest.get(namespace, 0))
+        target = floor + self.resync_jump if floor else 0
+        self.counters[namespace] = max(self.counters.get(namespace, 0), target)
+        self._synced[namespace] = max(self._synced.get(namespace, 0), target)
 
 
 class FakePaymentRepository:
