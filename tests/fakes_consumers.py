@@ -1,11 +1,11 @@
 """Hand-written fakes of the payment-consumers ports: tiny working implementations, not mocks.
 
-They follow the rules of the real adapters (payment_infrastructure/postgres/payment_order_store.py and the Redis
-retry queue) so a use-case test exercises the same guards: the attempt claim (attempt matches, status chargeable,
-no live claim by another token), the inbox, the all-or-nothing result transaction, the status-check lease, and a
-retry member per (paymentOrderId, attempt). Orders, checks and payments live in one `ConsumerTables`, shared by
-the fakes the way the real adapters share one database. FakeStaleOrderClaims follows the sweeper's claim
-(payment_infrastructure/postgres/stale_orders.py).
+They follow the rules of the real adapters (payment_infrastructure/postgres/payment_order_store.py) so a use-case
+test exercises the same guards: the attempt claim (attempt matches, status chargeable, no live claim by another
+token), the inbox, the all-or-nothing result transaction and the status-check lease. Orders, checks and payments
+live in one `ConsumerTables`, shared by the fakes the way the real adapters share one database.
+FakeStaleOrderClaims follows the sweeper's claim (payment_infrastructure/postgres/stale_orders.py). The retry
+queue's fake is tests/fakes_retry.py's FakeRetryQueue, re-exported here.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import TypeVar
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
-from payment_application.ports.publisher import EventHeaders, OutboundMessage
-from payment_application.ports.retry_queue import ClaimedRetry, retry_member
 from payment_application.ports.stale_orders import StaleOrder
 from payment_domain.events import EventEnvelope
 from payment_domain.ids import PaymentId, PaymentOrderId
@@ -29,6 +27,7 @@ from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
+from tests.fakes_retry import FakeRetryQueue as FakeRetryQueue  # the one RetryQueue fake lives there
 
 ORDERS_CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -371,80 +370,6 @@ class FakeEventSink:
         if envelope.aggregate_id in self.failing_aggregates:
             raise ConnectionError(f"broker did not acknowledge the event of order {envelope.aggregate_id}")
         self.emitted.append(envelope)
-
-
-# --- the retry queue ------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class QueuedRetry:
-    envelope: EventEnvelope
-    delay_ms: int
-    due_ms: int
-
-
-class FakeRetryQueue:
-    """RetryQueue on a clock the test moves (`now_ms`), with the Redis queue's rules: one member per
-    `retry_member(envelope)`; a duplicate keeps the first due time and payload; a member in flight is not queued
-    again; ack forgets a member everywhere; `fail_with` makes `schedule` raise (Redis down)."""
-
-    def __init__(self, now_ms: int = 1_000_000) -> None:
-        self.now_ms = now_ms
-        self.queued: dict[str, QueuedRetry] = {}
-        self.inflight: dict[str, tuple[QueuedRetry, int]] = {}
-        self.schedule_calls: list[tuple[str, int]] = []
-        self.acked: list[str] = []
-        self.fail_with: Exception | None = None
-
-    async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
-        member = retry_member(envelope)
-        self.schedule_calls.append((member, delay_ms))
-        if self.fail_with is not None:
-            raise self.fail_with
-        if member in self.queued or member in self.inflight:
-            return False
-        self.queued[member] = QueuedRetry(envelope, delay_ms, self.now_ms + delay_ms)
-        return True
-
-    async def claim_due(self, limit: int) -> list[ClaimedRetry]:
-        due = sorted((item.due_ms, member) for member, item in self.queued.items() if item.due_ms <= self.now_ms)
-        claimed = []
-        for _, member in due[:limit]:
-            item = self.queued.pop(member)
-            self.inflight[member] = (item, self.now_ms)
-            claimed.append(ClaimedRetry(member=member, message=_message_of(item.envelope)))
-        return claimed
-
-    async def ack(self, members: Sequence[str]) -> None:
-        for member in members:
-            self.acked.append(member)
-            self.queued.pop(member, None)
-            self.inflight.pop(member, None)
-
-    async def reclaim_expired(self, visibility_timeout_ms: int) -> int:
-        expired = [m for m, (_, at) in self.inflight.items() if at < self.now_ms - visibility_timeout_ms]
-        for member in expired:
-            item, _ = self.inflight.pop(member)
-            self.queued.setdefault(member, dataclasses.replace(item, due_ms=self.now_ms))
-        return len(expired)
-
-    async def next_due_in_ms(self) -> int | None:
-        if not self.queued:
-            return None
-        return max(min(item.due_ms for item in self.queued.values()) - self.now_ms, 0)
-
-    async def sizes(self) -> tuple[int, int]:
-        return len(self.queued), len(self.inflight)
-
-
-def _message_of(envelope: EventEnvelope) -> OutboundMessage:
-    # The fake keeps envelopes, not bytes: repr is enough to tell payloads apart in a test.
-    return OutboundMessage(
-        topic=envelope.topic.value,
-        key=envelope.aggregate_id,
-        value=repr(envelope.to_wire()).encode(),
-        headers=EventHeaders.of(envelope),
-    )
 
 
 # --- the PSP --------------------------------------------------------------------------------------------------

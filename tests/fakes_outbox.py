@@ -108,7 +108,9 @@ class FakeOutboxStore:
 
 
 class FakePublisher:
-    """Records what it publishes; keys in `failing_keys` fail; `gate` (when set) holds every batch until opened."""
+    """The one fake of the EventPublisher port, held to the Kafka publisher's rules by tests/integration/contracts:
+    `published` is what the broker acknowledged, in order. Knobs: keys in `failing_keys` are not acknowledged;
+    `gate` (when set) holds every batch until opened; `raises` makes a batch blow up."""
 
     def __init__(self) -> None:
         self.published: list[OutboundMessage] = []
@@ -117,6 +119,7 @@ class FakePublisher:
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
         self.on_publish: list[Callable[[Sequence[OutboundMessage]], None]] = []
+        self.raises: BaseException | None = None
 
     async def publish(self, topic: str, key: str, value: bytes, headers: EventHeaders) -> None:
         [outcome] = await self.publish_batch([OutboundMessage(topic, key, value, headers)])
@@ -128,6 +131,8 @@ class FakePublisher:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
+        if self.raises is not None:
+            raise self.raises
         for hook in self.on_publish:
             hook(messages)
         outcomes: list[Exception | None] = []

@@ -1,19 +1,22 @@
 """Hand-written fakes of the retry ports (queue, publisher) and a builder of retry envelopes.
 
-FakeRetryQueue follows the same rules as the Redis one, on a clock the test moves (`now_ms`): a member is
-`<paymentOrderId>:<attempt>`, a duplicate keeps the first due time, a member in flight is not re-queued, ack
-forgets a member everywhere, reclaim returns claims older than the timeout, due now.
+FakeRetryQueue is the one fake of the RetryQueue port. It follows the Redis queue's rules (checked by
+tests/integration/contracts/test_retry_queue.py) on a clock the test moves (`now_ms`): a member is
+`<paymentOrderId>:<attempt>`, a duplicate keeps the first due time and payload, a member in flight is not
+re-queued, ack forgets a member everywhere, reclaim returns claims older than the timeout, due now, and a claimed
+message is the envelope's wire bytes, as the Redis queue stores and returns them.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_application.ports.retry_queue import ClaimedRetry, retry_member
 from payment_domain.events import EventEnvelope, EventType
+from payment_infrastructure.serialization import envelope_to_bytes
 
 
 def retry_envelope(payment_order_id: int | str, attempt: int, *, trace_id: str = "trace-retry") -> EventEnvelope:
@@ -39,88 +42,82 @@ def retry_envelope(payment_order_id: int | str, attempt: int, *, trace_id: str =
 
 
 def message_of(envelope: EventEnvelope) -> OutboundMessage:
+    """What a claim of this envelope hands out: its wire bytes, addressed to its topic, keyed by its order."""
     return OutboundMessage(
         topic=envelope.topic.value,
         key=envelope.aggregate_id,
-        value=json.dumps(envelope.to_wire()).encode(),
+        value=envelope_to_bytes(envelope),
         headers=EventHeaders.of(envelope),
     )
 
 
+@dataclasses.dataclass
+class QueuedRetry:
+    envelope: EventEnvelope
+    delay_ms: int
+    due_ms: int
+
+
 class FakeRetryQueue:
+    """`queued`: member → item; `inflight`: member → (item, claimed at ms). Knobs: `fail_with` makes `schedule`
+    raise (Redis down), `claim_failures` makes the next claims raise, one each. `schedule_calls` and `acked`
+    record what the use cases asked for."""
+
     def __init__(self, now_ms: int = 1_000_000) -> None:
         self.now_ms = now_ms
-        self.queued: dict[str, int] = {}
-        self.inflight: dict[str, int] = {}
-        self.payloads: dict[str, OutboundMessage] = {}
+        self.queued: dict[str, QueuedRetry] = {}
+        self.inflight: dict[str, tuple[QueuedRetry, int]] = {}
+        self.schedule_calls: list[tuple[str, int]] = []
         self.acked: list[str] = []
+        self.fail_with: Exception | None = None
         self.claim_failures: list[Exception] = []
 
     async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
+        if delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+        if "retryCount" not in envelope.data:
+            raise ValueError("a retry envelope needs data.retryCount (the attempt)")
         member = retry_member(envelope)
-        if member in self.inflight or member in self.queued:
+        self.schedule_calls.append((member, delay_ms))
+        if self.fail_with is not None:
+            raise self.fail_with
+        if member in self.queued or member in self.inflight:
             return False
-        self.queued[member] = self.now_ms + delay_ms
-        self.payloads[member] = message_of(envelope)
+        self.queued[member] = QueuedRetry(envelope, delay_ms, self.now_ms + delay_ms)
         return True
 
     async def claim_due(self, limit: int) -> list[ClaimedRetry]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
         if self.claim_failures:
             raise self.claim_failures.pop(0)
-        due = sorted((at, m) for m, at in self.queued.items() if at <= self.now_ms)[:limit]
+        due = sorted((item.due_ms, member) for member, item in self.queued.items() if item.due_ms <= self.now_ms)
         claimed = []
-        for _, member in due:
-            del self.queued[member]
-            self.inflight[member] = self.now_ms
-            claimed.append(ClaimedRetry(member=member, message=self.payloads[member]))
+        for _, member in due[:limit]:
+            item = self.queued.pop(member)
+            self.inflight[member] = (item, self.now_ms)
+            claimed.append(ClaimedRetry(member=member, message=message_of(item.envelope)))
         return claimed
 
     async def ack(self, members: Sequence[str]) -> None:
         for member in members:
             self.acked.append(member)
-            self.inflight.pop(member, None)
             self.queued.pop(member, None)
-            self.payloads.pop(member, None)
+            self.inflight.pop(member, None)
 
     async def reclaim_expired(self, visibility_timeout_ms: int) -> int:
-        expired = [m for m, at in self.inflight.items() if at < self.now_ms - visibility_timeout_ms]
+        if visibility_timeout_ms < 0:
+            raise ValueError("visibility_timeout_ms must be >= 0")
+        expired = [m for m, (_, at) in self.inflight.items() if at < self.now_ms - visibility_timeout_ms]
         for member in expired:
-            del self.inflight[member]
-            self.queued.setdefault(member, self.now_ms)
+            item, _ = self.inflight.pop(member)
+            self.queued.setdefault(member, dataclasses.replace(item, due_ms=self.now_ms))
         return len(expired)
 
     async def next_due_in_ms(self) -> int | None:
         if not self.queued:
             return None
-        return max(min(self.queued.values()) - self.now_ms, 0)
+        return max(min(item.due_ms for item in self.queued.values()) - self.now_ms, 0)
 
     async def sizes(self) -> tuple[int, int]:
         return len(self.queued), len(self.inflight)
-
-
-class FakeRetryPublisher:
-    """Records what it publishes; keys in `failing_keys` are not acknowledged; `raises` makes a batch blow up."""
-
-    def __init__(self) -> None:
-        self.published: list[OutboundMessage] = []
-        self.batches: list[list[OutboundMessage]] = []
-        self.failing_keys: set[str] = set()
-        self.raises: BaseException | None = None
-
-    async def publish(self, topic: str, key: str, value: bytes, headers: EventHeaders) -> None:
-        [outcome] = await self.publish_batch([OutboundMessage(topic, key, value, headers)])
-        if outcome is not None:
-            raise outcome
-
-    async def publish_batch(self, messages: Sequence[OutboundMessage]) -> list[Exception | None]:
-        self.batches.append(list(messages))
-        if self.raises is not None:
-            raise self.raises
-        outcomes: list[Exception | None] = []
-        for message in messages:
-            if message.key in self.failing_keys:
-                outcomes.append(ConnectionError(f"broker unavailable for key {message.key}"))
-            else:
-                self.published.append(message)
-                outcomes.append(None)
-        return outcomes

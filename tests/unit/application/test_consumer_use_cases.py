@@ -40,10 +40,10 @@ from tests.fakes_consumers import (
     FakeEventSink,
     FakePsp,
     FakeResultStore,
-    FakeRetryQueue,
     FakeStatusCheckQueue,
     an_order,
 )
+from tests.fakes_retry import FakeRetryQueue
 
 S = PaymentOrderStatus
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

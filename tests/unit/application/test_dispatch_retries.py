@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from payment_application.dispatch_retries import DispatchRetries
-from tests.fakes_retry import FakeRetryPublisher, FakeRetryQueue, message_of, retry_envelope
+from tests.fakes_outbox import FakePublisher
+from tests.fakes_retry import FakeRetryQueue, message_of, retry_envelope
 
 VISIBILITY_MS = 30_000
 
@@ -18,19 +19,18 @@ async def _queue_with(*orders: int, delay_ms: int = 0) -> FakeRetryQueue:
 
 
 async def test_acknowledged_items_are_acked_and_leave_the_queue_for_good() -> None:
-    queue, publisher = await _queue_with(101, 102), FakeRetryPublisher()
+    queue, publisher = await _queue_with(101, 102), FakePublisher()
 
     published = await DispatchRetries(queue, publisher).dispatch_once(limit=10)
 
     assert published == 2
     assert sorted(queue.acked) == ["101:1", "102:1"]
     assert await queue.sizes() == (0, 0)
-    assert queue.payloads == {}
 
 
 async def test_the_stored_envelope_is_published_keyed_by_payment_order_id() -> None:
     envelope = retry_envelope(555, 3)
-    queue, publisher = FakeRetryQueue(), FakeRetryPublisher()
+    queue, publisher = FakeRetryQueue(), FakePublisher()
     await queue.schedule(envelope, delay_ms=0)
 
     await DispatchRetries(queue, publisher).dispatch_once(limit=10)
@@ -41,7 +41,7 @@ async def test_the_stored_envelope_is_published_keyed_by_payment_order_id() -> N
 
 
 async def test_publish_failures_stay_in_flight_and_only_the_successes_are_acked() -> None:
-    queue, publisher = await _queue_with(201, 202, 203), FakeRetryPublisher()
+    queue, publisher = await _queue_with(201, 202, 203), FakePublisher()
     publisher.failing_keys = {"202"}
 
     report = await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
@@ -55,7 +55,7 @@ async def test_publish_failures_stay_in_flight_and_only_the_successes_are_acked(
 
 
 async def test_a_failed_item_is_not_claimed_again_before_the_visibility_timeout() -> None:
-    queue, publisher = await _queue_with(301), FakeRetryPublisher()
+    queue, publisher = await _queue_with(301), FakePublisher()
     publisher.failing_keys = {"301"}
     dispatch = DispatchRetries(queue, publisher)
     await dispatch.dispatch_once(limit=10)
@@ -73,7 +73,7 @@ async def test_a_failed_item_is_not_claimed_again_before_the_visibility_timeout(
 
 
 async def test_a_publisher_that_raises_leaves_the_whole_batch_in_flight() -> None:
-    queue, publisher = await _queue_with(401, 402), FakeRetryPublisher()
+    queue, publisher = await _queue_with(401, 402), FakePublisher()
     publisher.raises = RuntimeError("publisher bug")
 
     with pytest.raises(RuntimeError, match="publisher bug"):
@@ -84,17 +84,17 @@ async def test_a_publisher_that_raises_leaves_the_whole_batch_in_flight() -> Non
 
 
 async def test_nothing_due_means_no_publish_call() -> None:
-    queue, publisher = await _queue_with(501, delay_ms=1_000), FakeRetryPublisher()
+    queue, publisher = await _queue_with(501, delay_ms=1_000), FakePublisher()
 
     report = await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
     assert report.claimed == () and not report.full
-    assert publisher.batches == []
+    assert publisher.batches == 0
     assert await queue.sizes() == (1, 0)
 
 
 async def test_a_round_takes_at_most_limit_items_earliest_first_and_reports_full() -> None:
-    queue, publisher = FakeRetryQueue(), FakeRetryPublisher()
+    queue, publisher = FakeRetryQueue(), FakePublisher()
     for order, delay in ((601, 30), (602, 10), (603, 20)):
         await queue.schedule(retry_envelope(order, 1), delay_ms=delay)
     queue.now_ms += 100

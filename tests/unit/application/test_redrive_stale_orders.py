@@ -23,10 +23,10 @@ from tests.fakes_consumers import (
     FakeClaims,
     FakeEventSink,
     FakePsp,
-    FakeRetryQueue,
     FakeStaleOrderClaims,
     an_order,
 )
+from tests.fakes_retry import FakeRetryQueue
 
 S = PaymentOrderStatus
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
