@@ -1,6 +1,8 @@
 """One handler per topic, all the same shape: decode the envelope, bind the ids to the log context, call the use
 case. Input that can never succeed (undecodable, invalid, about an unknown order) is a PoisonMessage: it goes to
-the DLQ at once and the partition keeps flowing; anything else is retried in place, then dead-lettered."""
+the DLQ at once and the partition keeps flowing. A dependency that is down (DependencyUnavailable, a broker
+timeout...) is retried in place until it is back, holding the partition; anything else is retried a few times,
+then dead-lettered (see payment_infrastructure.kafka.failures)."""
 
 from __future__ import annotations
 

@@ -114,6 +114,7 @@ def find_rule(expr_part: str, threshold: str) -> list[dict[str, Any]]:
         ("outbox oldest age", "outbox_oldest_pending_age_seconds", "60", "warning", "2m"),
         ("outbox stalled", "outbox_oldest_pending_age_seconds", "300", "page", "2m"),
         ("dead letters", "increase(kafka_dlq_messages_total", "0", "warning", None),
+        ("partition blocked on a dependency", "kafka_consumer_partition_blocked_seconds", "120", "page", None),
         ("needs reconciliation", "payment_orders_awaiting_reconciliation", "0", "warning", "1m"),
         # The original's runbook: warn above 1000 for 5 minutes, page above 10000 for 5 minutes.
         ("lag warning", "sum by (consumergroup) (kafka_consumergroup_lag)", "1000", "warning", "5m"),
@@ -168,6 +169,7 @@ def test_dashboard_queries_use_only_series_the_code_exposes(expr: str) -> None:
         "redis_retry_zset_size",
         "kafka_consumergroup_lag",
         "kafka_dlq_messages_total",
+        "kafka_consumer_partition_blocked_seconds",
         "payment_orders_awaiting_reconciliation",
     ],
 )
