@@ -3,7 +3,7 @@ publish what the PSP said. The claim is a short transaction; the PSP call happen
 
 from __future__ import annotations
 
-import dataclasses
+from datetime import datetime
 
 import structlog
 
@@ -13,7 +13,6 @@ from payment_application.ports.payment_orders import PaymentOrderClaims
 from payment_application.ports.psp import PspChargeRequest, PspGateway
 from payment_domain.events import EventEnvelope, EventType, payment_order_from_data, psp_result_updated
 from payment_domain.psp_result import ResultSource
-from payment_domain.status import PaymentOrderStatus
 
 log = structlog.get_logger(__name__)
 
@@ -25,13 +24,26 @@ def attempt_key(public_payment_order_id: str, attempt: int) -> str:
 
 class ExecutePspCall:
     def __init__(
-        self, *, claims: PaymentOrderClaims, psp: PspGateway, events: EventSink, clock: Clock, lease_seconds: float
+        self,
+        *,
+        claims: PaymentOrderClaims,
+        psp: PspGateway,
+        events: EventSink,
+        clock: Clock,
+        lease_seconds: float,
+        call_budget_seconds: float = 0.0,
     ) -> None:
+        """`call_budget_seconds`: the longest a PSP call can take from its start (pool wait + request timeout). A
+        call starts only while that much of the lease is left, so no call under the key can still be on its way
+        to the PSP once the lease has run out and another claim may follow."""
+        if call_budget_seconds < 0 or call_budget_seconds >= lease_seconds:
+            raise ValueError("call_budget_seconds must be at least 0 and shorter than the claim lease")
         self._claims = claims
         self._psp = psp
         self._events = events
         self._clock = clock
         self._lease_seconds = lease_seconds
+        self._start_within = lease_seconds - call_budget_seconds
 
     async def __call__(self, request: EventEnvelope, *, delivery: str) -> EventEnvelope | None:
         """`delivery` identifies this delivery of the message (topic/partition/offset): the same delivery may
@@ -40,15 +52,21 @@ class ExecutePspCall:
             raise ValueError(f"expected {EventType.PSP_CALL_REQUESTED}, got {request.event_type}")
         requested = payment_order_from_data(request.data)
         attempt = requested.retry_count
-        claimed = await self._claims.claim_attempt(
-            requested.payment_order_id.value,
-            attempt=attempt,
-            claim_token=delivery,
-            lease_seconds=self._lease_seconds,
-        )
-        if claimed is None:
-            log.info("psp_call_skipped", payment_order_id=requested.public_id, attempt=attempt)
-            return None
+        while True:
+            asked_at = self._clock.now()
+            claimed = await self._claims.claim_attempt(
+                requested.payment_order_id.value,
+                attempt=attempt,
+                claim_token=delivery,
+                lease_seconds=self._lease_seconds,
+            )
+            if claimed is None:
+                log.info("psp_call_skipped", payment_order_id=requested.public_id, attempt=attempt)
+                return None
+            if self._in_time(asked_at):
+                break
+            # Paused between the claim and the call (GC, a stalled event loop): the lease may be gone already.
+            log.warning("psp_claim_too_old_to_call", payment_order_id=requested.public_id, attempt=attempt)
         order = claimed.order
         result = await self._psp.charge(
             PspChargeRequest(
@@ -59,19 +77,20 @@ class ExecutePspCall:
                 seller_id=order.seller_id,
             )
         )
-        if claimed.reclaimed and result.status is PaymentOrderStatus.PSP_UNAVAILABLE_TRANSIENT:
-            # This call never reached the PSP, but an earlier one under the same key may have: that is an unknown
-            # outcome (a status check), not licence for attempt n+1 under a new key.
-            result = dataclasses.replace(
-                result, status=PaymentOrderStatus.TIMEOUT_EXCEEDED_1S_TRANSIENT, error_code="UNAVAILABLE_ON_RECLAIM"
-            )
-        log.info("psp_charged", payment_order_id=order.public_id, attempt=attempt, psp_status=result.status.value)
+        log.info(
+            "psp_charged",
+            payment_order_id=order.public_id,
+            attempt=attempt,
+            call_number=claimed.call_number,
+            psp_status=result.status.value,
+        )
         updated = psp_result_updated(
             order,
             attempt=attempt,
             psp_status=result.status,
             latency_ms=result.latency_ms,
             source=ResultSource.CHARGE.value,
+            call_number=claimed.call_number,
             error_code=result.error_code,
             error_detail=result.error_detail,
             trace_id=request.trace_id,
@@ -80,3 +99,7 @@ class ExecutePspCall:
         )
         await self._events.emit(updated)
         return updated
+
+    def _in_time(self, asked_at: datetime) -> bool:
+        """Measured from before the claim was asked for: the lease ran from no earlier than that."""
+        return (self._clock.now() - asked_at).total_seconds() < self._start_within

@@ -250,6 +250,7 @@ def psp_result_updated(
     latency_ms: int,
     source: str,
     check_number: int = 0,
+    call_number: int = 1,
     found: bool = True,
     error_code: str | None = None,
     error_detail: str | None = None,
@@ -257,14 +258,17 @@ def psp_result_updated(
     parent_event_id: str,
     now: datetime,
 ) -> EventEnvelope:
-    """The original's PspResultUpdated, plus where the answer came from (a charge or the n-th status check)."""
+    """The original's PspResultUpdated, plus where the answer came from (a charge or the n-th status check).
+
+    Two calls under one key are two answers (the first may say "not processed", the second "charged"): the call
+    number is part of the id, so neither is dropped as the other's duplicate; the same call's answer re-sent is."""
     return _order_event(
         EventType.PSP_RESULT_UPDATED,
         order,
         trace_id=trace_id,
         parent_event_id=parent_event_id,
         now=now,
-        id_parts=(order.payment_order_id.public, attempt, source, check_number),
+        id_parts=(order.payment_order_id.public, attempt, source, check_number, call_number),
         retry_count=attempt,
         extra={
             "pspStatus": psp_status.value if psp_status is not None else None,
@@ -273,6 +277,7 @@ def psp_result_updated(
             "latencyMs": latency_ms,
             "resultSource": source,
             "statusCheckNumber": check_number,
+            "pspCallNumber": call_number,
             "foundAtPsp": found,
         },
     )

@@ -2,7 +2,10 @@
 the next state and the work that follows (retry, status check, final event). Pure: no I/O, no clock, no random.
 
 Rule 3 lives here: an unknown outcome (timeout, pending, unrecognised answer) is never retried as a new charge; it
-is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt.
+is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt. A
+charge call answered "not processed" (503/429, refused before sending) proves no money moved only when it was the
+only call ever made under the attempt's key: any other call under that key may have charged, so the answer is
+then an unknown outcome too.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from payment_domain.status import (
 S = PaymentOrderStatus
 
 NO_CHARGE_AT_PSP = "NO_CHARGE_AT_PSP"
+# Suffix of the reason when a "no money moved" answer cannot be trusted because the key saw more than one call.
+AFTER_REPEATED_CALL = "_AFTER_REPEATED_CALL"
 COULD_NOT_ASK_PSP = "COULD_NOT_ASK_PSP"
 
 # Transient answers that prove the attempt moved no money: safe to charge again under the next attempt's key.
@@ -66,6 +71,7 @@ class OrderState:
     status: PaymentOrderStatus
     attempt: int  # retry_count: the attempt currently in play (0 = first charge)
     status_check_number: int  # the check currently scheduled (0 = none)
+    psp_calls: int = 1  # charge calls ever claimed under the attempt's key (0 when none is on record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +112,13 @@ def _after_charge(state: OrderState, outcome: PspOutcome, policy: Policy) -> Dec
         # the call that may have moved money: only the status check may license a new attempt (rule 3).
         return None
     if status in _NO_MONEY_MOVED:
-        return _retry_or_give_up(state, status, status.value, policy)
+        if state.psp_calls == 1:
+            return _retry_or_give_up(state, status, status.value, policy)
+        # Another call under this key (a redelivery, an in-place retry, an expired lease re-taken) may have
+        # reached the PSP and charged: only the PSP can say, for this key, that it has no such charge.
+        return Decision(
+            Action.CHECK_STATUS, S.PENDING_STATUS_CHECK_LATER, state.attempt, status.value + AFTER_REPEATED_CALL, 1
+        )
     # Timeout, pending, auth/capture pending, or an answer we do not understand: the money may have moved.
     waiting = status if status in AWAITING_STATUS_CHECK else S.PENDING_STATUS_CHECK_LATER
     return Decision(Action.CHECK_STATUS, waiting, state.attempt, status.value, 1)

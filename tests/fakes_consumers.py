@@ -68,6 +68,7 @@ class OrderRow:
     claim_token: str | None = None
     claim_expires_at: datetime | None = None
     swept_at: datetime | None = None
+    psp_calls: int = 0  # claims under the current attempt's key
 
 
 @dataclasses.dataclass
@@ -98,8 +99,9 @@ class ConsumerTables:
     unsent_outbox: set[int] = dataclasses.field(default_factory=set)
     checks: list[CheckRow] = dataclasses.field(default_factory=list)
 
-    def add_order(self, order: PaymentOrder, *, status_check_number: int = 0) -> PaymentOrder:
-        self.orders[order.payment_order_id.value] = OrderRow(order, status_check_number)
+    def add_order(self, order: PaymentOrder, *, status_check_number: int = 0, psp_calls: int = 0) -> PaymentOrder:
+        """`psp_calls`: charge calls already claimed under the order's attempt (1: as if it had been called once)."""
+        self.orders[order.payment_order_id.value] = OrderRow(order, status_check_number, psp_calls=psp_calls)
         self.payments.setdefault(order.payment_id.value, PaymentStatus.INITIATED)
         return order
 
@@ -157,10 +159,10 @@ class FakeClaims:
         )
         if live_elsewhere:
             return None
-        reclaimed = row.claim_token is not None
         row.claim_token = claim_token
         row.claim_expires_at = now + timedelta(seconds=lease_seconds)
-        return ClaimedAttempt(order=row.order, reclaimed=reclaimed)
+        row.psp_calls += 1
+        return ClaimedAttempt(order=row.order, call_number=row.psp_calls)
 
 
 # --- the result transaction -----------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class FakeResultTransaction:
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         self._maybe_fail("lock")
         row = self.tables.orders.get(payment_order_id)
-        return LockedOrder(row.order, row.status_check_number) if row is not None else None
+        return LockedOrder(row.order, row.status_check_number, row.psp_calls) if row is not None else None
 
     async def save(
         self,
@@ -202,6 +204,8 @@ class FakeResultTransaction:
     ) -> None:
         self._maybe_fail("save")
         row = self.tables.orders[payment_order_id]
+        if row.order.retry_count != attempt:
+            row.psp_calls = 0
         row.order = dataclasses.replace(
             row.order,
             status=status,

@@ -18,16 +18,17 @@ from payment_domain.status import PaymentOrderStatus, PaymentStatus
 class LockedOrder:
     order: PaymentOrder
     status_check_number: int
+    psp_calls: int  # charge calls claimed under the current attempt's key, all time (0: none on record)
 
     @property
     def state(self) -> OrderState:
-        return OrderState(self.order.status, self.order.retry_count, self.status_check_number)
+        return OrderState(self.order.status, self.order.retry_count, self.status_check_number, self.psp_calls)
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedAttempt:
     order: PaymentOrder
-    reclaimed: bool  # the attempt was claimed before: an earlier call under its key may have reached the PSP
+    call_number: int  # 1 for the first claim under the attempt's key; more means an earlier call may have charged
 
 
 class PaymentOrderClaims(Protocol):
@@ -35,7 +36,10 @@ class PaymentOrderClaims(Protocol):
         self, payment_order_id: int, *, attempt: int, claim_token: str, lease_seconds: float
     ) -> ClaimedAttempt | None:
         """Claim attempt `attempt` for a PSP call; None when the order is not at that attempt in a chargeable
-        state, or another delivery holds a live claim on it (a duplicate or stale request: do nothing)."""
+        state, or another delivery holds a live claim on it (a duplicate or stale request: do nothing).
+
+        Every successful claim counts one more call under the attempt's key, in the same statement, so the result
+        applier knows whether an answer came from the only call ever made under it."""
         ...
 
 

@@ -25,13 +25,14 @@ _CLAIM = text(
         SELECT payment_order_id, psp_claim_token FROM payment_orders WHERE payment_order_id = :id FOR UPDATE
     )
     UPDATE payment_orders o
-       SET psp_claim_token = :token, psp_claim_expires_at = now() + make_interval(secs => :lease)
+       SET psp_claim_token = :token, psp_claim_expires_at = now() + make_interval(secs => :lease),
+           psp_call_count = o.psp_call_count + 1
       FROM previous
      WHERE o.payment_order_id = previous.payment_order_id
        AND o.retry_count = :attempt
        AND o.status = ANY(CAST(:chargeable AS text[]))
        AND (o.psp_claim_token IS NULL OR o.psp_claim_token = :token OR o.psp_claim_expires_at < now())
-    RETURNING o.*, previous.psp_claim_token IS NOT NULL AS reclaimed
+    RETURNING o.*
     """
 )
 
@@ -51,7 +52,8 @@ _SAVE = text(
     UPDATE payment_orders
        SET status = :status, retry_count = :attempt, retry_reason = :reason, last_error_message = :error,
            status_check_number = :check_number, updated_at = :now,
-           psp_claim_token = NULL, psp_claim_expires_at = NULL
+           psp_claim_token = NULL, psp_claim_expires_at = NULL,
+           psp_call_count = CASE WHEN retry_count = :attempt THEN psp_call_count ELSE 0 END
      WHERE payment_order_id = :id
     """
 )
@@ -121,7 +123,7 @@ class PostgresPaymentOrderClaims:
             ).first()
         if row is None:
             return None
-        return ClaimedAttempt(order=order_from_row(row._mapping), reclaimed=bool(row.reclaimed))
+        return ClaimedAttempt(order=order_from_row(row._mapping), call_number=row.psp_call_count)
 
 
 class PostgresResultTransaction:
@@ -138,7 +140,11 @@ class PostgresResultTransaction:
         row = (await self._conn.execute(_LOCK_ORDER, {"id": payment_order_id})).first()
         if row is None:
             return None
-        return LockedOrder(order=order_from_row(row._mapping), status_check_number=row.status_check_number)
+        return LockedOrder(
+            order=order_from_row(row._mapping),
+            status_check_number=row.status_check_number,
+            psp_calls=row.psp_call_count,
+        )
 
     async def save(
         self,

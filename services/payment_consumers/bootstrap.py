@@ -115,6 +115,7 @@ def build_container(
             events=events,
             clock=clock,
             lease_seconds=settings.process.psp_claim_lease_seconds,
+            call_budget_seconds=settings.psp.call_timeout_ms / 1000,
         ),
         apply=ApplyPspResult(
             store=PostgresResultStore(

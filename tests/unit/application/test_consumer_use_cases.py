@@ -217,7 +217,7 @@ async def test_execute_claims_the_attempt_charges_under_its_key_and_emits_the_an
     assert result is not None
     assert world.sink.emitted == [result]
     assert result.event_type is EventType.PSP_RESULT_UPDATED
-    assert result.event_id == deterministic_event_id(EventType.PSP_RESULT_UPDATED, "paymentorder-7", 2, "charge", 0)
+    assert result.event_id == deterministic_event_id(EventType.PSP_RESULT_UPDATED, "paymentorder-7", 2, "charge", 0, 1)
     assert (result.parent_event_id, result.trace_id, result.aggregate_id) == (request.event_id, TRACE, "7")
     assert {k: result.data[k] for k in ("retryCount", "pspStatus", "resultSource", "pspErrorCode", "latencyMs")} == {
         "retryCount": 2,
@@ -263,21 +263,43 @@ async def test_the_same_delivery_may_take_its_own_claim_again(world: World) -> N
     assert world.psp.charged_keys() == ["paymentorder-7-0", "paymentorder-7-0"]
 
 
-async def test_a_refused_call_on_a_reclaimed_attempt_is_an_unknown_outcome_not_a_retry(world: World) -> None:
+async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_charged(world: World) -> None:
+    """Defect 1: the first call is refused (503), its answer is emitted, the same delivery takes the claim again
+    (a crash before the offset commit) and the second call charges. Before the fix both answers had one event id,
+    the charge was dropped as a duplicate and the refusal opened attempt 1: a second charge."""
     order = world.tables.add_order(an_order())
     world.psp.script_charge(
         "paymentorder-7-0",
-        PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 500),
-        PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "REJECTED"),
+        PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "HTTP_503"),
+        PspCallResult(S.SUCCESSFUL_FINAL, 40),
     )
 
-    first = await world.execute(call_request(order), delivery="p1-o10")  # the first call may have charged
-    assert first is not None and first.data["pspStatus"] == "TIMEOUT_EXCEEDED_1S_TRANSIENT"
-    again = await world.execute(call_request(order), delivery="p1-o10")  # redelivered; this call is refused
+    refused = await world.execute(call_request(order), delivery="p1-o10")
+    charged = await world.execute(call_request(order), delivery="p1-o10")  # redelivered after a crash
+    assert refused is not None and charged is not None
+    assert refused.event_id != charged.event_id
+    assert (refused.data["pspCallNumber"], charged.data["pspCallNumber"]) == (1, 2)
 
-    assert again is not None
-    assert again.data["pspStatus"] == "TIMEOUT_EXCEEDED_1S_TRANSIENT"
-    assert again.data["pspErrorCode"] == "UNAVAILABLE_ON_RECLAIM"
+    after_refusal = await world.apply(refused)
+    assert after_refusal.decision is not None and after_refusal.decision.action is Action.CHECK_STATUS
+    assert world.retries.queued == {}
+    after_charge = await world.apply(charged)
+    assert after_charge.decision is not None and after_charge.decision.action is Action.SUCCEED
+    assert world.tables.order(7).status is S.SUCCESSFUL_FINAL
+    assert world.psp.charged_keys() == ["paymentorder-7-0", "paymentorder-7-0"]  # one key: the PSP charges once
+
+
+async def test_a_refused_answer_applied_before_a_second_claim_closes_the_attempt_to_it(world: World) -> None:
+    order = world.tables.add_order(an_order())
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "HTTP_503"))
+    refused = await world.execute(call_request(order), delivery="p1-o10")
+    assert refused is not None
+
+    applied = await world.apply(refused)  # the only call under the key: trusted, attempt 1 opens
+
+    assert applied.decision is not None and applied.decision.action is Action.RETRY
+    assert await world.execute(call_request(order), delivery="p1-o10") is None  # attempt 0 can no longer be taken
+    assert world.psp.charged_keys() == ["paymentorder-7-0"]
 
 
 async def test_a_refused_call_on_a_first_claim_stays_retryable(world: World) -> None:
@@ -406,7 +428,7 @@ async def test_a_transient_answer_queues_exactly_one_retry_within_the_equal_jitt
     world: World, pick: Callable[[int, int], int], expected: int | None
 ) -> None:
     world.randint = pick
-    order = world.tables.add_order(an_order(attempt=2, status=S.FAILED_TRANSIENT_ERROR))
+    order = world.tables.add_order(an_order(attempt=2, status=S.FAILED_TRANSIENT_ERROR), psp_calls=1)
     result = charge_result(order, S.PSP_UNAVAILABLE_TRANSIENT)
 
     applied = await world.apply(result)
@@ -433,7 +455,7 @@ async def test_a_transient_answer_queues_exactly_one_retry_within_the_equal_jitt
 
 
 async def test_a_redelivered_transient_answer_changes_nothing_but_keeps_a_single_retry_queued(world: World) -> None:
-    order = world.tables.add_order(an_order())
+    order = world.tables.add_order(an_order(), psp_calls=1)
     result = charge_result(order, S.FAILED_TRANSIENT_ERROR)
     await world.apply(result)
     after_first = world.tables.snapshot()
@@ -447,7 +469,7 @@ async def test_a_redelivered_transient_answer_changes_nothing_but_keeps_a_single
 
 
 async def test_a_retry_lost_between_commit_and_queueing_is_queued_by_the_redelivery(world: World) -> None:
-    order = world.tables.add_order(an_order())
+    order = world.tables.add_order(an_order(), psp_calls=1)
     result = charge_result(order, S.PSP_UNAVAILABLE_TRANSIENT)
     world.retries.fail_with = ConnectionError("redis went away")
     with pytest.raises(ConnectionError):

@@ -1,0 +1,167 @@
+"""A simulated PSP with a ledger, behind the real PspGateway port, and the faults a real one (and the network) has.
+
+Per idempotency key the PSP remembers what it did: nothing yet, in progress, charged, declined, or failed. A charge
+is visible to a status query from the moment the request arrives, and the key never charges twice (a repeated call
+replays the key's answer, is told 409 while it is in progress, or, as a fault, 503 after charging). The ledger is
+the truth the invariants are checked against: which keys moved money for which payment order.
+
+What the simulation trusts, and documents in docs/money-safety.md: a 503/429 to the first call ever made under a
+key, our own pool refusing, and a refused connection mean the PSP did not process that call; a status query
+answers truthfully about every request that reached the PSP.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_domain.status import PaymentOrderStatus
+from tests.simulation.scheduler import checkpoint
+
+S = PaymentOrderStatus
+
+IN_PROGRESS = "in progress"
+CHARGED = "charged"
+DECLINED = "declined"
+FAILED = "failed (no money moved)"
+
+
+@dataclass
+class KeyState:
+    merchant_reference: str
+    state: str
+    calls: int = 1
+
+
+@dataclass
+class LateExecution:
+    key: str
+    due_ms: int
+    outcome: str  # CHARGED or DECLINED
+
+
+@dataclass
+class SimPsp:
+    random: random.Random
+    now_ms: Callable[[], int]
+    trace: Callable[[str], None]
+    faults: Callable[[], bool]  # True while faults are on
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    ledger: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per charge made
+    late: list[LateExecution] = field(default_factory=list)
+
+    def charges_of(self, merchant_reference: str) -> list[str]:
+        return [key for ref, key in self.ledger if ref == merchant_reference]
+
+    def _charge(self, key: str) -> None:
+        state = self.keys[key]
+        state.state = CHARGED
+        self.ledger.append((state.merchant_reference, key))
+        self.trace(f"PSP charged {key}")
+
+    def run_due(self) -> None:
+        """Execute the late charges that are due (the PSP's own background work)."""
+        now = self.now_ms()
+        for execution in [e for e in self.late if e.due_ms <= now]:
+            self.late.remove(execution)
+            if execution.outcome == CHARGED:
+                self._charge(execution.key)
+            else:
+                self.keys[execution.key].state = DECLINED
+                self.trace(f"PSP declined {execution.key} (late)")
+
+    def next_due_ms(self) -> int | None:
+        return min((e.due_ms for e in self.late), default=None)
+
+    def _pick(self, weights: dict[str, int]) -> str:
+        names = list(weights)
+        return self.random.choices(names, weights=[weights[n] for n in names])[0]
+
+    async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        # The request leaves and, unless refused on our side, arrives in the same step: no await between the
+        # caller's last look at its lease and the PSP seeing the key.
+        key = request.idempotency_key
+        faulty = self.faults()
+        if faulty and self.random.random() < 0.15:
+            why = self.random.choice(["POOL_FULL", "CONNECT_FAILED"])
+            self.trace(f"PSP call {key} refused on our side ({why})")
+            await checkpoint()
+            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code=why)
+        known = self.keys.get(key)
+        if known is not None:
+            known.calls += 1
+            answer = self._replay(key, known, faulty)
+        else:
+            answer = self._first_call(request, faulty)
+        await checkpoint()  # the answer travels back: a crash here loses it
+        return answer
+
+    def _replay(self, key: str, known: KeyState, faulty: bool) -> PspCallResult:
+        if faulty and self.random.random() < 0.4:
+            self.trace(f"PSP answered a repeated call {key} 503 ({known.state})")
+            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code="HTTP_503")
+        answer = {
+            IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,  # 409: still processing this key
+            CHARGED: S.SUCCESSFUL_FINAL,
+            DECLINED: S.DECLINED_FINAL,
+            FAILED: S.FAILED_TRANSIENT_ERROR,
+        }[known.state]
+        self.trace(f"PSP replayed {key}: {answer}")
+        return PspCallResult(answer, 1)
+
+    def _first_call(self, request: PspChargeRequest, faulty: bool) -> PspCallResult:
+        key = request.idempotency_key
+        if faulty and self.random.random() < 0.2:
+            # Busy or rate limited before doing anything: the key is not recorded.
+            self.trace(f"PSP refused {key} with 503, nothing recorded")
+            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code="HTTP_503")
+        self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS)
+        what = self._pick(
+            {"success": 60, "decline": 8, "transient": 12, "pending": 8, "late": 6, "lost": 6}
+            if faulty
+            else {"success": 75, "decline": 10, "transient": 15}
+        )
+        if what == "success":
+            self._charge(key)
+            return PspCallResult(S.SUCCESSFUL_FINAL, 1)
+        if what == "decline":
+            self.keys[key].state = DECLINED
+            self.trace(f"PSP declined {key}")
+            return PspCallResult(S.DECLINED_FINAL, 1)
+        if what == "transient":
+            self.keys[key].state = FAILED
+            self.trace(f"PSP failed {key} transiently, no money moved")
+            return PspCallResult(S.FAILED_TRANSIENT_ERROR, 1)
+        if what == "lost":
+            self._charge(key)
+            self.trace(f"PSP answer for {key} lost: caller times out")
+            return PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1000, error_code="READ_TIMEOUT")
+        outcome = CHARGED if self.random.random() < 0.8 else DECLINED
+        due = self.now_ms() + self.random.randint(100, 8_000)
+        self.late.append(LateExecution(key, due, outcome))
+        if what == "pending":
+            self.trace(f"PSP answered {key} PENDING; will be {outcome} at {due}")
+            return PspCallResult(S.PENDING_STATUS_CHECK_LATER, 1)
+        self.trace(f"PSP slow on {key}: caller gives up; will be {outcome} at {due}")
+        return PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1000, error_code="READ_TIMEOUT")
+
+    async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        faulty = self.faults()
+        await checkpoint()
+        if faulty and self.random.random() < 0.2:
+            self.trace(f"PSP status query {idempotency_key}: could not ask")
+            return PspStatusResult(found=True, status=None, latency_ms=1000, error_code="TIMEOUT")
+        known = self.keys.get(idempotency_key)
+        if known is None:
+            self.trace(f"PSP status {idempotency_key}: no such charge")
+            return PspStatusResult(found=False, status=None, latency_ms=1)
+        status = {
+            IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,
+            CHARGED: S.SUCCESSFUL_FINAL,
+            DECLINED: S.DECLINED_FINAL,
+            FAILED: S.FAILED_TRANSIENT_ERROR,
+        }[known.state]
+        self.trace(f"PSP status {idempotency_key}: {status}")
+        return PspStatusResult(found=True, status=status, latency_ms=1)

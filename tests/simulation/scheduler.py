@@ -1,0 +1,68 @@
+"""A seeded, single-threaded scheduler of coroutines: the only source of interleaving in the simulation.
+
+The real use cases are `async def`; the simulated ports `await checkpoint()` before (and, for the PSP, after) doing
+anything. A checkpoint hands control back to the scheduler, which then picks, with the seeded random, which task
+runs next, whether time moves, or whether a process dies (its suspended tasks are closed where they stand: a
+crash at that await). Nothing else awaits, so one seed always gives one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class _Checkpoint:
+    def __await__(self) -> Generator[None, None, None]:
+        yield None
+
+
+async def checkpoint() -> None:
+    """Suspend here; the scheduler decides what happens next (another task, time, a crash)."""
+    await _Checkpoint()
+
+
+Done = Callable[[Any, BaseException | None], None]
+
+
+@dataclass(eq=False)
+class Task:
+    name: str
+    process: str
+    coro: Coroutine[None, None, Any]
+    on_done: Done
+    steps: int = 0
+
+
+@dataclass
+class Scheduler:
+    tasks: list[Task] = field(default_factory=list)
+
+    def spawn(self, name: str, process: str, coro: Coroutine[None, None, Any], on_done: Done) -> Task:
+        task = Task(name, process, coro, on_done)
+        self.tasks.append(task)
+        return task
+
+    def step(self, task: Task) -> None:
+        """Run `task` to its next checkpoint, or to its end (then its `on_done` gets the value or the error)."""
+        task.steps += 1
+        try:
+            task.coro.send(None)
+        except StopIteration as stop:
+            self.tasks.remove(task)
+            task.on_done(stop.value, None)
+        except Exception as error:
+            self.tasks.remove(task)
+            task.on_done(None, error)
+
+    def kill(self, process: str) -> list[Task]:
+        """Close every task of `process` at the checkpoint where it waits; their `on_done` is not called."""
+        killed = [t for t in self.tasks if t.process == process]
+        for task in killed:
+            self.tasks.remove(task)
+            task.coro.close()
+        return killed
+
+    def running(self, name: str) -> bool:
+        return any(t.name == name for t in self.tasks)

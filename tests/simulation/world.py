@@ -1,0 +1,400 @@
+"""The deterministic simulation of the whole money path: the real use cases and domain rules over simulated ports.
+
+One seed builds one world: a few payments with orders for several sellers, a broker, the PSP with its ledger, the
+consumers' tables (the contract-tested fakes), the Redis retry queue, and every worker of the pipeline as a
+process with its own (possibly skewed) clock. While faults are on, the scheduler interleaves the workers at every
+await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
+faults stop and the world runs until it settles; the invariants are checked on what is left.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from payment_application.apply_psp_result import ApplyPspResult, ResultPolicy
+from payment_application.check_payment_status import CheckPaymentStatus
+from payment_application.dispatch_retries import DispatchRetries
+from payment_application.dispatch_status_checks import DispatchStatusChecks
+from payment_application.enqueue_psp_call import EnqueuePspCall
+from payment_application.execute_psp_call import ExecutePspCall
+from payment_application.redrive_stale_orders import RedriveStaleOrders
+from payment_domain.events import EventType, payment_order_created
+from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.money import Amount, Currency
+from payment_domain.payment import PaymentOrder
+from payment_domain.status import PaymentOrderStatus, is_terminal
+from tests.fakes import FakeClock
+from tests.fakes_consumers import (
+    ConsumerTables,
+    FakeClaims,
+    FakeResultStore,
+    FakeRetryQueue,
+    FakeStaleOrderClaims,
+    FakeStatusCheckQueue,
+)
+from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
+from tests.simulation.invariants import check_invariants
+from tests.simulation.psp import SimPsp
+from tests.simulation.scheduler import Scheduler, Task, checkpoint
+
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 5, 20))
+LEASE_SECONDS = 3.0
+STALE_AFTER = timedelta(seconds=20)
+FAULT_STEPS = 600
+SETTLE_DEADLINE = timedelta(hours=2)
+MAX_STEPS = 60_000
+
+
+class SimulationFailed(AssertionError):
+    pass
+
+
+class SkewedClock:
+    """A process's clock: the database's, off by a skew that faults may change."""
+
+    def __init__(self, base: FakeClock) -> None:
+        self.base = base
+        self.skew = timedelta(0)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.skew
+
+
+class Checkpointed:
+    """A port whose every async method first hands control to the scheduler (a place to interleave or crash)."""
+
+    def __init__(self, inner: Any, before: Callable[[], None] | None = None) -> None:
+        self._inner = inner
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name == "transaction":
+            return self._transaction(attribute)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await checkpoint()
+            if self._before is not None:
+                self._before()
+            return await attribute(*args, **kwargs)
+
+        return call
+
+    def _transaction(self, open_transaction: Callable[[], Any]) -> Callable[[], Any]:
+        # A transaction runs whole (no checkpoint inside: row locks serialise the real ones); it may die before it.
+        outer = self
+
+        class _Transaction:
+            async def __aenter__(self) -> Any:
+                await checkpoint()
+                if outer._before is not None:
+                    outer._before()
+                self._context = open_transaction()
+                return await self._context.__aenter__()
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await self._context.__aexit__(*exc)
+
+        return _Transaction
+
+
+@dataclass
+class Periodic:
+    name: str
+    interval_ms: int
+    run: Callable[[], Coroutine[None, None, Any]]
+    next_ms: int = 0
+
+
+@dataclass
+class Group:
+    name: str
+    topic: str
+    handle: Callable[[Record], Awaitable[object]]
+    cursors: dict[int, Cursor] = field(default_factory=dict)
+
+
+class World:
+    def __init__(self, seed: int, *, fault_steps: int = FAULT_STEPS) -> None:
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.fault_steps = fault_steps
+        self.steps = 0
+        self.trace_lines: list[str] = []
+        self.db_clock = FakeClock(START)
+        self.scheduler = Scheduler()
+        self.tables = ConsumerTables()
+        self.broker = SimBroker(self.random, self.trace, self.faults_on)
+        self.psp = SimPsp(self.random, self.now_ms, self.trace, self.faults_on)
+        self.retry_queue = FakeRetryQueue(now_ms=self.now_ms())
+        self.clocks: dict[str, SkewedClock] = {}
+        self.outbox_sent: set[str] = set()
+        self.orders: list[PaymentOrder] = []
+        self._build()
+
+    # --- time, trace, faults ----------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int((self.db_clock.now() - START).total_seconds() * 1000)
+
+    def trace(self, line: str) -> None:
+        self.trace_lines.append(f"{self.now_ms():>9} ms  {line}")
+
+    def faults_on(self) -> bool:
+        return self.steps < self.fault_steps
+
+    def clock(self, process: str) -> SkewedClock:
+        return self.clocks.setdefault(process, SkewedClock(self.db_clock))
+
+    def _sync_redis_clock(self) -> None:
+        self.retry_queue.now_ms = self.now_ms()
+
+    # --- the system -------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        tables = self.tables
+        sink = Checkpointed(SimEventSink(self.broker))
+        retries = Checkpointed(self.retry_queue, self._sync_redis_clock)
+        psp = self.psp  # checkpoints of its own: it must see a request in the same step it is sent
+        consumer = "payment-consumers"
+        enqueue = EnqueuePspCall(events=sink, clock=self.clock("enqueuer"))
+        execute = ExecutePspCall(
+            claims=Checkpointed(FakeClaims(tables, self.db_clock)),
+            psp=psp,
+            events=sink,
+            clock=self.clock("executor"),
+            lease_seconds=LEASE_SECONDS,
+        )
+        apply = ApplyPspResult(
+            store=Checkpointed(FakeResultStore(tables)),
+            retries=retries,
+            clock=self.clock("applier"),
+            policy=POLICY,
+            randint=self.random.randint,
+            consumer=consumer,
+        )
+        check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
+        self.groups = [
+            Group("enqueuer", EventType.PAYMENT_ORDER_CREATED.topic.value, lambda r: enqueue(r.envelope)),
+            Group(
+                "executor",
+                EventType.PSP_CALL_REQUESTED.topic.value,
+                lambda r: execute(r.envelope, delivery=r.delivery),
+            ),
+            Group("applier", EventType.PSP_RESULT_UPDATED.topic.value, lambda r: apply(r.envelope)),
+            Group("checker", EventType.STATUS_CHECK_REQUESTED.topic.value, lambda r: check(r.envelope)),
+        ]
+        for group in self.groups:
+            group.cursors = {p: Cursor() for p in range(PARTITIONS)}
+        dispatch_retries = DispatchRetries(retries, SimPublisher(self.broker))
+        dispatch_checks = DispatchStatusChecks(
+            checks=Checkpointed(FakeStatusCheckQueue(tables, self.db_clock)),
+            events=sink,
+            clock=self.clock("checks"),
+            lease_seconds=LEASE_SECONDS,
+        )
+        sweeper = RedriveStaleOrders(
+            orders=Checkpointed(FakeStaleOrderClaims(tables)),
+            events=sink,
+            retries=retries,
+            clock=self.clock("sweeper"),
+            stale_after=STALE_AFTER,
+        )
+
+        async def retry_round() -> None:
+            await dispatch_retries.reclaim(visibility_timeout_ms=5_000)
+            await dispatch_retries.dispatch_batch(limit=10)
+
+        self.periodic = [
+            Periodic("outbox", 200, self._dispatch_outbox),
+            Periodic("retries", 300, retry_round),
+            Periodic("checks", 300, lambda: dispatch_checks.dispatch_once(limit=10)),
+            Periodic("sweeper", 10_000, lambda: sweeper.sweep_once(limit=10)),
+        ]
+        self._create_payments()
+
+    def _create_payments(self) -> None:
+        """What CreatePayment commits: the orders, and one payment_order_created row each in the outbox."""
+        next_id = 1_000
+        for payment in range(self.random.randint(1, 4)):
+            payment_id = PaymentId(100 + payment)
+            for _ in range(self.random.randint(1, 3)):
+                next_id += 1
+                order = PaymentOrder(
+                    payment_order_id=PaymentOrderId(next_id),
+                    payment_id=payment_id,
+                    seller_id=f"seller-{next_id}",
+                    amount=Amount(1_000 + next_id, Currency.EUR),
+                    status=PaymentOrderStatus.INITIATED_PENDING,
+                    created_at=START,
+                    updated_at=START,
+                )
+                self.tables.add_order(order)
+                self.orders.append(order)
+                self.tables.outbox.append(payment_order_created(order, trace_id=f"trace-{payment_id}", now=START))
+                self.tables.unsent_outbox.add(next_id)
+
+    async def _dispatch_outbox(self) -> None:
+        """The outbox relay: publish unsent rows in order, then mark them sent; a failure ends the round."""
+        for envelope in list(self.tables.outbox):
+            if envelope.event_id in self.outbox_sent:
+                continue
+            await checkpoint()
+            self.broker.send(envelope)
+            await checkpoint()
+            self.outbox_sent.add(envelope.event_id)
+            if envelope.event_type is EventType.PAYMENT_ORDER_CREATED:
+                self.tables.unsent_outbox.discard(int(envelope.aggregate_id))
+
+    # --- the scheduler's choices ------------------------------------------------------------------------------
+
+    def _actions(self) -> list[tuple[float, Callable[[], None]]]:
+        actions: list[tuple[float, Callable[[], None]]] = []
+        for task in self.scheduler.tasks:
+            actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
+        for group in self.groups:
+            for partition, cursor in group.cursors.items():
+                name = f"{group.name}/{partition}"
+                log = self.broker.log(group.topic, partition)
+                if cursor.position < len(log) and not self.scheduler.running(name):
+                    actions.append((5.0, lambda g=group, p=partition: self._deliver(g, p)))  # type: ignore[misc]
+                if cursor.committed < cursor.position:
+                    actions.append((2.0, lambda c=cursor: self._commit(c)))  # type: ignore[misc]
+        now = self.now_ms()
+        for periodic in self.periodic:
+            if periodic.next_ms <= now and not self.scheduler.running(periodic.name):
+                actions.append((3.0, lambda p=periodic: self._start(p)))  # type: ignore[misc]
+        if self.faults_on():
+            actions.append((0.6, self._crash))
+            actions.append((0.3, self._rebalance))
+            actions.append((0.1, self._flush_redis))
+            actions.append((0.2, self._skew))
+        if actions:
+            actions.append((2.0, lambda: self._advance(self.random.randint(1, 400))))
+        return actions
+
+    def _deliver(self, group: Group, partition: int) -> None:
+        cursor = group.cursors[partition]
+        record = self.broker.log(group.topic, partition)[cursor.position]
+        name = f"{group.name}/{partition}"
+
+        def done(_value: object, error: BaseException | None) -> None:
+            if error is None:
+                cursor.position = record.offset + 1
+                cursor.failures = 0
+                return
+            cursor.failures += 1
+            self.trace(f"{name} offset {record.offset} failed ({type(error).__name__}: {error}); retry in place")
+            if cursor.failures > 200 or not isinstance(error, ConnectionError | TimeoutError):
+                raise SimulationFailed(f"{name} offset {record.offset} cannot be processed: {error!r}") from error
+
+        self.scheduler.spawn(name, group.name, group.handle(record), done)  # type: ignore[arg-type]
+
+    def _commit(self, cursor: Cursor) -> None:
+        cursor.committed = cursor.position
+
+    def _start(self, periodic: Periodic) -> None:
+        def done(_value: object, error: BaseException | None) -> None:
+            periodic.next_ms = self.now_ms() + periodic.interval_ms
+            if error is not None:
+                self.trace(f"{periodic.name} round failed ({type(error).__name__}: {error})")
+                if not isinstance(error, ConnectionError | TimeoutError):
+                    raise SimulationFailed(f"{periodic.name} failed: {error!r}") from error
+
+        self.scheduler.spawn(periodic.name, periodic.name, periodic.run(), done)
+
+    def _crash(self) -> None:
+        processes = sorted({t.process for t in self.scheduler.tasks} | {g.name for g in self.groups})
+        process = self.random.choice(processes)
+        killed: list[Task] = self.scheduler.kill(process)
+        for group in self.groups:
+            if group.name == process:
+                for cursor in group.cursors.values():
+                    cursor.position = cursor.committed
+                    cursor.failures = 0
+        for periodic in self.periodic:
+            if periodic.name == process:
+                periodic.next_ms = self.now_ms() + periodic.interval_ms
+        self.trace(f"CRASH {process} ({len(killed)} tasks killed mid-flight)")
+
+    def _rebalance(self) -> None:
+        group = self.random.choice(self.groups)
+        self.scheduler.kill(group.name)
+        for cursor in group.cursors.values():
+            cursor.position = cursor.committed
+            cursor.failures = 0
+        self.trace(f"REBALANCE {group.name}: uncommitted records are delivered again")
+
+    def _flush_redis(self) -> None:
+        self.retry_queue.queued.clear()
+        self.retry_queue.inflight.clear()
+        self.trace("REDIS lost everything")
+
+    def _skew(self) -> None:
+        process = self.random.choice(sorted(self.clocks))
+        self.clocks[process].skew = timedelta(milliseconds=self.random.randint(-5_000, 5_000))
+        self.trace(f"CLOCK of {process} now off by {self.clocks[process].skew.total_seconds()} s")
+
+    def _advance(self, ms: int) -> None:
+        self.db_clock.advance(timedelta(milliseconds=ms))
+        self.psp.run_due()
+
+    def _next_event_ms(self) -> int:
+        candidates = [p.next_ms for p in self.periodic if not self.scheduler.running(p.name)]
+        late = self.psp.next_due_ms()
+        if late is not None:
+            candidates.append(late)
+        return max(min(candidates), self.now_ms() + 1)
+
+    # --- running ----------------------------------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        if self.scheduler.tasks or self.psp.late:
+            return False
+        if any(e.event_id not in self.outbox_sent for e in self.tables.outbox):
+            return False
+        for group in self.groups:
+            for partition, cursor in group.cursors.items():
+                if cursor.committed < len(self.broker.log(group.topic, partition)):
+                    return False
+        return all(
+            is_terminal(row.order.status) or row.order.status is PaymentOrderStatus.NEEDS_RECONCILIATION
+            for row in self.tables.orders.values()
+        )
+
+    def run(self) -> None:
+        faults_stopped_at: datetime | None = None
+        while True:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise SimulationFailed(f"not settled after {MAX_STEPS} steps")
+            if not self.faults_on():
+                if faults_stopped_at is None:
+                    faults_stopped_at = self.db_clock.now()
+                    for clock in self.clocks.values():
+                        clock.skew = timedelta(0)
+                    self.trace("FAULTS STOP")
+                if self.settled():
+                    break
+                if self.db_clock.now() - faults_stopped_at > SETTLE_DEADLINE:
+                    raise SimulationFailed("orders still in flight two hours after the faults stopped")
+            actions = self._actions()
+            if not actions:
+                self._advance(self._next_event_ms() - self.now_ms())
+                continue
+            weights = [w for w, _ in actions]
+            self.random.choices(actions, weights=weights)[0][1]()
+        check_invariants(self)
+
+
+def run_seed(seed: int, *, fault_steps: int = FAULT_STEPS) -> World:
+    world = World(seed, fault_steps=fault_steps)
+    world.run()
+    return world
