@@ -9,7 +9,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from payment_application.errors import DependencyUnavailable, IdCollision
+from payment_application.errors import DependencyUnavailable, IdCollision, OrderAlreadyHasPayment
 from payment_application.ports.ids import IdNamespace
 from payment_application.ports.payments import IdempotencyRecord
 from payment_domain.events import EventEnvelope
@@ -102,7 +102,8 @@ class FakePaymentRepository:
     """In-memory payments, outbox and idempotency keys, honouring the repository's idempotency contract.
 
     A live key (expires_at after the new record's created_at) wins: nothing is written and the stored record
-    comes back. An expired key is taken over, as the Postgres adapter does before the purge removes it.
+    comes back. An expired key is taken over, as the Postgres adapter does before the purge removes it. A client's
+    second payment for an order is refused, naming the first, whatever its key (the adapter's unique index).
     """
 
     def __init__(self) -> None:
@@ -131,6 +132,9 @@ class FakePaymentRepository:
         stored_orders = {o.payment_order_id for p in self.payments.values() for o in p.payment_orders}
         if payment.payment_id in self.payments or stored_orders & {o.payment_order_id for o in payment.payment_orders}:
             raise IdCollision("an allocated id is already stored")  # the database refuses the whole statement
+        for stored in self.payments.values():
+            if self.client_ids[stored.payment_id] == client_id and stored.order_id == payment.order_id:
+                raise OrderAlreadyHasPayment(payment.order_id, stored.payment_id)  # the key's claim goes with it
         if idempotency is not None:
             self.idempotency[(idempotency.client_id, idempotency.key)] = idempotency
         self.payments[payment.payment_id] = payment

@@ -1,4 +1,9 @@
-"""Translate driver and pool failures into the application's error types (so the API can answer 503/504)."""
+"""Translate driver and pool failures into the application's error types (so the API can answer 503/504).
+
+A failure before a statement is sent (no connection, pool exhausted) and a statement error the server reports
+(severity ERROR: its transaction is rolled back) both mean nothing was written. Once a write is sent, anything else
+(the connection lost, a FATAL ending the session) can arrive after the commit: `translate_sent` answers that with
+`WriteOutcomeUnknown`, never with "nothing was written"."""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ from contextlib import asynccontextmanager
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from payment_application.errors import DependencyTimeout, DependencyUnavailable, IdCollision
+from payment_application.errors import DependencyTimeout, DependencyUnavailable, IdCollision, WriteOutcomeUnknown
 
 QUERY_CANCELED = "57014"
 LOCK_NOT_AVAILABLE = "55P03"
 DEADLOCK_DETECTED = "40P01"
 SERIALIZATION_FAILURE = "40001"
 UNIQUE_VIOLATION = "23505"
+# The unique index that keeps one payment per (client, order).
+ONE_PAYMENT_PER_ORDER = "payments_client_order_key"
 # Tables whose keys are allocated ids (Redis counters): a duplicate there means the counters went backwards.
 _ID_KEYED_TABLES = frozenset({"payments", "payment_orders"})
 _RETRYABLE_STATES = {DEADLOCK_DETECTED, SERIALIZATION_FAILURE, "53300", "57P01", "57P02", "57P03"}
@@ -34,27 +41,47 @@ def sqlstate_of(error: BaseException) -> str | None:
     return None
 
 
-def _table_of(error: BaseException) -> str | None:
-    """The table a constraint violation names, anywhere in the cause chain."""
-    current: BaseException | None = error
-    for _ in range(10):
-        if current is None:
-            return None
-        table = getattr(current, "table_name", None)
-        if isinstance(table, str):
-            return table
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
-    return None
-
-
-def _is_connection_failure(error: BaseException) -> bool:
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes (SQLAlchemy's `orig`, then `__cause__` / `__context__`), at most ten deep."""
     chain: list[BaseException] = []
     current: BaseException | None = error
-    while current is not None and len(chain) < 10:
+    while current is not None and len(chain) < 10 and all(current is not seen for seen in chain):
         chain.append(current)
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return chain
+
+
+def _attribute(error: BaseException, name: str) -> str | None:
+    """A string field of the server's error report (table, constraint...), anywhere in the cause chain."""
+    for e in _chain(error):
+        value = getattr(e, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _table_of(error: BaseException) -> str | None:
+    return _attribute(error, "table_name")
+
+
+def order_already_paid(error: BaseException) -> bool:
+    """The statement tried a second payment for a (client, order) that has one."""
+    return sqlstate_of(error) == UNIQUE_VIOLATION and _attribute(error, "constraint_name") == ONE_PAYMENT_PER_ORDER
+
+
+def rolled_back(error: BaseException) -> bool:
+    """The server reported this statement's own error (severity ERROR), which it sends after rolling the statement's
+    transaction back. A FATAL or PANIC ends the session and may follow a commit; a client-side error (connection
+    lost, timeout, cancellation) says nothing about what the server did."""
+    for e in _chain(error):
+        if isinstance(e, asyncpg.PostgresError):
+            severity = getattr(e, "severity_en", None) or getattr(e, "severity", None)
+            return severity == "ERROR"
+    return False
+
+
+def _is_connection_failure(error: BaseException) -> bool:
     return any(
         isinstance(
             e,
@@ -66,7 +93,7 @@ def _is_connection_failure(error: BaseException) -> bool:
             | asyncpg.exceptions.InterfaceError
             | asyncpg.exceptions.TooManyConnectionsError,
         )
-        for e in chain
+        for e in _chain(error)
     ) or (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated)
 
 
@@ -77,7 +104,7 @@ def translate(error: BaseException) -> BaseException:
     state = sqlstate_of(error)
     if state == QUERY_CANCELED:
         return DependencyTimeout("database", "statement timeout")
-    if state == UNIQUE_VIOLATION and _table_of(error) in _ID_KEYED_TABLES:
+    if state == UNIQUE_VIOLATION and _table_of(error) in _ID_KEYED_TABLES and not order_already_paid(error):
         return IdCollision(f"an allocated id is already stored in {_table_of(error)}")
     if state == LOCK_NOT_AVAILABLE:
         return DependencyTimeout("database", "lock timeout")
@@ -86,6 +113,14 @@ def translate(error: BaseException) -> BaseException:
     if _is_connection_failure(error):
         return DependencyUnavailable("database", "cannot reach the database")
     return error
+
+
+def translate_sent(error: BaseException) -> BaseException:
+    """Map the failure of a write that may have reached the server: as `translate` if the server rolled it back,
+    otherwise `WriteOutcomeUnknown`."""
+    if rolled_back(error):
+        return translate(error)
+    return WriteOutcomeUnknown("database", f"no answer after the write was sent ({type(error).__name__}: {error})")
 
 
 @asynccontextmanager

@@ -15,7 +15,9 @@ Guarantees the callers rely on:
 - items that share a conflict key (the same idempotency key) never share a batch, so one statement never
   claims the same key twice;
 - a caller that gives up after its item was taken does not cancel the write: the batch's other items (and the
-  caller's own idempotency record) must not depend on who is still listening.
+  caller's own idempotency record) must not depend on who is still listening;
+- a write cancelled in flight (``close`` giving up on it) fails its items with ``WriteOutcomeUnknown``: it may
+  have committed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Generic, TypeVar
 import structlog
 from prometheus_client import Histogram
 
-from payment_application.errors import DependencyUnavailable
+from payment_application.errors import DependencyUnavailable, WriteOutcomeUnknown
 
 log = structlog.get_logger(__name__)
 
@@ -201,6 +203,14 @@ class GroupCommit(Generic[Item, Result, Conn]):
         started = time.perf_counter()
         try:
             results = await self._write(conn, [p.item for p in batch])
+        except asyncio.CancelledError:
+            # Stopped mid-write (close gave up waiting): the statement may have committed, and its callers must
+            # hear that rather than wait forever.
+            unknown = WriteOutcomeUnknown("database", "the write was cancelled in flight (shutting down)")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(unknown)
+            raise
         except Exception as error:
             for pending in batch:
                 if not pending.future.done():

@@ -11,14 +11,22 @@ from typing import Any
 
 import asyncpg
 
-from payment_application.errors import IdempotencyKeyInFlight
+from payment_application.errors import DependencyUnavailable, IdempotencyKeyInFlight, OrderAlreadyHasPayment
 from payment_application.ports.payments import IdempotencyRecord
 from payment_domain.events import EventEnvelope
 from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import Payment
 from payment_domain.status import PaymentStatus
-from payment_infrastructure.postgres.errors import LOCK_NOT_AVAILABLE, sqlstate_of, translate, translated_errors
+from payment_infrastructure.postgres.errors import (
+    LOCK_NOT_AVAILABLE,
+    order_already_paid,
+    rolled_back,
+    sqlstate_of,
+    translate,
+    translate_sent,
+    translated_errors,
+)
 from payment_infrastructure.postgres.group_commit import GroupCommit
 from payment_infrastructure.postgres.pool import acquire
 from payment_infrastructure.postgres.rows import order_from_row
@@ -34,7 +42,9 @@ _TAKE_OVER_IF_EXPIRED = ",\n            ".join(
 
 # Many payments in one statement, so in one transaction: every item's idempotency claim first (in key order, so
 # two concurrent batches take their locks in the same order), then the payments that own their key (its record
-# names their payment id) or carry none, with their orders and outbox rows. The answer has one row per item:
+# names their payment id) or carry none (in order-id order, for the same reason: a payment waits for another
+# transaction's payment for the same order, then is refused by the one-payment-per-order index), with their orders
+# and outbox rows. The answer has one row per item:
 # written, or the key's record, as committed by its first request even if that committed while we waited for its
 # lock. The statement reads no table: a plan made while a table was small can never turn into a scan of it.
 _CREATE_MANY = f"""
@@ -63,6 +73,7 @@ WITH input AS (
     SELECT payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status,
            client_id, trace_id, created_at, created_at
     FROM go
+    ORDER BY client_id, order_id
 ), o AS (
     INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id, seller_id,
                                 amount_value, amount_currency, status, retry_count, created_at, updated_at)
@@ -87,6 +98,9 @@ LEFT JOIN go USING (payment_id)
 LEFT JOIN claim c ON go.payment_id IS NULL AND c.client_id = i.client_id AND c.idempotency_key = i.idempotency_key
 ORDER BY i.position
 """
+
+# Served by the unique index that enforces one payment per (client, order).
+_PAYMENT_OF_ORDER = "SELECT payment_id FROM payments WHERE client_id = $1 AND order_id = $2"
 
 # One statement, so the payment's status and its orders' statuses come from one snapshot: read in two, a GET could
 # see every order final and the payment not yet rolled up (the order's commit landing between the two reads).
@@ -178,36 +192,75 @@ async def write_payments(
     conn: asyncpg.Connection, writes: Sequence[PaymentWrite]
 ) -> Sequence[WriteResult | BaseException]:
     """Write a batch in one transaction. If the database refuses it for something one item may have caused (a
-    key another transaction holds, a constraint), each item is written again on its own, so only that item
-    fails. Timeouts and lost connections fail the batch: they are the database's state, not an item's."""
+    key another transaction holds, an order already paid, a constraint), each item is written again on its own,
+    so only that item fails. Timeouts and lost connections fail the batch: they are the database's state, not an
+    item's; a connection lost once the statement was sent leaves every item's outcome unknown."""
+    if conn.is_closed():
+        raise _not_sent()
     try:
         return await _write(conn, writes)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as error:
-        if len(writes) == 1 or not _item_may_have_caused(error):
-            failure = _failure(error, writes[0]) if len(writes) == 1 else translate(error)
-            if failure is error:
-                raise
+    except _DRIVER_ERRORS as error:
+        if len(writes) == 1:
+            failure = await _failure(conn, error, writes[0])
+        elif not _item_may_have_caused(error):
+            failure = translate_sent(error)
+        else:
+            failure = None
+        if failure is error:
+            raise
+        if failure is not None:
             raise failure from error
     # One by one, each with its own answer: a failure from here on must not be reported for an item written before.
     results: list[WriteResult | BaseException] = []
     for write in writes:
+        if conn.is_closed():  # lost under an earlier item: this one was never sent
+            results.append(_not_sent())
+            continue
         try:
             results.extend(await _write(conn, [write]))
-        except (asyncpg.PostgresError, OSError, TimeoutError) as error:
-            results.append(_failure(error, write))
+        except _DRIVER_ERRORS as error:
+            results.append(await _failure(conn, error, write))
     return results
 
 
+# What a statement on an open connection can raise: the server's errors (asyncpg counts a connection that dies
+# under the statement among them), and the socket's.
+_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError)
+
+
+def _not_sent() -> DependencyUnavailable:
+    return DependencyUnavailable("database", "the connection was lost before the payment was sent")
+
+
 def _item_may_have_caused(error: BaseException) -> bool:
-    return sqlstate_of(error) == LOCK_NOT_AVAILABLE or translate(error) is error
+    return rolled_back(error) and (
+        sqlstate_of(error) == LOCK_NOT_AVAILABLE or order_already_paid(error) or translate(error) is error
+    )
 
 
-def _failure(error: BaseException, write: PaymentWrite) -> BaseException:
-    """What one write's failure means to its caller: its key is taken by a request still in flight, the database
-    is unavailable or slow, or (a bug) the error itself."""
+async def _failure(conn: asyncpg.Connection, error: BaseException, write: PaymentWrite) -> BaseException:
+    """What one write's failure means to its caller: its key is taken by a request still in flight, its order
+    already has a payment, the database is unavailable or slow (nothing written), the outcome is unknown (the
+    answer was lost), or (a bug) the error itself."""
+    if not rolled_back(error):
+        return translate_sent(error)
     if write.idempotency is not None and sqlstate_of(error) == LOCK_NOT_AVAILABLE:
         return IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
+    if order_already_paid(error):
+        return await _order_already_paid(conn, write)
     return translate(error)
+
+
+async def _order_already_paid(conn: asyncpg.Connection, write: PaymentWrite) -> BaseException:
+    """The refusal names the payment that has the order (committed: the unique check waits for its writer)."""
+    try:
+        payment_id = await conn.fetchval(_PAYMENT_OF_ORDER, write.client_id, write.payment.order_id)
+    except _DRIVER_ERRORS as error:
+        # A read: whatever became of it, this create was refused and wrote nothing.
+        return translate(error)
+    if payment_id is None:
+        return RuntimeError(f"order {write.payment.order_id} was refused as paid, but has no payment")
+    return OrderAlreadyHasPayment(write.payment.order_id, PaymentId(payment_id))
 
 
 async def _write(conn: asyncpg.Connection, writes: Sequence[PaymentWrite]) -> list[WriteResult]:

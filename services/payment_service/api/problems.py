@@ -17,6 +17,8 @@ from payment_application.errors import (
     DependencyUnavailable,
     IdempotencyKeyInFlight,
     IdempotencyKeyMismatch,
+    OrderAlreadyHasPayment,
+    WriteOutcomeUnknown,
 )
 from payment_domain.errors import FieldViolation, InvalidPayment
 from payment_infrastructure.auth.errors import AuthenticationError, AuthorizationError, JwksUnavailableError
@@ -47,6 +49,7 @@ def problem(
     kind: str,
     errors: Sequence[FieldViolation] = (),
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": f"https://payments.example/problems/{kind}",
@@ -58,6 +61,7 @@ def problem(
     }
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    body.update(extensions or {})
     all_headers = {"X-Trace-Id": body["traceId"], **(headers or {})}
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=all_headers)
 
@@ -154,6 +158,35 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             f"{exc.dependency} is unavailable; nothing was written, retry later",
             kind="unavailable",
             headers=retry_after,
+        )
+
+    @app.exception_handler(WriteOutcomeUnknown)
+    async def _outcome_unknown(request: Request, exc: WriteOutcomeUnknown) -> Response:
+        # Retryable like a 503, but never "nothing was written": the retry is safe only because the first
+        # attempt's payment, if it exists, is recognised by its key or its order.
+        log.warning("write_outcome_unknown", dependency=exc.dependency, detail=exc.detail)
+        return problem(
+            request,
+            504,
+            "Outcome unknown",
+            f"{exc.dependency} stopped answering after the payment was sent: it may have been created. Send the same "
+            "request again (with the same Idempotency-Key, or the same orderId if it had no key): a payment it "
+            "created is answered, never made twice (its response replayed, or 409 with its Location)",
+            kind="outcome-unknown",
+            headers=retry_after,
+        )
+
+    @app.exception_handler(OrderAlreadyHasPayment)
+    async def _order_paid(request: Request, exc: OrderAlreadyHasPayment) -> Response:
+        payment_id = exc.payment_id.public
+        return problem(
+            request,
+            409,
+            "Order already has a payment",
+            f"order {exc.order_id} already has payment {payment_id}; no second payment was created",
+            kind="order-already-has-payment",
+            headers={"Location": f"/payments/{payment_id}"},
+            extensions={"paymentId": payment_id, "orderId": exc.order_id},
         )
 
     @app.exception_handler(DependencyTimeout)

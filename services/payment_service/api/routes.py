@@ -79,7 +79,8 @@ async def _parse_body(request: Request) -> CreatePaymentRequest:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "Retries with the same key and body replay the first response (kept 24 h)",
+                "description": "Retries with the same key and body replay the first response (kept 24 h); a new "
+                "key does not make a new payment for an order that has one",
                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
             }
         ],
@@ -87,9 +88,16 @@ async def _parse_body(request: Request) -> CreatePaymentRequest:
     },
     responses={
         202: {"description": "Accepted: the payment and its orders are recorded; charging happens asynchronously"},
-        409: {"description": "A request with this Idempotency-Key is still in flight"},
+        409: {
+            "description": "The order already has a payment from this client (Location names it; nothing was "
+            "written), or a request with this Idempotency-Key is still in flight"
+        },
         422: {"description": "Invalid request, or Idempotency-Key reused with a different body"},
         503: {"description": "A dependency is unavailable; nothing was written"},
+        504: {
+            "description": "A statement timed out (nothing was written), or the database stopped answering after "
+            "the payment was sent (outcome unknown: send the same request again)"
+        },
     },
 )
 async def create_payment(request: Request) -> Response:

@@ -8,6 +8,8 @@ const BASE = __ENV.BASE_URL;
 const TOKEN = __ENV.TOKEN;
 const MODE = __ENV.MODE || "saturate";
 const DURATION = __ENV.DURATION || "20s";
+// One payment per order and client: every run (and VU, and iteration) pays for orders of its own.
+const RUN = Date.now().toString(36);
 
 export const options = {
   discardResponseBodies: true,
@@ -42,7 +44,7 @@ export default function () {
   }
   const body = JSON.stringify({
     buyerId: `BUYER-${__VU}`,
-    orderId: `ORDER-${__VU}-${__ITER}`,
+    orderId: `ORDER-${RUN}-${__VU}-${__ITER}`,
     totalAmount: { value: total, currency: "EUR" },
     paymentOrders: lines,
   });

@@ -1,4 +1,6 @@
-"""Redis or Postgres down → 503 with Retry-After and nothing written; timeouts → 504; readiness follows."""
+"""Redis or Postgres down → 503 with Retry-After and nothing written; timeouts → 504; readiness follows. A
+connection lost once the write was sent is not "nothing was written": the answer says the outcome is unknown and how
+to find out."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from sqlalchemy.engine import make_url
 from tests.fixtures.payment_api import ApiFactory
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.tcp_proxy import TcpProxy
-from tests.integration.api.helpers import bearer, dsn, row_counts, valid_payment
+from tests.integration.api.helpers import bearer, dsn, fetch, row_counts, valid_payment
 
 
 async def test_redis_down_is_503_and_nothing_is_written(
@@ -53,6 +55,38 @@ async def test_postgres_down_is_503_and_recovers(
         postgres_proxy.restore()
         back = await client.post("/payments", json=valid_payment(), headers=bearer(tokens["order-service"]))
     assert back.status_code == 202, back.text
+
+
+async def test_a_connection_lost_after_the_commit_is_answered_outcome_unknown_not_nothing_written(
+    api_factory: ApiFactory, postgres_proxy: TcpProxy, tokens: dict[str, str], database_url: str
+) -> None:
+    proxied = make_url(database_url).set(port=postgres_proxy.port).render_as_string(hide_password=False)
+    # One connection, so the create statement is already prepared on it when its reply is lost: the request the
+    # server then answers is the write itself, and it answers only after the commit.
+    api = await api_factory(database_url=proxied, db={"pool_size": 1}, api={"create_writers": 1})
+    headers, body = bearer(tokens["order-service"]), valid_payment()
+    async with api.client() as client:
+        assert (await client.post("/payments", json=valid_payment(), headers=headers)).status_code == 202
+        postgres_proxy.lose_next_reply()
+        lost = await client.post("/payments", json=body, headers=headers)
+        assert postgres_proxy.replies_lost == 1
+        stored = await fetch(database_url, "SELECT payment_id FROM payments WHERE order_id = $1", body["orderId"])
+        assert len(stored) == 1, "the write committed before its answer was lost"
+
+        assert lost.status_code == 504, lost.text
+        problem = lost.json()
+        assert problem["type"].endswith("/outcome-unknown")
+        assert "nothing was written" not in problem["detail"]
+        assert "may have been created" in problem["detail"]
+        assert "Idempotency-Key" in problem["detail"] and "orderId" in problem["detail"]
+        assert lost.headers["retry-after"] == "1"
+
+        # Following the advice without a key finds the payment instead of creating a second one.
+        retried = await client.post("/payments", json=body, headers=headers)
+    assert retried.status_code == 409, retried.text
+    assert retried.headers["location"] == f"/payments/payment-{stored[0]['payment_id']}"
+    assert retried.json()["paymentId"] == f"payment-{stored[0]['payment_id']}"
+    assert len(await fetch(database_url, "SELECT 1 FROM payments WHERE order_id = $1", body["orderId"])) == 1
 
 
 async def _lock_payments(database_url: str) -> tuple[asyncpg.Connection, object]:

@@ -1,5 +1,5 @@
 """Creates that arrive while the database is busy share one transaction (group commit), and sharing one never
-changes any single request's answer: a neighbour's failure, a repeated key or a long wait each affect only the
+changes any single request's answer: a neighbour's failure, a repeated key or order, or a long wait each affect only the
 request they belong to.
 
 Each test holds the API's only pool connection, so the single writer cannot start; the requests then queue up
@@ -158,4 +158,47 @@ async def test_a_create_that_waits_past_the_pool_timeout_is_503_and_never_writte
         # The writer is free again: a new create goes through, and the withdrawn one stays unwritten.
         later = await client.post("/payments", json=valid_payment(), headers=bearer(tokens["order-service"]))
     assert later.status_code == 202
+    assert (await row_counts(database_url))["payments"] - before["payments"] == 1
+
+
+async def test_an_order_already_paid_fails_only_that_request_of_its_batch(
+    api_factory: ApiFactory, tokens: dict[str, str], database_url: str
+) -> None:
+    api = await _single_writer_api(api_factory)
+    headers, paid, key = bearer(tokens["order-service"]), valid_payment(), str(uuid.uuid4())
+    async with api.client() as client:
+        first = await client.post("/payments", json=paid, headers=headers)
+        before_rows = await row_counts(database_url)
+        async with _writer_held(api):
+            tasks = await _queued(
+                api,
+                [
+                    *(client.post("/payments", json=valid_payment(), headers=headers) for _ in range(5)),
+                    # A fresh key does not make the order new; its claim is undone with the refused payment.
+                    client.post("/payments", json=paid, headers={**headers, "Idempotency-Key": key}),
+                    *(client.post("/payments", json=valid_payment(), headers=headers) for _ in range(5)),
+                ],
+            )
+        responses = await asyncio.gather(*tasks)
+    assert [r.status_code for r in responses] == [202] * 5 + [409] + [202] * 5
+    assert responses[5].json()["paymentId"] == first.json()["paymentId"]
+    after = await row_counts(database_url)
+    assert after["payments"] - before_rows["payments"] == 10
+    assert after["outbox_event"] - before_rows["outbox_event"] == 30
+    assert after["idempotency_keys"] == before_rows["idempotency_keys"]
+
+
+async def test_one_order_twice_in_a_queue_is_written_once_and_the_repeat_points_at_it(
+    api_factory: ApiFactory, tokens: dict[str, str], database_url: str
+) -> None:
+    api = await _single_writer_api(api_factory)
+    body, headers = valid_payment(), bearer(tokens["order-service"])
+    before = await row_counts(database_url)
+    async with api.client() as client:
+        async with _writer_held(api):
+            tasks = await _queued(api, [client.post("/payments", json=body, headers=headers) for _ in range(2)])
+        first, second = await asyncio.gather(*tasks)
+    assert first.status_code == 202, first.text
+    assert second.status_code == 409, second.text
+    assert second.headers["location"] == first.headers["location"]
     assert (await row_counts(database_url))["payments"] - before["payments"] == 1

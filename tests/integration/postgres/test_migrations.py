@@ -32,6 +32,15 @@ async def _tables(url: str) -> set[str]:
         await conn.close()
 
 
+async def _execute(url: str, query: str) -> list[asyncpg.Record]:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
+
+
 def _revisions() -> list[str]:
     script = ScriptDirectory.from_config(migrate.alembic_config("postgresql://x@localhost/x"))
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
@@ -66,3 +75,30 @@ async def test_outbox_is_range_partitioned_with_a_default_partition(database_url
         await conn.close()
     assert strategy == "r"
     assert default_bound == "DEFAULT"
+
+
+def _payment(payment_id: int, order_id: str) -> str:
+    return f"""
+        INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
+                              status, client_id, trace_id, created_at, updated_at)
+        VALUES ({payment_id}, 'payment-{payment_id}', 'B', '{order_id}', 100, 'EUR', 'INITIATED', 'shop', 't',
+                now(), now())
+    """
+
+
+async def test_one_payment_per_order_names_orders_already_paid_twice_instead_of_failing_half_way(
+    empty_database: str,
+) -> None:
+    revisions = _revisions()
+    migrate.upgrade(empty_database, revisions[revisions.index("0006") - 1])
+    await _execute(empty_database, _payment(1, "ORDER-X"))
+    await _execute(empty_database, _payment(2, "ORDER-X"))
+
+    with pytest.raises(RuntimeError, match="client shop, order ORDER-X: payment-1, payment-2"):
+        migrate.upgrade(empty_database, "0006")
+    assert await _execute(empty_database, "SELECT 1 FROM pg_class WHERE relname = 'payments_client_order_key'") == []
+
+    await _execute(empty_database, "UPDATE payments SET order_id = 'ORDER-X-refunded' WHERE payment_id = 2")
+    migrate.upgrade(empty_database, "0006")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _execute(empty_database, _payment(3, "ORDER-X"))

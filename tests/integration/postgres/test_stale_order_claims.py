@@ -270,7 +270,7 @@ async def test_the_claim_is_served_by_the_partial_index_of_orders_in_flight(db: 
         """
         INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
                               status, client_id, trace_id, created_at, updated_at)
-        SELECT i, 'payment-' || i, 'B', 'O', 100, 'EUR', 'SUCCESS', 'c', 't', now(), now()
+        SELECT i, 'payment-' || i, 'B', 'O-' || i, 100, 'EUR', 'SUCCESS', 'c', 't', now(), now()
           FROM generate_series(1, 20000) i;
         INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id,
                                     seller_id, amount_value, amount_currency, status, retry_count, created_at,

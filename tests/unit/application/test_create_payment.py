@@ -13,7 +13,12 @@ from payment_application.create_payment import (
     PaymentCreated,
     PaymentReplayed,
 )
-from payment_application.errors import DependencyUnavailable, IdempotencyKeyMismatch
+from payment_application.errors import (
+    DependencyUnavailable,
+    IdempotencyKeyMismatch,
+    OrderAlreadyHasPayment,
+    WriteOutcomeUnknown,
+)
 from payment_application.ports.ids import IdNamespace
 from payment_domain.errors import InvalidPayment
 from payment_domain.events import EventType, iso_utc, payment_order_created
@@ -63,11 +68,12 @@ def a_command(
     key: str | None = None,
     request_hash: str = "hash-a",
     client_id: str = "shop",
+    order_id: str = "order-1",
 ) -> CreatePaymentCommand:
     return CreatePaymentCommand(
         client_id=client_id,
         buyer_id="buyer-1",
-        order_id="order-1",
+        order_id=order_id,
         total=Amount(6000, Currency.EUR),
         lines=(
             PaymentLine("seller-a", Amount(1000, Currency.EUR)),
@@ -137,15 +143,69 @@ async def test_without_a_key_no_idempotency_record_is_kept(world: World) -> None
     assert world.payments.idempotency == {}
 
 
-async def test_without_a_key_each_request_creates_a_new_payment(world: World) -> None:
-    first = await world.create(a_command())
-    second = await world.create(a_command())
+async def test_without_a_key_each_order_gets_its_own_payment(world: World) -> None:
+    first = await world.create(a_command(order_id="order-1"))
+    second = await world.create(a_command(order_id="order-2"))
 
     assert isinstance(first, PaymentCreated)
     assert isinstance(second, PaymentCreated)
     assert first.payment.payment_id != second.payment.payment_id
     assert len(world.payments.payments) == 2
     assert len(world.payments.outbox) == 6
+
+
+# --- one payment per order ------------------------------------------------------------------------
+
+
+async def test_a_second_create_for_an_order_is_refused_and_names_the_first_payment(world: World) -> None:
+    await world.create(a_command(order_id="order-1"))
+
+    with pytest.raises(OrderAlreadyHasPayment) as raised:
+        await world.create(a_command(order_id="order-1", request_hash="hash-b"))
+
+    assert (raised.value.order_id, raised.value.payment_id) == ("order-1", PaymentId(7))
+    assert list(world.payments.payments) == [PaymentId(7)]
+    assert len(world.payments.outbox) == 3
+
+
+async def test_a_new_key_does_not_make_a_second_payment_for_an_order_nor_keep_a_record(world: World) -> None:
+    await world.create(a_command(key="k1", order_id="order-1"))
+
+    with pytest.raises(OrderAlreadyHasPayment) as raised:
+        await world.create(a_command(key="k2", order_id="order-1"))
+
+    assert raised.value.payment_id == PaymentId(7)
+    assert list(world.payments.payments) == [PaymentId(7)]
+    assert list(world.payments.idempotency) == [("shop", "k1")]
+
+
+async def test_a_replay_of_the_first_key_is_still_answered_with_the_first_response(world: World) -> None:
+    first = await world.create(a_command(key="k1", order_id="order-1"))
+
+    again = await world.create(a_command(key="k1", order_id="order-1"))
+
+    assert isinstance(first, PaymentCreated)
+    assert again == PaymentReplayed(status_code=202, body=first.body, payment_id=7)
+
+
+async def test_an_order_id_belongs_to_its_client(world: World) -> None:
+    mine = await world.create(a_command(client_id="shop", order_id="order-1"))
+    theirs = await world.create(a_command(client_id="other-shop", order_id="order-1"))
+
+    assert isinstance(mine, PaymentCreated)
+    assert isinstance(theirs, PaymentCreated)
+    assert len(world.payments.payments) == 2
+
+
+async def test_an_order_paid_under_colliding_ids_is_refused_once_the_ids_are_re_synced(world: World) -> None:
+    await another_process(world)(a_command(order_id="order-1"))  # stored the ids this process hands out next
+
+    with pytest.raises(OrderAlreadyHasPayment) as raised:
+        await world.create(a_command(order_id="order-1"))
+
+    assert world.ids.recoveries == 1
+    assert raised.value.payment_id == PaymentId(7)
+    assert list(world.payments.payments) == [PaymentId(7)]
 
 
 # --- bad input and failing dependencies -----------------------------------------------------------
@@ -187,11 +247,22 @@ async def test_a_repository_failure_propagates(world: World) -> None:
     assert world.payments.payments == {}
 
 
+async def test_a_write_whose_outcome_is_unknown_is_reported_so_and_not_tried_again(world: World) -> None:
+    world.payments.fail_with = WriteOutcomeUnknown("database", "connection lost after the statement was sent")
+
+    with pytest.raises(WriteOutcomeUnknown):
+        await world.create(a_command())
+
+    # One allocation, one attempt: trying again here could only answer for the client what a retry of its own
+    # (same key or same orderId) answers with certainty.
+    assert world.ids.issued == {IdNamespace.PAYMENT: [7], IdNamespace.PAYMENT_ORDER: [100, 101, 102]}
+
+
 async def test_ids_already_stored_are_re_synced_and_the_payment_written_with_fresh_ones(world: World) -> None:
-    first = await another_process(world)(a_command())
+    first = await another_process(world)(a_command(order_id="order-1"))
     assert isinstance(first, PaymentCreated)
 
-    second = await world.create(a_command(key="k2"))
+    second = await world.create(a_command(key="k2", order_id="order-2"))
 
     assert isinstance(second, PaymentCreated)
     assert world.ids.recoveries == 1
@@ -202,12 +273,12 @@ async def test_ids_already_stored_are_re_synced_and_the_payment_written_with_fre
 
 async def test_ids_still_taken_after_a_re_sync_are_answered_unavailable_and_nothing_is_written(world: World) -> None:
     other = another_process(world)
-    await other(a_command())
-    await other(a_command())
+    await other(a_command(order_id="order-1"))
+    await other(a_command(order_id="order-2"))
     world.ids.resync_jump = 0  # a re-sync with no margin, reading none of the other's rows: still on its ids
 
     with pytest.raises(DependencyUnavailable) as raised:
-        await world.create(a_command(key="k2"))
+        await world.create(a_command(key="k2", order_id="order-3"))
 
     assert raised.value.dependency == "ids"
     assert world.ids.recoveries == 2
@@ -296,7 +367,7 @@ async def test_an_expired_key_is_taken_over_by_a_new_payment(world: World) -> No
     first = await world.create(a_command(key="k1", request_hash="hash-a"))
     world.clock.advance(TTL)
 
-    second = await world.create(a_command(key="k1", request_hash="hash-b"))
+    second = await world.create(a_command(key="k1", request_hash="hash-b", order_id="order-2"))
 
     assert isinstance(first, PaymentCreated)
     assert isinstance(second, PaymentCreated)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from payment_application.errors import DependencyUnavailable
+from payment_application.errors import DependencyUnavailable, WriteOutcomeUnknown
 from payment_infrastructure.postgres.group_commit import GroupCommit
 from tests.fixtures.ports import wait_until
 
@@ -23,6 +23,8 @@ class FakeDatabase:
         self.gate.set()
         self.refuse: Exception | None = None
         self.fail_batch: Exception | None = None
+        self.stall = False  # a write that never finishes (its statement sent, no answer)
+        self.writing = asyncio.Event()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[str]:
@@ -32,6 +34,9 @@ class FakeDatabase:
         yield "conn"
 
     async def write(self, _conn: str, items: Sequence[str]) -> Sequence[str | BaseException]:
+        self.writing.set()
+        if self.stall:
+            await asyncio.Event().wait()
         if self.fail_batch is not None:
             raise self.fail_batch
         self.batches.append(list(items))
@@ -155,3 +160,15 @@ async def test_close_writes_what_is_queued_then_refuses_new_items() -> None:
     assert await asyncio.gather(*tasks) == ["wrote p0", "wrote p1", "wrote p2"]
     with pytest.raises(DependencyUnavailable, match="shutting down"):
         await writes.submit("after")
+
+
+async def test_a_write_cancelled_in_flight_tells_its_callers_the_outcome_is_unknown() -> None:
+    db = FakeDatabase()
+    db.stall = True
+    writes = group(db)
+    in_flight = asyncio.create_task(writes.submit("p"))
+    await asyncio.wait_for(db.writing.wait(), timeout=5)
+    await writes.close(timeout_seconds=0.05)  # gives up on the stalled writer and cancels it
+    async with asyncio.timeout(2):
+        with pytest.raises(WriteOutcomeUnknown):
+            await in_flight
