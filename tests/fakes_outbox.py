@@ -33,12 +33,20 @@ class FakeOutboxStore:
         self.claims = 0
         self._next_id = 1
 
-    def add(self, aggregate_id: str, *, topic: str = "topic", payload: bytes | None = None) -> OutboxRecord:
+    def add(
+        self,
+        aggregate_id: str,
+        *,
+        topic: str = "topic",
+        payload: bytes | None = None,
+        created_at: datetime | None = None,
+    ) -> OutboxRecord:
+        """A committed row; ids grow in the order rows are added, `created_at` (default: now) may say otherwise."""
         row_id = self._next_id
         self._next_id += 1
         record = OutboxRecord(
             id=row_id,
-            created_at=self.clock.now(),
+            created_at=created_at or self.clock.now(),
             event_id=str(uuid.UUID(int=row_id)),
             event_type="payment_order_created",
             topic=topic,
@@ -57,11 +65,15 @@ class FakeOutboxStore:
     def lease_of(self, row_id: int) -> uuid.UUID | None:
         return self.rows[row_id].lease_token
 
-    def take_over(self, records: Sequence[OutboxRecord]) -> uuid.UUID:
-        """Another dispatcher reclaims these rows after their lease expired."""
+    def take_over(self, records: Sequence[OutboxRecord], *, lease_seconds: float = 30.0) -> uuid.UUID:
+        """Another dispatcher reclaims these rows after their lease expired, as its claim would: a new token and
+        expiry, one more publish attempt."""
         token = uuid.uuid4()
         for record in records:
-            self.rows[record.id].lease_token = token
+            row = self.rows[record.id]
+            row.lease_token = token
+            row.lease_expires_at = self.clock.now() + timedelta(seconds=lease_seconds)
+            row.record = dataclasses.replace(row.record, publish_attempts=row.record.publish_attempts + 1)
         return token
 
     async def claim(self, *, lease_token: uuid.UUID, limit: int, lease_seconds: float) -> OutboxClaim:

@@ -48,7 +48,9 @@ class RedisWorld:
         self.redis = redis
         self.keys = [f"contract:{tag}:payment_retry_{name}" for name in ("queue", "inflight", "payloads")]
         queue_key, inflight_key, payloads_key = self.keys
-        self.queue = RedisRetryQueue(redis, queue_key=queue_key, inflight_key=inflight_key, payloads_key=payloads_key)
+        self.queue: RetryQueue = RedisRetryQueue(
+            redis, queue_key=queue_key, inflight_key=inflight_key, payloads_key=payloads_key
+        )
 
     async def _now_ms(self) -> int:
         seconds, micros = await self.redis.time()
