@@ -16,7 +16,6 @@ from datetime import timedelta
 
 import structlog
 
-from payment_application.ports.clock import Clock
 from payment_application.ports.payment_orders import LockedOrder, ResultStore, ResultTransaction
 from payment_application.ports.retry_queue import RetryQueue
 from payment_domain.backoff import equal_jitter_backoff_ms
@@ -87,14 +86,12 @@ class ApplyPspResult:
         *,
         store: ResultStore,
         retries: RetryQueue,
-        clock: Clock,
         policy: ResultPolicy,
         randint: Callable[[int, int], int],
         consumer: str,
     ) -> None:
         self._store = store
         self._retries = retries
-        self._clock = clock
         self._policy = policy
         self._randint = randint
         self._consumer = consumer
@@ -105,8 +102,8 @@ class ApplyPspResult:
         outcome = outcome_of(result)
         order_id = payment_order_from_data(result.data).payment_order_id.value
         error = result.data.get("pspErrorDetail")
-        now = self._clock.now()
         async with self._store.transaction() as tx:
+            now = tx.now
             first = await tx.first_time(self._consumer, result.event_id, now)
             locked = await tx.lock(order_id)
             if locked is None:

@@ -5,7 +5,7 @@ test exercises the same guards: the attempt claim (attempt matches, status charg
 token), the inbox, the all-or-nothing result transaction and the status-check lease. Orders, checks and payments
 live in one `ConsumerTables`, shared by the fakes the way the real adapters share one database.
 FakeStaleOrderClaims follows the sweeper's claim (payment_infrastructure/postgres/stale_orders.py). The retry
-queue's fake is tests/fakes_retry.py's FakeRetryQueue, re-exported here.
+queue's fake is tests/fakes_retry.py's FakeRetryQueue.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
-from tests.fakes_retry import FakeRetryQueue as FakeRetryQueue  # the one RetryQueue fake lives there
 
 ORDERS_CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -171,9 +170,10 @@ class FakeClaims:
 class FakeResultTransaction:
     """Writes to a private copy of the tables; `failures` makes a named method raise (to test the rollback)."""
 
-    def __init__(self, tables: ConsumerTables, failures: dict[str, Exception]) -> None:
+    def __init__(self, tables: ConsumerTables, failures: dict[str, Exception], now: datetime) -> None:
         self.tables = tables
         self._failures = failures
+        self.now = now  # the database's clock when the transaction began
 
     def _maybe_fail(self, method: str) -> None:
         if method in self._failures:
@@ -244,11 +244,13 @@ class FakeResultTransaction:
 class FakeResultStore:
     """ResultStore: a transaction commits its copy of the tables on a clean exit and discards it on an exception.
 
-    Transactions run one at a time (as if serialised by the row locks the Postgres store takes).
+    Transactions run one at a time (as if serialised by the row locks the Postgres store takes); `clock` is the
+    database's.
     """
 
-    def __init__(self, tables: ConsumerTables) -> None:
+    def __init__(self, tables: ConsumerTables, clock: FakeClock) -> None:
         self.tables = tables
+        self.clock = clock
         self.failures: dict[str, Exception] = {}
         self.commits = 0
         self.rollbacks = 0
@@ -257,7 +259,7 @@ class FakeResultStore:
     async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
         working = self.tables.snapshot()
         try:
-            yield FakeResultTransaction(working, self.failures)
+            yield FakeResultTransaction(working, self.failures, self.clock.now())
         except BaseException:
             self.rollbacks += 1
             raise

@@ -44,6 +44,12 @@ class PaymentOrderClaims(Protocol):
 
 
 class ResultTransaction(Protocol):
+    @property
+    def now(self) -> datetime:
+        """The database's clock at the start of the transaction: every time written in it (the order's
+        `updated_at`, a status check's due time) is on the clock that later judges it (`now()` in SQL)."""
+        ...
+
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
         """Record the event in the inbox; False if this consumer already processed it."""
         ...

@@ -127,8 +127,9 @@ class PostgresPaymentOrderClaims:
 
 
 class PostgresResultTransaction:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
         self._conn = conn
+        self.now = now
 
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
         inserted = await self._conn.execute(_INBOX, {"consumer": consumer, "event_id": event_id, "now": now})
@@ -211,17 +212,17 @@ class PostgresResultTransaction:
 class PostgresResultStore:
     def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
         self._engine = engine
-        self._set_timeouts = [
-            text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"),
-            text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"),
-        ]
+        # One round trip: both timeouts for this transaction only, and the database's clock for everything it writes.
+        self._begin = text(
+            f"SELECT set_config('statement_timeout', '{int(statement_timeout_ms)}', true), "
+            f"set_config('lock_timeout', '{int(lock_timeout_ms)}', true), now() AS now"
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresResultTransaction]:
         async with translated_errors(), self._engine.begin() as conn:
-            for statement in self._set_timeouts:
-                await conn.execute(statement)
-            yield PostgresResultTransaction(conn)
+            started = (await conn.execute(self._begin)).one()
+            yield PostgresResultTransaction(conn, started.now)
 
 
 class PostgresStatusCheckQueue:

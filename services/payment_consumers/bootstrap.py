@@ -124,7 +124,6 @@ def build_container(
                 lock_timeout_ms=settings.db.lock_timeout_ms,
             ),
             retries=retry_queue,
-            clock=clock,
             policy=policy,
             randint=random.Random(seed).randint,
             consumer=GROUPS[Worker.RESULT_APPLIER][0],

@@ -32,10 +32,10 @@ from tests.fakes_consumers import (
     ConsumerTables,
     FakeClaims,
     FakeResultStore,
-    FakeRetryQueue,
     FakeStaleOrderClaims,
     FakeStatusCheckQueue,
 )
+from tests.fakes_retry import FakeRetryQueue
 from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.invariants import check_invariants
 from tests.simulation.psp import SimPsp
@@ -173,9 +173,8 @@ class World:
             lease_seconds=LEASE_SECONDS,
         )
         apply = ApplyPspResult(
-            store=Checkpointed(FakeResultStore(tables)),
+            store=Checkpointed(FakeResultStore(tables, self.db_clock)),
             retries=retries,
-            clock=self.clock("applier"),
             policy=POLICY,
             randint=self.random.randint,
             consumer=consumer,

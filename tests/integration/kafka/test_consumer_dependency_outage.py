@@ -25,7 +25,6 @@ from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import PaymentOrderStatus
 from payment_domain.topics import dlq_of
-from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.consumer import ConsumedRecord
 from payment_infrastructure.kafka.settings import KafkaSettings
 from payment_infrastructure.postgres.engine import create_engine
@@ -78,7 +77,6 @@ class Outage:
         apply = ApplyPspResult(
             store=PostgresResultStore(engine, statement_timeout_ms=2_000, lock_timeout_ms=250),
             retries=retries,  # type: ignore[arg-type]
-            clock=SystemClock(),
             policy=ResultPolicy(retry_base_ms=60_000, retry_max_ms=60_000),
             randint=random.Random(7).randint,
             consumer=f"outage-{uuid.uuid4().hex[:8]}",

@@ -83,7 +83,6 @@ class World:
         return ApplyPspResult(
             store=self.store,
             retries=self.retries,
-            clock=self.clock,
             policy=POLICY,
             randint=self.randint,
             consumer=CONSUMER,
@@ -109,7 +108,7 @@ def world() -> World:
         tables=tables,
         sink=FakeEventSink(),
         psp=FakePsp(),
-        store=FakeResultStore(tables),
+        store=FakeResultStore(tables, clock),
         retries=FakeRetryQueue(),
         checks=FakeStatusCheckQueue(tables, clock),
         randint=random.Random(20260301).randint,
