@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
+from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_application.ports.stale_orders import StaleOrder
 from payment_domain.events import EventEnvelope
@@ -97,6 +97,7 @@ class ConsumerTables:
     outbox: list[EventEnvelope] = dataclasses.field(default_factory=list)
     unsent_outbox: set[int] = dataclasses.field(default_factory=set)
     checks: list[CheckRow] = dataclasses.field(default_factory=list)
+    reconciliations: list[ReconciliationEntry] = dataclasses.field(default_factory=list)
 
     def add_order(self, order: PaymentOrder, *, status_check_number: int = 0, psp_calls: int = 0) -> PaymentOrder:
         """`psp_calls`: charge calls already claimed under the order's attempt (1: as if it had been called once)."""
@@ -239,6 +240,10 @@ class FakeResultTransaction:
         )
         self.tables.payments[payment_id] = status
         return status
+
+    async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
+        self._maybe_fail("record_reconciliation")
+        self.tables.reconciliations.append(entry)
 
 
 class FakeResultStore:

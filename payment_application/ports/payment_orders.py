@@ -26,6 +26,20 @@ class LockedOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconciliationEntry:
+    """Who settled a parked order, how, and on what evidence."""
+
+    payment_order_id: int
+    attempt: int
+    from_status: PaymentOrderStatus
+    to_status: PaymentOrderStatus
+    source: str  # "psp_answer" (a late answer or the periodic re-query) or "operator"
+    actor: str  # the consumer group, or the operator's name
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedAttempt:
     order: PaymentOrder
     call_number: int  # 1 for the first claim under the attempt's key; more means an earlier call may have charged
@@ -80,6 +94,10 @@ class ResultTransaction(Protocol):
 
     async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
         """Derive and store the payment's status from its orders; return it."""
+        ...
+
+    async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
+        """One audit line for an order settled out of NEEDS_RECONCILIATION (kept with the settlement)."""
         ...
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder
+from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import EventEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.errors import translated_errors
@@ -70,6 +70,13 @@ _SCHEDULE_CHECK = text(
                                              trace_id, created_at, updated_at)
     VALUES (:id, :attempt, :check_number, :due_at, 'SCHEDULED', :trace_id, :now, :now)
     ON CONFLICT (payment_order_id, attempt, check_number) DO NOTHING
+    """
+)
+_AUDIT = text(
+    """
+    INSERT INTO reconciliation_audit (payment_order_id, attempt, from_status, to_status, source, actor, note,
+                                      created_at)
+    VALUES (:id, :attempt, :from_status, :to_status, :source, :actor, :note, :at)
     """
 )
 _ORDER_STATUSES = text("SELECT status FROM payment_orders WHERE payment_id = :payment_id")
@@ -207,6 +214,21 @@ class PostgresResultTransaction:
         status = roll_up(PaymentOrderStatus(r.status) for r in rows)
         await self._conn.execute(_SET_PAYMENT_STATUS, {"status": status.value, "now": now, "payment_id": payment_id})
         return status
+
+    async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
+        await self._conn.execute(
+            _AUDIT,
+            {
+                "id": entry.payment_order_id,
+                "attempt": entry.attempt,
+                "from_status": entry.from_status.value,
+                "to_status": entry.to_status.value,
+                "source": entry.source,
+                "actor": entry.actor[:255],
+                "note": entry.note,
+                "at": entry.at,
+            },
+        )
 
 
 class PostgresResultStore:
