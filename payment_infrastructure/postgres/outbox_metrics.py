@@ -33,6 +33,12 @@ outbox_default_partition_rows = Gauge(
 outbox_maintenance_failed_total = Counter(
     "outbox_maintenance_failed_total", "Partition maintenance runs that failed (retried at the next tick)."
 )
+outbox_maintenance_deferred_total = Counter(
+    "outbox_maintenance_deferred_total",
+    "Partition maintenance steps left to the next run so as not to hold up writers: a lock was busy, or the step "
+    "could not finish within the time it may hold one.",
+    ["step", "reason"],
+)
 
 
 def record_pending(count: int, oldest_created_at: datetime | None, *, now: datetime) -> None:

@@ -24,6 +24,8 @@ class OutboxSettings(BaseModel):
     windows_ahead: int = Field(default=4, ge=1, le=96)
     retention_hours: float = Field(default=24.0, gt=0)
     maintenance_interval_seconds: float = Field(default=300.0, gt=0)
+    # Longest wait for another maintenance run (and for locks no read or write of rows conflicts with). A lock a
+    # create may wait for is never waited for, and held at most half the create path's db.lock_timeout_ms.
     maintenance_lock_timeout_ms: int = Field(default=1_000, gt=0)
     # Metrics
     metrics_refresh_seconds: float = Field(default=5.0, gt=0)

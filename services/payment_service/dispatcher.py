@@ -35,6 +35,7 @@ from payment_infrastructure.postgres.outbox_metrics import (
 from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
 from payment_infrastructure.postgres.outbox_partitions import (
     ensure_outbox_partitions,
+    hold_for_creates,
     prune_outbox_partitions,
     relocate_default_partition_rows,
 )
@@ -61,22 +62,16 @@ class OutboxDispatcher:
     async def maintain_partitions(self) -> None:
         outbox = self.settings.outbox
         try:
-            async with self.engine.begin() as conn:
-                await ensure_outbox_partitions(
-                    conn,
-                    now=self.clock.now(),
-                    windows_ahead=outbox.windows_ahead,
-                    lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
-                )
-            report = await relocate_default_partition_rows(
-                self.engine, lock_timeout_ms=outbox.maintenance_lock_timeout_ms
-            )
+            locks = {
+                "lock_timeout_ms": outbox.maintenance_lock_timeout_ms,
+                "hold_ms": hold_for_creates(self.settings.db.lock_timeout_ms),
+            }
+            now = self.clock.now()
+            await ensure_outbox_partitions(self.engine, now=now, windows_ahead=outbox.windows_ahead, **locks)
+            report = await relocate_default_partition_rows(self.engine, now=now, **locks)
             outbox_default_partition_rows.set(report.rows_found)
             await prune_outbox_partitions(
-                self.engine,
-                now=self.clock.now(),
-                retention=timedelta(hours=outbox.retention_hours),
-                lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
+                self.engine, now=now, retention=timedelta(hours=outbox.retention_hours), **locks
             )
         except Exception:
             outbox_maintenance_failed_total.inc()

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from payment_infrastructure.postgres.idempotency_purge import purge_expired_idempotency_keys
-from payment_infrastructure.postgres.outbox_partitions import ensure_outbox_partitions
+from payment_infrastructure.postgres.outbox_partitions import ensure_outbox_partitions, hold_for_creates
 from payment_infrastructure.server import run_periodically
 from services.payment_service.bootstrap import Container
 from services.payment_service.metrics import IDEMPOTENCY_KEYS_PURGED
@@ -18,10 +18,14 @@ log = structlog.get_logger(__name__)
 
 
 async def ensure_partitions(container: Container) -> list[str]:
-    async with container.engine.begin() as conn:
-        created = await ensure_outbox_partitions(
-            conn, now=container.clock.now(), windows_ahead=container.settings.outbox.windows_ahead
-        )
+    outbox = container.settings.outbox
+    created = await ensure_outbox_partitions(
+        container.engine,
+        now=container.clock.now(),
+        windows_ahead=outbox.windows_ahead,
+        lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
+        hold_ms=hold_for_creates(container.settings.db.lock_timeout_ms),
+    )
     if created:
         log.info("outbox_partitions_created", partitions=created)
     return created

@@ -91,9 +91,8 @@ async def _metric(http: httpx.AsyncClient, url: str, name: str) -> float:
 async def _history(engine: AsyncEngine, windows: int) -> None:
     """Past windows as a day of retention leaves them (they exist; their rows are long sent)."""
     now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        await ensure_outbox_partitions(conn, now=now - timedelta(minutes=30 * windows), windows_ahead=windows)
-        await ensure_outbox_partitions(conn, now=now, windows_ahead=4)
+    await ensure_outbox_partitions(engine, now=now - timedelta(minutes=30 * windows), windows_ahead=windows)
+    await ensure_outbox_partitions(engine, now=now, windows_ahead=4)
 
 
 async def _drain_phase(

@@ -169,8 +169,7 @@ async def world(backend: AsyncEngine | None) -> OutboxWorld:
     if backend is None:
         return FakeWorld()
     await reset_outbox(backend)
-    async with backend.begin() as conn:
-        await ensure_outbox_partitions(conn, now=datetime.now(UTC), windows_ahead=1)
+    await ensure_outbox_partitions(backend, now=datetime.now(UTC), windows_ahead=1)
     return PostgresWorld(backend)
 
 

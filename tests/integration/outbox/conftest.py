@@ -19,8 +19,7 @@ from tests.integration.outbox.support import reset_outbox
 async def outbox(engine: AsyncEngine) -> AsyncEngine:
     """The session database with an empty outbox and the current and next window present."""
     await reset_outbox(engine)
-    async with engine.begin() as conn:
-        await ensure_outbox_partitions(conn, now=datetime.now(UTC), windows_ahead=1)
+    await ensure_outbox_partitions(engine, now=datetime.now(UTC), windows_ahead=1)
     return engine
 
 

@@ -131,9 +131,15 @@ async def partition_names(engine: AsyncEngine) -> set[str]:
 
 
 async def reset_outbox(engine: AsyncEngine) -> None:
-    """Empty table, no windows but DEFAULT: every test starts from the migration's state."""
-    names = await partition_names(engine)
+    """Empty table, no windows but DEFAULT (and no window left detached): every test starts from the migration's
+    state."""
     async with engine.begin() as conn:
-        for name in sorted(names - {"outbox_event_default"}):
+        result = await conn.execute(
+            text(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ '^outbox_event_[0-9]{8}_[0-9]{4}$' "
+                "AND relnamespace = CAST(current_schema() AS regnamespace)"
+            )
+        )
+        for name in sorted(row[0] for row in result.all()):
             await conn.execute(text(f"DROP TABLE {name}"))
         await conn.execute(text("TRUNCATE outbox_event"))

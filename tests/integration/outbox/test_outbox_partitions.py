@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_infrastructure.postgres.outbox_partitions import (
+    DefaultPartitionReport,
     ensure_outbox_partitions,
     prune_outbox_partitions,
     relocate_default_partition_rows,
@@ -18,8 +25,7 @@ NOW = datetime(2026, 3, 1, 10, 47, 12, tzinfo=UTC)
 
 
 async def _ensure(engine: AsyncEngine, now: datetime, ahead: int) -> list[str]:
-    async with engine.begin() as conn:
-        return await ensure_outbox_partitions(conn, now=now, windows_ahead=ahead)
+    return await ensure_outbox_partitions(engine, now=now, windows_ahead=ahead)
 
 
 async def _bounds(engine: AsyncEngine, name: str) -> str:
@@ -75,8 +81,8 @@ async def test_rows_in_the_default_partition_are_moved_into_their_own_new_window
     before = await row_states(engine)
     assert await _rows_in(engine, "outbox_event_default") == 3
 
-    report = await relocate_default_partition_rows(engine)
-    again = await relocate_default_partition_rows(engine)
+    report = await relocate_default_partition_rows(engine, now=NOW)
+    again = await relocate_default_partition_rows(engine, now=NOW)
 
     assert (report.rows_found, report.rows_moved) == (3, 3)
     assert sorted(report.partitions_created) == ["outbox_event_20260301_0730", "outbox_event_20260303_1030"]
@@ -175,9 +181,163 @@ async def test_creating_windows_does_not_wait_for_payments_being_written(engine:
         transaction = await writer.begin()
         await insert_rows(writer, [NewRow(topic="t", aggregate_id="1", created_at=NOW)])  # not committed yet
 
-        async with engine.begin() as conn:
-            created = await ensure_outbox_partitions(conn, now=NOW, windows_ahead=2, lock_timeout_ms=300)
+        created = await ensure_outbox_partitions(engine, now=NOW, windows_ahead=2, lock_timeout_ms=300)
 
         await transaction.commit()
 
     assert created == ["outbox_event_20260301_1100", "outbox_event_20260301_1130"]
+
+
+# Maintenance beside writers. A write here stands for a create: it uses the create path's lock_timeout, so any
+# lock maintenance queues for in front of it makes it fail, as it made creates fail.
+CREATE_LOCK_TIMEOUT_MS = 250
+
+
+async def _write(engine: AsyncEngine, created_at: datetime) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(f"SET LOCAL lock_timeout = {CREATE_LOCK_TIMEOUT_MS}"))
+        await insert_rows(conn, [NewRow(topic="t", aggregate_id="w", created_at=created_at)])
+
+
+async def _writes_while(engine: AsyncEngine, task: asyncio.Task[Any], created_at: datetime) -> list[str]:
+    """Write one row after another for as long as `task` runs (at least once); the failures, as text."""
+    failures: list[str] = []
+    while True:
+        try:
+            await _write(engine, created_at)
+        except DBAPIError as error:
+            failures.append(str(error.orig))
+        if task.done():
+            return failures
+
+
+@asynccontextmanager
+async def _dispatcher_reading(engine: AsyncEngine) -> AsyncIterator[None]:
+    """An open transaction that has read the outbox, as a dispatcher's claim is for a moment: it holds a share
+    lock on the table and every partition, DEFAULT included."""
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text("SELECT id FROM outbox_event LIMIT 1"))
+        yield
+
+
+async def test_prune_gives_up_on_a_busy_outbox_rather_than_queue_in_front_of_writes(engine: AsyncEngine) -> None:
+    await reset_outbox(engine)
+    await _ensure(engine, NOW - timedelta(hours=30), 0)
+    await _ensure(engine, NOW, 1)
+
+    async with _dispatcher_reading(engine):
+        prune = asyncio.create_task(prune_outbox_partitions(engine, now=NOW, retention=timedelta(hours=24)))
+        failures = await _writes_while(engine, prune, NOW)
+        (while_busy,) = await asyncio.gather(prune, return_exceptions=True)
+    once_free = await prune_outbox_partitions(engine, now=NOW, retention=timedelta(hours=24))
+
+    assert failures == []
+    assert while_busy == []
+    assert once_free == ["outbox_event_20260228_0430"]
+
+
+async def test_creating_windows_never_makes_a_write_bound_for_default_wait(engine: AsyncEngine) -> None:
+    await reset_outbox(engine)
+    beyond_every_window = NOW + timedelta(days=2)  # lands in DEFAULT, as every create does while its window is missing
+
+    async with _dispatcher_reading(engine):
+        ensure = asyncio.create_task(_ensure(engine, NOW, 1))
+        failures = await _writes_while(engine, ensure, beyond_every_window)
+        (while_busy,) = await asyncio.gather(ensure, return_exceptions=True)
+    once_free = await _ensure(engine, NOW, 1)
+
+    assert failures == []
+    assert while_busy == []
+    assert once_free == ["outbox_event_20260301_1030", "outbox_event_20260301_1100"]
+
+
+async def test_moving_strays_out_of_default_never_makes_a_write_wait(engine: AsyncEngine) -> None:
+    await reset_outbox(engine)
+    await _ensure(engine, NOW, 1)
+    await insert_rows(engine, [NewRow(topic="t", aggregate_id="1", created_at=NOW - timedelta(hours=3))])
+
+    async with _dispatcher_reading(engine):
+        relocate = asyncio.create_task(relocate_default_partition_rows(engine, now=NOW))
+        failures = await _writes_while(engine, relocate, NOW)
+        (while_busy,) = await asyncio.gather(relocate, return_exceptions=True)
+    once_free = await relocate_default_partition_rows(engine, now=NOW)
+
+    assert failures == []
+    assert isinstance(while_busy, DefaultPartitionReport) and while_busy.rows_moved == 0
+    assert (once_free.rows_found, once_free.rows_moved) == (1, 1)
+    assert await _rows_in(engine, "outbox_event_default") == 0
+
+
+async def test_a_window_left_detached_by_a_crash_is_dropped_by_the_next_prune(engine: AsyncEngine) -> None:
+    await reset_outbox(engine)
+    await _ensure(engine, NOW - timedelta(hours=30), 0)
+    await _ensure(engine, NOW, 0)
+    async with engine.begin() as conn:  # detached, then the process died before its DROP
+        await conn.execute(text("ALTER TABLE outbox_event DETACH PARTITION outbox_event_20260228_0430"))
+        await conn.execute(text("ALTER TABLE outbox_event DETACH PARTITION outbox_event_20260301_1030"))
+
+    await prune_outbox_partitions(engine, now=NOW, retention=timedelta(hours=24))
+
+    assert await _table_exists(engine, "outbox_event_20260228_0430") is False
+    assert await _table_exists(engine, "outbox_event_20260301_1030") is True  # not expired: not prune's to drop
+
+
+async def test_a_detach_left_pending_is_finalised_and_its_window_dropped(engine: AsyncEngine) -> None:
+    await reset_outbox(engine)
+    await _ensure(engine, NOW - timedelta(hours=30), 0)
+    await _ensure(engine, NOW, 0)
+    await _interrupt_a_concurrent_detach(engine, "outbox_event_20260228_0430")
+    assert await _detach_pending(engine) == ["outbox_event_20260228_0430"]
+
+    dropped = await prune_outbox_partitions(engine, now=NOW, retention=timedelta(hours=24))
+
+    assert dropped == ["outbox_event_20260228_0430"]
+    assert await _detach_pending(engine) == []
+    assert await _table_exists(engine, "outbox_event_20260228_0430") is False
+
+
+async def _interrupt_a_concurrent_detach(engine: AsyncEngine, name: str) -> None:
+    """DETACH ... CONCURRENTLY cancelled while it waits for the table's users: the partition stays "detach
+    pending". Postgres refuses that command while DEFAULT exists, so DEFAULT steps out for it and comes back."""
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE outbox_event DETACH PARTITION outbox_event_default"))
+    async with engine.connect() as user, user.begin():
+        await user.execute(text("SELECT id FROM outbox_event LIMIT 1"))
+        async with engine.connect() as detacher:
+            autocommit = await detacher.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("SET statement_timeout = 300"))
+            with pytest.raises(DBAPIError, match="statement timeout"):
+                await autocommit.execute(text(f"ALTER TABLE outbox_event DETACH PARTITION {name} CONCURRENTLY"))
+            await autocommit.execute(text("RESET statement_timeout"))
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE outbox_event ATTACH PARTITION outbox_event_default DEFAULT"))
+
+
+async def _detach_pending(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'outbox_event'::regclass AND i.inhdetachpending"
+            )
+        )
+        return [row[0] for row in result.all()]
+
+
+async def _table_exists(engine: AsyncEngine, name: str) -> bool:
+    async with engine.connect() as conn:
+        return bool((await conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name})).scalar())
+
+
+async def test_a_move_that_would_hold_default_too_long_while_creates_land_there_is_left_undone(
+    engine: AsyncEngine,
+) -> None:
+    await reset_outbox(engine)
+    # No window around NOW: creates are landing in DEFAULT, so DEFAULT may be held only for `hold_ms`.
+    await insert_rows(engine, [NewRow(topic="t", aggregate_id=str(i), created_at=NOW) for i in range(5_000)])
+
+    report = await relocate_default_partition_rows(engine, now=NOW, hold_ms=1)
+
+    assert (report.rows_found, report.rows_moved, report.partitions_created) == (5_000, 0, [])
+    assert await _rows_in(engine, "outbox_event_default") == 5_000
+    assert await _table_exists(engine, "outbox_event_20260301_1030") is False

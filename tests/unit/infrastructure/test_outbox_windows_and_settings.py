@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from payment_infrastructure.kafka.settings import KafkaSettings
-from payment_infrastructure.postgres.outbox_partitions import partition_name, window_of, window_start
+from payment_infrastructure.postgres.outbox_partitions import (
+    HOLD_MS,
+    hold_for_creates,
+    partition_name,
+    window_of,
+    window_start,
+)
 from payment_infrastructure.postgres.outbox_settings import OutboxSettings, check_lease_outlives_delivery
 
 
@@ -68,3 +74,8 @@ def test_settings_come_from_nested_environment_variables(monkeypatch: pytest.Mon
     assert settings.kafka.enable_idempotence is True
     assert settings.kafka.partitions == 48
     assert settings.outbox.batch_size == 250
+
+
+def test_maintenance_holds_a_lock_a_create_may_wait_for_at_most_half_the_creates_lock_timeout() -> None:
+    assert hold_for_creates(250) == HOLD_MS == 125
+    assert hold_for_creates(1) == 1
