@@ -7,6 +7,7 @@ A failure before a statement is sent (no connection, pool exhausted) and a state
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -59,6 +60,21 @@ def _attribute(error: BaseException, name: str) -> str | None:
         if isinstance(value, str):
             return value
     return None
+
+
+# The context line of a wait for a row, 'while inserting index tuple (0,1) in relation "idempotency_keys"' in
+# English: the tuple id and the table name, last on the line, survive any lc_messages; the words and quotes do not.
+_ROW_WAIT = re.compile(r"\(\d+,\d+\)[^\n]*?(\w+)\W*$", re.MULTILINE)
+
+
+def lock_timeout_on_row(error: BaseException) -> str | None:
+    """For a lock timeout that waited for a row (another transaction writing the same key), the row's table; None
+    for any other error, and for a lock timeout that waited for a whole table (DDL or maintenance holding it), which
+    has no context line."""
+    if sqlstate_of(error) != LOCK_NOT_AVAILABLE:
+        return None
+    match = _ROW_WAIT.search(_attribute(error, "context") or "")
+    return match.group(1) if match else None
 
 
 def _table_of(error: BaseException) -> str | None:

@@ -19,10 +19,9 @@ from payment_domain.money import Amount, Currency
 from payment_domain.payment import Payment
 from payment_domain.status import PaymentStatus
 from payment_infrastructure.postgres.errors import (
-    LOCK_NOT_AVAILABLE,
+    lock_timeout_on_row,
     order_already_paid,
     rolled_back,
-    sqlstate_of,
     translate,
     translate_sent,
     translated_errors,
@@ -233,8 +232,10 @@ def _not_sent() -> DependencyUnavailable:
 
 
 def _item_may_have_caused(error: BaseException) -> bool:
+    """A lock timeout on a row (a key another request holds) may be one item's doing; one on a whole table (DDL or
+    maintenance holding it) is the database's state, like any timeout."""
     return rolled_back(error) and (
-        sqlstate_of(error) == LOCK_NOT_AVAILABLE or order_already_paid(error) or translate(error) is error
+        lock_timeout_on_row(error) is not None or order_already_paid(error) or translate(error) is error
     )
 
 
@@ -244,7 +245,7 @@ async def _failure(conn: asyncpg.Connection, error: BaseException, write: Paymen
     answer was lost), or (a bug) the error itself."""
     if not rolled_back(error):
         return translate_sent(error)
-    if write.idempotency is not None and sqlstate_of(error) == LOCK_NOT_AVAILABLE:
+    if write.idempotency is not None and lock_timeout_on_row(error) == "idempotency_keys":
         return IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
     if order_already_paid(error):
         return await _order_already_paid(conn, write)
