@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import structlog
 
-from payment_application.ports.payment_orders import LockedOrder, ResultStore, ResultTransaction
+from payment_application.ports.payment_orders import LockedOrder, ReconciliationEntry, ResultStore, ResultTransaction
 from payment_application.ports.retry_queue import RetryQueue
 from payment_domain.backoff import equal_jitter_backoff_ms
 from payment_domain.events import (
@@ -163,6 +163,8 @@ class ApplyPspResult:
                 [payment_order_settled(order, trace_id=result.trace_id, parent_event_id=result.event_id, now=now)]
             )
             await txn.roll_up(order.payment_id.value, now)
+            if locked.order.status is PaymentOrderStatus.NEEDS_RECONCILIATION:
+                await self._audit_reconciled(txn, order, result)
         elif decision.action is Action.CHECK_STATUS:
             delay = self._policy.status_check_delays_seconds[decision.check_number - 1]
             await txn.schedule_status_check(
@@ -180,6 +182,32 @@ class ApplyPspResult:
                 attempt=order.retry_count,
                 reason=decision.reason,
             )
+
+    async def _audit_reconciled(self, txn: ResultTransaction, order: PaymentOrder, result: EventEnvelope) -> None:
+        source = result.data.get("resultSource")
+        note = f"PSP answered {result.data.get('pspStatus')} ({source}, event {result.event_id})"
+        if result.data.get("foundAtPsp") is False:
+            note = f"PSP has no charge under the attempt's key ({source}, event {result.event_id})"
+        await txn.record_reconciliation(
+            ReconciliationEntry(
+                payment_order_id=order.payment_order_id.value,
+                attempt=order.retry_count,
+                from_status=PaymentOrderStatus.NEEDS_RECONCILIATION,
+                to_status=order.status,
+                source="psp_answer",
+                actor=self._consumer,
+                note=note,
+                at=order.updated_at,
+            )
+        )
+        log.warning(
+            "payment_order_reconciled",
+            payment_order_id=order.public_id,
+            attempt=order.retry_count,
+            status=order.status.value,
+            source="psp_answer",
+            note=note,
+        )
 
     async def _queue_retry(self, order: PaymentOrder, result: EventEnvelope) -> None:
         attempt = order.retry_count

@@ -85,10 +85,12 @@ class Decision:
 
 def decide(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision | None:
     """The next state, or None when the answer is stale or the order is already settled (a no-op)."""
-    if is_terminal(state.status) or state.status is S.NEEDS_RECONCILIATION or outcome.attempt != state.attempt:
+    if is_terminal(state.status) or outcome.attempt != state.attempt:
         return None
     decision: Decision | None
-    if outcome.source is ResultSource.STATUS_CHECK:
+    if state.status is S.NEEDS_RECONCILIATION:
+        decision = _after_parked(outcome)
+    elif outcome.source is ResultSource.STATUS_CHECK:
         if state.status not in AWAITING_STATUS_CHECK or outcome.check_number != state.status_check_number:
             return None
         decision = _after_status_check(state, outcome, policy)
@@ -138,6 +140,22 @@ def _after_status_check(state: OrderState, outcome: PspOutcome, policy: Policy) 
     if outcome.check_number >= policy.status_checks:
         return Decision(Action.RECONCILE, S.NEEDS_RECONCILIATION, state.attempt, reason)
     return Decision(Action.CHECK_STATUS, state.status, state.attempt, reason, outcome.check_number + 1)
+
+
+def _after_parked(outcome: PspOutcome) -> Decision | None:
+    """A parked order leaves only on a definitive word about its attempt's key: a late charge answer, the
+    periodic re-query, or a check still in flight. "No such charge" (or the key failed with no money moved) ends
+    it as FAILED_FINAL: by now the buyer has waited through the whole schedule, and no call can still be made
+    under the key (parked orders are never claimed). Anything else leaves it parked."""
+    status = outcome.status
+    if status is S.SUCCESSFUL_FINAL:
+        return Decision(Action.SUCCEED, S.SUCCESSFUL_FINAL, outcome.attempt, None)
+    if status in (S.DECLINED_FINAL, S.FAILED_FINAL):
+        return Decision(Action.FAIL, status, outcome.attempt, status.value)
+    if outcome.source is ResultSource.STATUS_CHECK and (not outcome.found or status is S.FAILED_TRANSIENT_ERROR):
+        reason = NO_CHARGE_AT_PSP if not outcome.found else S.FAILED_TRANSIENT_ERROR.value
+        return Decision(Action.FAIL, S.FAILED_FINAL, outcome.attempt, reason)
+    return None
 
 
 def _retry_or_give_up(state: OrderState, status: PaymentOrderStatus, reason: str, policy: Policy) -> Decision:

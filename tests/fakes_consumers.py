@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from payment_application.ports.parked_orders import ParkedOrder
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_application.ports.stale_orders import StaleOrder
@@ -420,3 +421,51 @@ def _next(script: list[_T] | None, default: _T) -> _T:
     if not script:
         return default
     return script.pop(0) if len(script) > 1 else script[0]
+
+
+# --- parked orders (NEEDS_RECONCILIATION) -----------------------------------------------------------------------
+
+
+class FakeParkedOrders:
+    """ParkedOrders: the Postgres claim's rules on the tables; `clock` is the database's; every order belongs to
+    a payment traced `trace_id`."""
+
+    def __init__(self, tables: ConsumerTables, clock: FakeClock, *, trace_id: str = "trace-of-the-payment") -> None:
+        self.tables = tables
+        self.clock = clock
+        self.trace_id = trace_id
+        self.queried_at: dict[int, datetime] = {}
+
+    def _parked(self, row: OrderRow) -> ParkedOrder:
+        order = row.order
+        return ParkedOrder(order, row.status_check_number, self.trace_id, order.updated_at, order.retry_reason)
+
+    def _rows(self) -> list[OrderRow]:
+        parked = PaymentOrderStatus.NEEDS_RECONCILIATION
+        return [row for row in self.tables.orders.values() if row.order.status is parked]
+
+    async def claim_due(self, *, every: timedelta, limit: int) -> list[ParkedOrder]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        now = self.clock.now()
+        due = sorted(
+            (
+                row
+                for row in self._rows()
+                if (at := self.queried_at.get(row.order.payment_order_id.value)) is None or at < now - every
+            ),
+            key=lambda row: row.order.payment_order_id.value,
+        )[:limit]
+        for row in due:
+            self.queried_at[row.order.payment_order_id.value] = now
+            row.status_check_number += 1
+        return [self._parked(row) for row in due]
+
+    async def list_parked(self, *, limit: int) -> list[ParkedOrder]:
+        return [self._parked(row) for row in sorted(self._rows(), key=lambda r: r.order.updated_at)[:limit]]
+
+    async def get(self, payment_order_id: int) -> ParkedOrder | None:
+        row = self.tables.orders.get(payment_order_id)
+        if row is None or row.order.status is not PaymentOrderStatus.NEEDS_RECONCILIATION:
+            return None
+        return self._parked(row)

@@ -18,16 +18,20 @@ from payment_application.execute_psp_call import ExecutePspCall
 from payment_application.ports.clock import Clock
 from payment_application.ports.publisher import EventPublisher
 from payment_application.redrive_stale_orders import RedriveStaleOrders
+from payment_application.requery_parked_orders import RequeryParkedOrders
+from payment_application.settle_parked_order import SettleParkedOrder
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.postgres.engine import create_engine
+from payment_infrastructure.postgres.parked_orders import PostgresParkedOrders
 from payment_infrastructure.postgres.payment_order_store import (
     PostgresPaymentOrderClaims,
     PostgresResultStore,
     PostgresStatusCheckQueue,
 )
+from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
 from payment_infrastructure.psp.gateway import HttpxPspGateway
 from payment_infrastructure.redis.client import create_redis
@@ -61,6 +65,7 @@ class Container:
     check_status: CheckPaymentStatus
     dispatch_status_checks: DispatchStatusChecks
     sweep_stale_orders: RedriveStaleOrders
+    requery_parked_orders: RequeryParkedOrders
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -142,4 +147,32 @@ def build_container(
             clock=clock,
             stale_after=timedelta(seconds=settings.sweeper.stale_after_seconds),
         ),
+        requery_parked_orders=RequeryParkedOrders(
+            parked=PostgresParkedOrders(engine),
+            psp=psp,
+            events=events,
+            clock=clock,
+            every=timedelta(seconds=settings.requery.every_seconds),
+        ),
     )
+
+
+@dataclass
+class Reconciliation:
+    """What `payments reconcile` needs: the parked orders and the settling use case, on a small pool of their own."""
+
+    engine: AsyncEngine
+    parked: PostgresParkedOrders
+    settle: SettleParkedOrder
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
+    engine = create_engine(settings.model_copy(update={"pool_size": 1}), application_name="payments-reconcile")
+    parked = PostgresParkedOrders(engine)
+    store = PostgresResultStore(
+        engine, statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms
+    )
+    return Reconciliation(engine, parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()))

@@ -5,6 +5,7 @@
     payments dlq show T.DLQ PARTITION OFFSET   one dead letter: headers, and the value (pretty JSON if it is)
     payments dlq replay T.DLQ --partition P --offset O | --all
     payments topic read TOPIC [--key K] [--limit N]   messages of any topic (e.g. payment_order_created_topic)
+    payments reconcile list | settle ID --outcome O --operator NAME --evidence TEXT   (see reconcile_cli.py)
 
 Broker: --bootstrap-servers, else PAYMENTS_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092. A replay does not
 remove anything from the DLQ (Kafka cannot); consumers are idempotent, so replaying a letter twice is harmless.
@@ -24,6 +25,7 @@ import orjson
 from payment_infrastructure.kafka.dead_letter_inspector import DeadLetter, DeadLetterInspector, TopicNotFound, is_dlq
 from payment_infrastructure.kafka.dead_letters import ERROR_STACKTRACE
 from payment_infrastructure.kafka.settings import KafkaSettings
+from services.payment_consumers import reconcile_cli
 
 _DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _MESSAGE_PREVIEW = 100
@@ -61,12 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("name")
     read.add_argument("--key", help="only messages with this key (a paymentOrderId)")
     read.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default %(default)s)")
+    reconcile_cli.add_parser(groups)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.group == "reconcile":
+        code = asyncio.run(reconcile_cli.run(args))
+        if code:
+            raise SystemExit(code)
+        return
     topic: str | None = getattr(args, "topic", None)
     if topic is not None and not is_dlq(topic):
         parser.error(f"{topic} is not a dead-letter topic (expected a name ending in .DLQ)")

@@ -13,6 +13,8 @@ from sqlalchemy import text
 from payment_infrastructure.postgres.inbox_purge import purge_processed_events
 from services.payment_consumers.bootstrap import Container
 from services.payment_consumers.metrics import (
+    PARKED_ORDER_REQUERY_FAILURES,
+    PARKED_ORDERS_REQUERIED,
     PAYMENT_ORDERS_AWAITING_RECONCILIATION,
     PAYMENT_ORDERS_STALE_FOUND,
     PAYMENT_ORDERS_STALE_REDRIVEN,
@@ -92,3 +94,21 @@ async def run_stale_order_sweeper(container: Container, stop: asyncio.Event) -> 
             log.error("stale_order_sweep_failed", error=repr(error))
         found = 0
         await _pause(stop, settings.interval_seconds)
+
+
+async def run_parked_order_requery(container: Container, stop: asyncio.Event) -> None:
+    """Ask the PSP again about parked orders: full batches back to back, else one poll interval between rounds;
+    each order is asked at most once per `requery.every_seconds` (its claim is stamped on the database clock)."""
+    settings = container.settings.requery
+    while not stop.is_set():
+        try:
+            report = await container.requery_parked_orders.requery_once(limit=settings.batch_size)
+            PARKED_ORDERS_REQUERIED.inc(report.asked)
+            if report.failed:
+                PARKED_ORDER_REQUERY_FAILURES.inc()
+            elif report.full:
+                continue
+        except Exception as error:
+            PARKED_ORDER_REQUERY_FAILURES.inc()
+            log.error("parked_order_requery_failed", error=repr(error))
+        await _pause(stop, settings.poll_interval_seconds)

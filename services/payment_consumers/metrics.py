@@ -27,3 +27,7 @@ PAYMENT_ORDERS_STALE_FOUND = Gauge(
 STALE_ORDER_SWEEP_FAILURES = Counter(
     "stale_order_sweep_failures_total", "Sweeps that failed or stopped at a re-drive that failed"
 )
+PARKED_ORDERS_REQUERIED = Counter(
+    "parked_orders_requeried_total", "Orders in NEEDS_RECONCILIATION the PSP was asked about again (periodic re-query)"
+)
+PARKED_ORDER_REQUERY_FAILURES = Counter("parked_order_requery_failures_total", "Failed re-query rounds")

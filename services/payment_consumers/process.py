@@ -1,7 +1,8 @@
 """The payment-consumers process (`python -m services.payment_consumers`): the Kafka workers, the retry dispatcher,
-the status-check scheduler, the stale-order sweeper, and the management server on :9001, in one asyncio process.
-Which parts run is configurable (PAYMENTS_PROCESS__WORKERS), so they can also be split into separate deployments;
-the sweeper runs in every process (PAYMENTS_SWEEPER__ENABLED turns it off), its claims never overlap."""
+the status-check scheduler, the stale-order sweeper, the re-query of parked orders, and the management server on
+:9001, in one asyncio process. Which parts run is configurable (PAYMENTS_PROCESS__WORKERS), so they can also be
+split into separate deployments; the sweeper and the re-query run in every process (PAYMENTS_SWEEPER__ENABLED and
+PAYMENTS_REQUERY__ENABLED turn them off), their claims never overlap."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from services.payment_consumers.handlers import (
 )
 from services.payment_consumers.loops import (
     run_inbox_purge,
+    run_parked_order_requery,
     run_reconciliation_gauge,
     run_stale_order_sweeper,
     run_status_check_scheduler,
@@ -79,6 +81,8 @@ def build_loops(container: Container, consumers: list[PartitionOrderedConsumer])
     loops += [functools.partial(run_inbox_purge, container), functools.partial(run_reconciliation_gauge, container)]
     if settings.sweeper.enabled:
         loops.append(functools.partial(run_stale_order_sweeper, container))
+    if settings.requery.enabled:
+        loops.append(functools.partial(run_parked_order_requery, container))
     return loops
 
 

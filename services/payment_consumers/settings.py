@@ -54,6 +54,16 @@ class SweeperSettings(BaseModel):
     batch_size: int = Field(default=100, ge=1, le=10_000)
 
 
+class RequerySettings(BaseModel):
+    """The periodic re-query of orders parked in NEEDS_RECONCILIATION (every payment-consumers process; claims
+    never overlap). Long by design: the whole status-check schedule has already passed for these orders."""
+
+    enabled: bool = True
+    every_seconds: float = Field(default=3_600, gt=0)
+    poll_interval_seconds: float = Field(default=60, gt=0)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+
+
 class ProcessSettings(BaseModel):
     management_host: str = "127.0.0.1"
     management_port: int = Field(default=9001, ge=0, le=65535)
@@ -76,6 +86,7 @@ class ConsumersSettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     status_checks: StatusCheckSettings = StatusCheckSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    requery: RequerySettings = RequerySettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

@@ -51,6 +51,7 @@ class SimPsp:
     keys: dict[str, KeyState] = field(default_factory=dict)
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per charge made
     late: list[LateExecution] = field(default_factory=list)
+    status_outage: bool = False  # the status endpoint is down while faults are on: unknown outcomes get parked
 
     def charges_of(self, merchant_reference: str) -> list[str]:
         return [key for ref, key in self.ledger if ref == merchant_reference]
@@ -150,7 +151,7 @@ class SimPsp:
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
         faulty = self.faults()
         await checkpoint()
-        if faulty and self.random.random() < 0.2:
+        if faulty and (self.status_outage or self.random.random() < 0.2):
             self.trace(f"PSP status query {idempotency_key}: could not ask")
             return PspStatusResult(found=True, status=None, latency_ms=1000, error_code="TIMEOUT")
         known = self.keys.get(idempotency_key)

@@ -22,6 +22,7 @@ from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
 from payment_application.redrive_stale_orders import RedriveStaleOrders
+from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_domain.events import EventType, payment_order_created
 from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.money import Amount, Currency
@@ -31,6 +32,7 @@ from tests.fakes import FakeClock
 from tests.fakes_consumers import (
     ConsumerTables,
     FakeClaims,
+    FakeParkedOrders,
     FakeResultStore,
     FakeStaleOrderClaims,
     FakeStatusCheckQueue,
@@ -42,9 +44,10 @@ from tests.simulation.psp import SimPsp
 from tests.simulation.scheduler import Scheduler, Task, checkpoint
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 5, 20))
+POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 3, 6))
 LEASE_SECONDS = 3.0
 STALE_AFTER = timedelta(seconds=20)
+REQUERY_EVERY = timedelta(seconds=30)
 FAULT_STEPS = 600
 SETTLE_DEADLINE = timedelta(hours=2)
 MAX_STEPS = 60_000
@@ -133,6 +136,7 @@ class World:
         self.tables = ConsumerTables()
         self.broker = SimBroker(self.random, self.trace, self.faults_on)
         self.psp = SimPsp(self.random, self.now_ms, self.trace, self.faults_on)
+        self.psp.status_outage = self.random.random() < 0.25
         self.retry_queue = FakeRetryQueue(now_ms=self.now_ms())
         self.clocks: dict[str, SkewedClock] = {}
         self.outbox_sent: set[str] = set()
@@ -207,6 +211,14 @@ class World:
             stale_after=STALE_AFTER,
         )
 
+        requery = RequeryParkedOrders(
+            parked=Checkpointed(FakeParkedOrders(tables, self.db_clock)),
+            psp=psp,
+            events=sink,
+            clock=self.clock("requery"),
+            every=REQUERY_EVERY,
+        )
+
         async def retry_round() -> None:
             await dispatch_retries.reclaim(visibility_timeout_ms=5_000)
             await dispatch_retries.dispatch_batch(limit=10)
@@ -216,6 +228,7 @@ class World:
             Periodic("retries", 300, retry_round),
             Periodic("checks", 300, lambda: dispatch_checks.dispatch_once(limit=10)),
             Periodic("sweeper", 10_000, lambda: sweeper.sweep_once(limit=10)),
+            Periodic("requery", 15_000, lambda: requery.requery_once(limit=10)),
         ]
         self._create_payments()
 
@@ -363,10 +376,9 @@ class World:
             for partition, cursor in group.cursors.items():
                 if cursor.committed < len(self.broker.log(group.topic, partition)):
                     return False
-        return all(
-            is_terminal(row.order.status) or row.order.status is PaymentOrderStatus.NEEDS_RECONCILIATION
-            for row in self.tables.orders.values()
-        )
+        # Parked orders too must leave NEEDS_RECONCILIATION: once faults stop the PSP answers truthfully, and the
+        # re-query (defect 4) must turn that answer into a final state.
+        return all(is_terminal(row.order.status) for row in self.tables.orders.values())
 
     def run(self) -> None:
         faults_stopped_at: datetime | None = None

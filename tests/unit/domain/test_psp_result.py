@@ -289,11 +289,37 @@ ALL_OUTCOMES = [
 
 
 @pytest.mark.parametrize("outcome", ALL_OUTCOMES)
-@pytest.mark.parametrize("current", SETTLED, ids=_name)
-def test_any_answer_for_a_settled_or_reconciliation_order_is_a_no_op(
-    current: PaymentOrderStatus, outcome: PspOutcome
-) -> None:
+@pytest.mark.parametrize("current", sorted(TERMINAL), ids=_name)
+def test_any_answer_for_a_settled_order_is_a_no_op(current: PaymentOrderStatus, outcome: PspOutcome) -> None:
     assert decide(OrderState(current, ATTEMPT, 1), outcome, POLICY) is None
+
+
+def _parked_rule(outcome: PspOutcome) -> tuple[Action, PaymentOrderStatus, str | None] | None:
+    """Defect 4: a parked order leaves on a definitive word about its key, from a charge answer or a check."""
+    if outcome.status is S.SUCCESSFUL_FINAL:
+        return Action.SUCCEED, S.SUCCESSFUL_FINAL, None
+    if outcome.status in (S.DECLINED_FINAL, S.FAILED_FINAL):
+        return Action.FAIL, outcome.status, outcome.status.value
+    if outcome.source is CHECK and not outcome.found:
+        return Action.FAIL, S.FAILED_FINAL, NO_CHARGE_AT_PSP
+    if outcome.source is CHECK and outcome.status is S.FAILED_TRANSIENT_ERROR:
+        return Action.FAIL, S.FAILED_FINAL, S.FAILED_TRANSIENT_ERROR.value
+    return None  # still unknown, or a charge call's "not processed": it stays parked
+
+
+@pytest.mark.parametrize("outcome", ALL_OUTCOMES)
+def test_a_parked_order_leaves_only_on_a_definitive_answer_about_its_key(outcome: PspOutcome) -> None:
+    decision = decide(OrderState(S.NEEDS_RECONCILIATION, ATTEMPT, 3), outcome, POLICY)
+
+    expected = _parked_rule(outcome)
+    assert (decision.action, decision.status, decision.reason) == expected if decision else expected is None
+    if decision is not None:
+        assert decision.attempt == ATTEMPT
+
+
+def test_a_parked_order_ignores_answers_about_another_attempt() -> None:
+    outcome = _status_check(CheckAnswer("found_success", True, S.SUCCESSFUL_FINAL), 9, attempt=ATTEMPT - 1)
+    assert decide(OrderState(S.NEEDS_RECONCILIATION, ATTEMPT, 9), outcome, POLICY) is None
 
 
 @pytest.mark.parametrize("stale_attempt", [ATTEMPT - 1, ATTEMPT + 1, 0])
@@ -471,4 +497,5 @@ def test_no_answer_moves_a_settled_order(situation: tuple[OrderState, PspOutcome
     settled = OrderState(S.SUCCESSFUL_FINAL, state.attempt, state.status_check_number)
 
     assert decide(settled, outcome, policy) is None
-    assert decide(OrderState(S.NEEDS_RECONCILIATION, state.attempt, state.status_check_number), outcome, policy) is None
+    parked = decide(OrderState(S.NEEDS_RECONCILIATION, state.attempt, state.status_check_number), outcome, policy)
+    assert parked is None or parked.status in FINAL_OUTCOMES  # a parked order only ever settles
