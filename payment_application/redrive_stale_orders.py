@@ -5,6 +5,10 @@ log, a Redis flush that dropped a retry, a status-check request that vanished. O
 transaction (see `StaleOrderClaims`), then, with no transaction open, each gets what it was waiting for
 (`redrive.safe_redrive`): the deterministic event the pipeline would have sent itself, so a late original and
 its re-drive collapse into one downstream (the executor's attempt claim, the PSP key, the inbox).
+
+Staleness is judged by the store on its own clock (the database's, which wrote every time it compares), never on
+this process's: a sweeper whose clock is off would otherwise re-drive orders still moving, or miss stuck ones. This
+process's clock only timestamps the events it sends and the `stale_seconds` it logs.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ class RedriveStaleOrders:
     async def sweep_once(self, *, limit: int) -> SweepReport:
         """Claim up to `limit` stale orders and re-drive them. A failed re-drive (broker or Redis down) stops the
         round: the orders it claimed and did not re-drive are taken again once the threshold passes their claim."""
-        now = self._clock.now()
-        claimed = await self._orders.claim_stale(stale_before=now - self._stale_after, now=now, limit=limit)
+        claimed = await self._orders.claim_stale(stale_after=self._stale_after, limit=limit)
+        now = self._clock.now()  # for the events and the log only
         redriven: list[Redriven] = []
         waiting: list[StaleOrder] = []
         for stale in claimed:

@@ -329,14 +329,22 @@ class FakeStatusCheckQueue:
 
 
 class FakeStaleOrderClaims:
-    """StaleOrderClaims: the same conditions as the Postgres claim; every order belongs to a payment traced
-    `trace_id`. Claims run one at a time (as SKIP LOCKED keeps concurrent ones apart)."""
+    """StaleOrderClaims: the same conditions as the Postgres claim, judged and stamped on `clock` (the database's);
+    every order belongs to a payment traced `trace_id`. Claims run one at a time (as SKIP LOCKED keeps concurrent
+    ones apart)."""
 
-    def __init__(self, tables: ConsumerTables, *, trace_id: str = "trace-of-the-payment") -> None:
+    def __init__(self, tables: ConsumerTables, clock: FakeClock, *, trace_id: str = "trace-of-the-payment") -> None:
         self.tables = tables
+        self.clock = clock
         self.trace_id = trace_id
 
-    async def claim_stale(self, *, stale_before: datetime, now: datetime, limit: int) -> list[StaleOrder]:
+    async def claim_stale(self, *, stale_after: timedelta, limit: int) -> list[StaleOrder]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if stale_after <= timedelta(0):
+            raise ValueError("stale_after must be positive")
+        now = self.clock.now()
+        stale_before = now - stale_after
         quiet = sorted(
             (row for row in self.tables.orders.values() if self._quiet_since(row, stale_before)),
             key=lambda row: row.order.updated_at,

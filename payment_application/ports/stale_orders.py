@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Protocol
 
 from payment_domain.payment import PaymentOrder
@@ -22,13 +22,15 @@ class StaleOrder:
 
 
 class StaleOrderClaims(Protocol):
-    async def claim_stale(self, *, stale_before: datetime, now: datetime, limit: int) -> list[StaleOrder]:
+    async def claim_stale(self, *, stale_after: timedelta, limit: int) -> list[StaleOrder]:
         """Claim up to `limit` orders in flight (neither terminal nor NEEDS_RECONCILIATION) that show no sign of
-        progress since `stale_before`, oldest first, in one short transaction that skips rows others hold.
+        progress for `stale_after`, oldest first, in one short transaction that skips rows others hold.
 
+        The store's clock (the database's) judges the threshold and stamps the claim: it is the clock that wrote
+        every time compared here, so a sweeper whose own clock is off neither sweeps early nor misses an order.
         Signs of progress: a state change (`updated_at`), a PSP-call claim by the executor, a claim by a sweeper
-        (so two sweepers never take the same order, and one takes it again only once `stale_before` passes its
-        claim), an unsent outbox row of the order, and a status check of the attempt in play that is still
-        scheduled or was published since. Claimed orders are stamped `now`.
+        (so two sweepers never take the same order, and one takes it again only `stale_after` after its claim),
+        an unsent outbox row of the order, and a status check of the attempt in play that is still scheduled or
+        was published within `stale_after`.
         """
         ...

@@ -204,7 +204,7 @@ class World:
             lease_seconds=LEASE_SECONDS,
         )
         sweeper = RedriveStaleOrders(
-            orders=Checkpointed(FakeStaleOrderClaims(tables)),
+            orders=Checkpointed(FakeStaleOrderClaims(tables, self.db_clock)),
             events=sink,
             retries=retries,
             clock=self.clock("sweeper"),

@@ -1,11 +1,11 @@
 """Payment orders written straight into Postgres in any state, as if the messages that should have moved them on
-had been lost (the sweeper's tests); and reading back what the sweeper left."""
+had been lost (the sweeper's tests); reading back what the sweeper left; and letting time pass for them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -75,3 +75,29 @@ async def insert_orders(database_url: str, orders: Sequence[StoredOrder]) -> Non
 async def order_row(database_url: str, payment_order_id: int) -> asyncpg.Record:
     (row,) = await fetch(database_url, "SELECT * FROM payment_orders WHERE payment_order_id = $1", payment_order_id)
     return row
+
+
+_SHIFT_BACK = (
+    """
+    UPDATE payment_orders
+       SET created_at = created_at - $1::interval, updated_at = updated_at - $1::interval,
+           swept_at = swept_at - $1::interval, psp_claim_expires_at = psp_claim_expires_at - $1::interval
+    """,
+    """
+    UPDATE payment_order_status_checks
+       SET scheduled_at = scheduled_at - $1::interval, lease_expires_at = lease_expires_at - $1::interval,
+           created_at = created_at - $1::interval, updated_at = updated_at - $1::interval
+    """,
+)
+
+
+async def shift_back(database_url: str, delta: timedelta) -> None:
+    """Move every time the sweeper reads (orders, their claims and sweeps, status checks) `delta` into the past: as
+    if that much time had passed on the database's clock, which no test can move."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        async with conn.transaction():
+            for statement in _SHIFT_BACK:
+                await conn.execute(statement, delta)
+    finally:
+        await conn.close()

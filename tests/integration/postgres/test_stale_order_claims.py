@@ -1,12 +1,14 @@
 """PostgresStaleOrderClaims against the migrated schema (a database of this module's own): what counts as a sign
-of progress, the claim stamp, SKIP LOCKED between sweepers and against the result applier, the partial index."""
+of progress, the claim stamp, SKIP LOCKED between sweepers and against the result applier, the partial index, and
+one clock, the database's, whatever the sweeper's own. The database's clock cannot be moved: time passes for an
+order by moving its data into the past (`shift_back`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -14,16 +16,22 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.stale_orders import StaleOrder
+from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import CLAIM_STALE_SQL, NOT_IN_FLIGHT, PostgresStaleOrderClaims
+from tests.fakes import FakeClock
+from tests.fakes_consumers import FakeEventSink
+from tests.fakes_retry import FakeRetryQueue
 from tests.fixtures.database import migrated_database
 from tests.integration.api.helpers import dsn, fetch
-from tests.integration.postgres.order_rows import StoredOrder, insert_orders, order_row
+from tests.integration.postgres.order_rows import StoredOrder, insert_orders, order_row, shift_back
 
 STALE_AFTER = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
+MARGIN = timedelta(seconds=5)
+"""Far more than a case takes between writing its data and claiming: the database's clock moves meanwhile."""
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +51,22 @@ async def sweep_engine(sweep_database: str) -> AsyncIterator[AsyncEngine]:
 class Db:
     url: str
     engine: AsyncEngine
-    now: datetime
+    now: datetime  # the database's clock as the case began: its data is written around it
 
     @property
     def claims(self) -> PostgresStaleOrderClaims:
         return PostgresStaleOrderClaims(self.engine, statement_timeout_ms=2_000)
 
-    async def claim(self, *, at: datetime | None = None, limit: int = 50) -> list[StaleOrder]:
-        moment = at or self.now
-        return await self.claims.claim_stale(stale_before=moment - STALE_AFTER, now=moment, limit=limit)
+    async def claim(self, *, limit: int = 50) -> list[StaleOrder]:
+        return await self.claims.claim_stale(stale_after=STALE_AFTER, limit=limit)
+
+    async def clock(self) -> datetime:
+        (row,) = await fetch(self.url, "SELECT now() AS now")
+        now: datetime = row["now"]
+        return now
+
+    async def pass_time(self, delta: timedelta) -> None:
+        await shift_back(self.url, delta)
 
     async def execute(self, statement: str, *args: object) -> None:
         conn = await asyncpg.connect(dsn(self.url))
@@ -67,7 +82,8 @@ async def db(sweep_database: str, sweep_engine: AsyncEngine) -> Db:
         await conn.execute(
             text("TRUNCATE payment_order_status_checks, payment_orders, payments, outbox_event, processed_events")
         )
-    return Db(sweep_database, sweep_engine, datetime.now(UTC).replace(microsecond=0))
+        now = await conn.scalar(text("SELECT now()"))
+    return Db(sweep_database, sweep_engine, now)
 
 
 def ids(claimed: list[StaleOrder]) -> list[int]:
@@ -85,17 +101,43 @@ async def test_an_order_quiet_for_longer_than_the_threshold_is_claimed_with_its_
         2,
     )
     assert (stale.trace_id, stale.status_check_number, stale.order.updated_at) == ("trace-1", 0, db.now - HOUR)
-    assert (await order_row(db.url, 1))["swept_at"] == db.now
+    assert db.now <= (await order_row(db.url, 1))["swept_at"] <= await db.clock(), "stamped with the database's now"
 
 
 async def test_a_claimed_order_is_not_claimed_again_until_the_threshold_passes_its_claim(db: Db) -> None:
     await insert_orders(db.url, [StoredOrder(1, db.now - HOUR)])
 
     first = await db.claim()
-    within = await db.claim(at=db.now + STALE_AFTER - timedelta(seconds=1))
-    after = await db.claim(at=db.now + STALE_AFTER + timedelta(seconds=1))
+    await db.pass_time(STALE_AFTER - MARGIN)
+    within = await db.claim()
+    await db.pass_time(2 * MARGIN)
+    after = await db.claim()
 
     assert (ids(first), ids(within), ids(after)) == ([1], [], [1])
+
+
+@pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["sweeper-ahead", "sweeper-behind"])
+async def test_staleness_and_the_claim_are_judged_on_the_databases_clock_whatever_the_sweepers(
+    db: Db, skew: timedelta
+) -> None:
+    await insert_orders(
+        db.url, [StoredOrder(1, db.now - timedelta(minutes=5)), StoredOrder(2, db.now - timedelta(minutes=30))]
+    )
+    sweeper = RedriveStaleOrders(
+        orders=db.claims,
+        events=FakeEventSink(),
+        retries=FakeRetryQueue(),
+        clock=FakeClock(db.now + skew),  # a consumers host whose clock is an hour off
+        stale_after=STALE_AFTER,
+    )
+
+    first = await sweeper.sweep_once(limit=10)
+    swept_at = (await order_row(db.url, 2))["swept_at"]
+    again = await sweeper.sweep_once(limit=10)
+
+    assert [r.stale.order.payment_order_id.value for r in first.redriven] == [2], "quiet 30 minutes, not 5"
+    assert swept_at is not None and db.now <= swept_at <= await db.clock(), "claimed at the database's now"
+    assert again.found == 0, "the claim holds for a whole threshold"
 
 
 # --- signs of progress ------------------------------------------------------------------------------------------
@@ -286,7 +328,7 @@ async def test_the_claim_is_served_by_the_partial_index_of_orders_in_flight(db: 
         plan = "\n".join(
             row[0]
             for row in await conn.execute(
-                text("EXPLAIN " + CLAIM_STALE_SQL), {"stale_before": db.now - STALE_AFTER, "now": db.now, "limit": 100}
+                text("EXPLAIN " + CLAIM_STALE_SQL), {"stale_after": STALE_AFTER, "limit": 100}
             )
         )
 

@@ -45,11 +45,15 @@ class World:
 
     @property
     def sweeper(self) -> RedriveStaleOrders:
+        return self.sweeper_on(self.clock)
+
+    def sweeper_on(self, clock: FakeClock) -> RedriveStaleOrders:
+        """A sweeper whose own clock is `clock`; the database's is `self.clock`."""
         return RedriveStaleOrders(
-            orders=FakeStaleOrderClaims(self.tables, trace_id=TRACE),
+            orders=FakeStaleOrderClaims(self.tables, self.clock, trace_id=TRACE),
             events=self.sink,
             retries=self.retries,
-            clock=self.clock,
+            clock=clock,
             stale_after=STALE_AFTER,
         )
 
@@ -221,6 +225,18 @@ async def test_settled_and_parked_orders_are_never_swept(world: World, status: P
     assert world.tables.orders[7].swept_at is None
 
 
+@pytest.mark.parametrize("skew", [timedelta(hours=1), -timedelta(hours=1)], ids=["ahead", "behind"])
+async def test_staleness_is_judged_on_the_databases_clock_not_the_sweepers(world: World, skew: timedelta) -> None:
+    world.tables.add_order(an_order(7, payment_id=7, updated_at=LATER - timedelta(minutes=5)))
+    world.tables.add_order(an_order(8, payment_id=8, updated_at=LATER - timedelta(minutes=30)))
+    world.clock.set(LATER)
+
+    report = await world.sweeper_on(FakeClock(LATER + skew)).sweep_once(limit=10)
+
+    assert [r.stale.order.payment_order_id.value for r in report.redriven] == [8]
+    assert world.tables.orders[8].swept_at == LATER
+
+
 # --- never twice, never a new key ------------------------------------------------------------------------------
 
 
@@ -310,7 +326,7 @@ async def test_a_failed_redrive_stops_the_round_and_the_rest_come_back_after_the
 def test_the_threshold_must_be_positive(world: World) -> None:
     with pytest.raises(ValueError, match="stale_after"):
         RedriveStaleOrders(
-            orders=FakeStaleOrderClaims(world.tables),
+            orders=FakeStaleOrderClaims(world.tables, world.clock),
             events=world.sink,
             retries=world.retries,
             clock=world.clock,
