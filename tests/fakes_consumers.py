@@ -1,9 +1,10 @@
 """Hand-written fakes of the payment-consumers ports: tiny working implementations, not mocks.
 
-They follow the rules of the real adapters (payment_infrastructure/postgres/payment_order_store.py) so a use-case
-test exercises the same guards: the attempt claim (attempt matches, status chargeable, no live claim by another
-token), the inbox, the all-or-nothing result transaction and the status-check lease. Orders, checks and payments
-live in one `ConsumerTables`, shared by the fakes the way the real adapters share one database.
+They follow the rules of the real adapters (payment_infrastructure/postgres/payment_order_store.py; the cases in
+tests/integration/contracts hold both to them) so a use-case test exercises the same guards: the attempt claim
+(attempt matches, status chargeable, no live claim by another token), the inbox, the all-or-nothing result
+transaction and the status-check lease. Orders, checks and payments live in one `ConsumerTables`, shared by the
+fakes the way the real adapters share one database.
 FakeStaleOrderClaims follows the sweeper's claim (payment_infrastructure/postgres/stale_orders.py). The retry
 queue's fake is tests/fakes_retry.py's FakeRetryQueue.
 """
@@ -128,10 +129,6 @@ class ConsumerTables:
     def snapshot(self) -> ConsumerTables:
         return copy.deepcopy(self)
 
-    def restore(self, other: ConsumerTables) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(other, field.name))
-
 
 # --- the attempt claim ----------------------------------------------------------------------------------------
 
@@ -169,28 +166,72 @@ class FakeClaims:
 # --- the result transaction -----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Save:
+    status: PaymentOrderStatus
+    attempt: int
+    reason: str | None
+    error: str | None
+    status_check_number: int
+    now: datetime
+
+    def apply(self, row: OrderRow) -> None:
+        if row.order.retry_count != self.attempt:
+            row.psp_calls = 0
+        row.order = dataclasses.replace(
+            row.order,
+            status=self.status,
+            retry_count=self.attempt,
+            retry_reason=self.reason,
+            last_error_message=self.error,
+            updated_at=self.now,
+        )
+        row.status_check_number = self.status_check_number
+        row.claim_token = row.claim_expires_at = None
+
+
 class FakeResultTransaction:
-    """Writes to a private copy of the tables; `failures` makes a named method raise (to test the rollback)."""
+    """Reads the committed tables as they stand at each call (READ COMMITTED: a claim another delivery committed
+    meanwhile is seen), with this transaction's own writes on top; its writes reach the tables only at `commit`.
+    Others are not held back by its locks; `failures` makes a named method raise (to test the rollback). Texts are
+    cut to what the Postgres columns hold."""
 
     def __init__(self, tables: ConsumerTables, failures: dict[str, Exception], now: datetime) -> None:
-        self.tables = tables
+        self.tables = tables  # the committed tables
         self._failures = failures
         self.now = now  # the database's clock when the transaction began
+        self._inbox: set[tuple[str, str]] = set()
+        self._saves: dict[int, list[_Save]] = {}
+        self._events: list[EventEnvelope] = []
+        self._checks: list[CheckRow] = []
+        self._payments: dict[int, PaymentStatus] = {}
+        self._reconciliations: list[ReconciliationEntry] = []
 
     def _maybe_fail(self, method: str) -> None:
         if method in self._failures:
             raise self._failures[method]
 
+    def _row(self, payment_order_id: int) -> OrderRow | None:
+        """The order as this transaction sees it."""
+        committed = self.tables.orders.get(payment_order_id)
+        if committed is None:
+            return None
+        row = dataclasses.replace(committed)
+        for save in self._saves.get(payment_order_id, []):
+            save.apply(row)
+        return row
+
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
         self._maybe_fail("first_time")
-        if (consumer, event_id) in self.tables.inbox:
+        entry = (consumer, event_id)
+        if entry in self.tables.inbox or entry in self._inbox:
             return False
-        self.tables.inbox.add((consumer, event_id))
+        self._inbox.add(entry)
         return True
 
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         self._maybe_fail("lock")
-        row = self.tables.orders.get(payment_order_id)
+        row = self._row(payment_order_id)
         return LockedOrder(row.order, row.status_check_number, row.psp_calls) if row is not None else None
 
     async def save(
@@ -205,54 +246,62 @@ class FakeResultTransaction:
         now: datetime,
     ) -> None:
         self._maybe_fail("save")
-        row = self.tables.orders[payment_order_id]
-        if row.order.retry_count != attempt:
-            row.psp_calls = 0
-        row.order = dataclasses.replace(
-            row.order,
-            status=status,
-            retry_count=attempt,
-            retry_reason=reason,
-            last_error_message=error,
-            updated_at=now,
-        )
-        row.status_check_number = status_check_number
-        row.claim_token = row.claim_expires_at = None
+        if payment_order_id not in self.tables.orders:
+            raise KeyError(f"no payment order {payment_order_id} to save")
+        save = _Save(status, attempt, reason, error[:2000] if error else None, status_check_number, now)
+        self._saves.setdefault(payment_order_id, []).append(save)
 
     async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
         self._maybe_fail("add_events")
-        self.tables.outbox.extend(envelopes)
+        self._events.extend(envelopes)
 
     async def schedule_status_check(
         self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str, now: datetime
     ) -> None:
         self._maybe_fail("schedule_status_check")
         slot = (payment_order_id, attempt, check_number)
-        if any((c.payment_order_id, c.attempt, c.check_number) == slot for c in self.tables.checks):
+        if any((c.payment_order_id, c.attempt, c.check_number) == slot for c in [*self.tables.checks, *self._checks]):
             return  # ON CONFLICT DO NOTHING
-        self.tables.add_check(
-            payment_order_id, attempt=attempt, check_number=check_number, due_at=due_at, trace_id=trace_id, now=now
-        )
+        check = CheckRow(0, payment_order_id, attempt, check_number, due_at, trace_id[:64])
+        check.updated_at = now
+        self._checks.append(check)
 
     async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
         self._maybe_fail("roll_up")
-        status = roll_up(
-            row.order.status for row in self.tables.orders.values() if row.order.payment_id.value == payment_id
-        )
-        self.tables.payments[payment_id] = status
+        siblings = [i for i, row in self.tables.orders.items() if row.order.payment_id.value == payment_id]
+        status = roll_up(row.order.status for row in map(self._row, siblings) if row is not None)
+        self._payments[payment_id] = status
         return status
 
     async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
         self._maybe_fail("record_reconciliation")
-        self.tables.reconciliations.append(entry)
+        self._reconciliations.append(dataclasses.replace(entry, actor=entry.actor[:255]))
+
+    def commit(self) -> None:
+        tables = self.tables
+        tables.inbox |= self._inbox
+        for order_id, saves in self._saves.items():
+            for save in saves:
+                save.apply(tables.orders[order_id])
+        tables.outbox.extend(self._events)
+        for check in self._checks:
+            slot = (check.payment_order_id, check.attempt, check.check_number)
+            if not any((c.payment_order_id, c.attempt, c.check_number) == slot for c in tables.checks):
+                tables.add_check(
+                    check.payment_order_id,
+                    attempt=check.attempt,
+                    check_number=check.check_number,
+                    due_at=check.due_at,
+                    trace_id=check.trace_id,
+                    now=check.updated_at,
+                )
+        tables.payments.update(self._payments)
+        tables.reconciliations.extend(self._reconciliations)
 
 
 class FakeResultStore:
-    """ResultStore: a transaction commits its copy of the tables on a clean exit and discards it on an exception.
-
-    Transactions run one at a time (as if serialised by the row locks the Postgres store takes); `clock` is the
-    database's.
-    """
+    """ResultStore: a transaction's writes reach the tables when its block exits cleanly, and none of them when it
+    raises. `clock` is the database's."""
 
     def __init__(self, tables: ConsumerTables, clock: FakeClock) -> None:
         self.tables = tables
@@ -263,13 +312,13 @@ class FakeResultStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
-        working = self.tables.snapshot()
+        transaction = FakeResultTransaction(self.tables, self.failures, self.clock.now())
         try:
-            yield FakeResultTransaction(working, self.failures, self.clock.now())
+            yield transaction
         except BaseException:
             self.rollbacks += 1
             raise
-        self.tables.restore(working)
+        transaction.commit()
         self.commits += 1
 
 
@@ -301,6 +350,7 @@ class FakeStatusCheckQueue:
         for check in due:
             check.lease_token = token
             check.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            check.updated_at = now
             claimed.append(
                 DueStatusCheck(
                     check_id=check.id,
