@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from payment_domain.events import EventType
 from payment_domain.status import PaymentOrderStatus, is_terminal, roll_up
+from tests.simulation.creates import one_payment_per_order
 
 if TYPE_CHECKING:
     from tests.simulation.world import World
@@ -35,6 +36,7 @@ def check_invariants(world: World) -> None:
         expected = roll_up(r.order.status for r in rows.values() if r.order.payment_id.value == payment_id)
         if payment_status is not expected:
             problems.append(f"payment {payment_id} is {payment_status}, its orders say {expected}")
+    problems += one_payment_per_order(world.repository, world.requests)
     problems += _event_order(world)
     if problems:
         raise SimulationFailed("; ".join(problems))

@@ -1,6 +1,7 @@
 """The deterministic simulation of the whole money path: the real use cases and domain rules over simulated ports.
 
-One seed builds one world: a few payments with orders for several sellers, a broker, the PSP with its ledger, the
+One seed builds one world: clients creating a few payments for several sellers each (through the real
+CreatePayment), a broker, the PSP with its ledger, the
 consumers' tables (the contract-tested fakes), the Redis retry queue, and every worker of the pipeline as a
 process with its own (possibly skewed) clock. While faults are on, the scheduler interleaves the workers at every
 await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
@@ -17,18 +18,17 @@ from typing import Any
 
 from payment_application.apply_psp_result import ApplyPspResult, ResultPolicy
 from payment_application.check_payment_status import CheckPaymentStatus
+from payment_application.create_payment import CreatePayment
 from payment_application.dispatch_retries import DispatchRetries
 from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
+from payment_application.ports.ids import IdNamespace
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
-from payment_domain.events import EventType, payment_order_created
-from payment_domain.ids import PaymentId, PaymentOrderId
-from payment_domain.money import Amount, Currency
-from payment_domain.payment import PaymentOrder
-from payment_domain.status import PaymentOrderStatus, is_terminal
-from tests.fakes import FakeClock
+from payment_domain.events import EventType
+from payment_domain.status import is_terminal
+from tests.fakes import FakeClock, FakeIdGenerator, FakePaymentRepository, FakePresenter
 from tests.fakes_consumers import (
     ConsumerTables,
     FakeClaims,
@@ -39,6 +39,7 @@ from tests.fakes_consumers import (
 )
 from tests.fakes_retry import FakeRetryQueue
 from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
+from tests.simulation.creates import CommittingRepository, database_floor, requests, send
 from tests.simulation.invariants import check_invariants
 from tests.simulation.psp import SimPsp
 from tests.simulation.scheduler import Scheduler, Task, checkpoint
@@ -140,7 +141,6 @@ class World:
         self.retry_queue = FakeRetryQueue(now_ms=self.now_ms())
         self.clocks: dict[str, SkewedClock] = {}
         self.outbox_sent: set[str] = set()
-        self.orders: list[PaymentOrder] = []
         self._build()
 
     # --- time, trace, faults ----------------------------------------------------------------------------------
@@ -224,34 +224,36 @@ class World:
             await dispatch_retries.dispatch_batch(limit=10)
 
         self.periodic = [
+            Periodic("api", 250, self._send_requests),
             Periodic("outbox", 200, self._dispatch_outbox),
             Periodic("retries", 300, retry_round),
             Periodic("checks", 300, lambda: dispatch_checks.dispatch_once(limit=10)),
             Periodic("sweeper", 10_000, lambda: sweeper.sweep_once(limit=10)),
             Periodic("requery", 15_000, lambda: requery.requery_once(limit=10)),
         ]
-        self._create_payments()
+        self._build_creates()
 
-    def _create_payments(self) -> None:
-        """What CreatePayment commits: the orders, and one payment_order_created row each in the outbox."""
-        next_id = 1_000
-        for payment in range(self.random.randint(1, 4)):
-            payment_id = PaymentId(100 + payment)
-            for _ in range(self.random.randint(1, 3)):
-                next_id += 1
-                order = PaymentOrder(
-                    payment_order_id=PaymentOrderId(next_id),
-                    payment_id=payment_id,
-                    seller_id=f"seller-{next_id}",
-                    amount=Amount(1_000 + next_id, Currency.EUR),
-                    status=PaymentOrderStatus.INITIATED_PENDING,
-                    created_at=START,
-                    updated_at=START,
-                )
-                self.tables.add_order(order)
-                self.orders.append(order)
-                self.tables.outbox.append(payment_order_created(order, trace_id=f"trace-{payment_id}", now=START))
-                self.tables.unsent_outbox.add(next_id)
+    def _build_creates(self) -> None:
+        """The API: the real CreatePayment; Redis holds its id counters (lost with everything else on a flush)."""
+        self.id_counters: dict[IdNamespace, int] = {}
+        self.repository = FakePaymentRepository()
+        ids = FakeIdGenerator(counters=self.id_counters, floor=database_floor(self.repository))
+        self.create = CreatePayment(
+            payments=CommittingRepository(self.repository, self.tables, self.trace),
+            ids=Checkpointed(ids),
+            clock=self.clock("api"),
+            presenter=FakePresenter(),
+            idempotency_ttl=timedelta(hours=24),
+        )
+        self.requests = requests(self.random.randint)
+
+    def _send_requests(self) -> Coroutine[None, None, None]:
+        async def round_of_sends() -> None:
+            for request in self.requests:
+                if not request.done:
+                    await send(self.create, request, self.trace)
+
+        return round_of_sends()
 
     async def _dispatch_outbox(self) -> None:
         """The outbox relay: publish unsent rows in order, then mark them sent; a failure ends the round."""
@@ -347,6 +349,7 @@ class World:
     def _flush_redis(self) -> None:
         self.retry_queue.queued.clear()
         self.retry_queue.inflight.clear()
+        self.id_counters.clear()
         self.trace("REDIS lost everything")
 
     def _skew(self) -> None:
@@ -368,7 +371,7 @@ class World:
     # --- running ----------------------------------------------------------------------------------------------
 
     def settled(self) -> bool:
-        if self.scheduler.tasks or self.psp.late:
+        if self.scheduler.tasks or self.psp.late or not all(r.done for r in self.requests):
             return False
         if any(e.event_id not in self.outbox_sent for e in self.tables.outbox):
             return False
