@@ -1,6 +1,6 @@
-"""The consumers' side of the database for the contract cases of PaymentOrderClaims, ResultStore and
-StatusCheckQueue: the fakes over one ConsumerTables and FakeClock, or the Postgres adapters over the session
-database.
+"""The consumers' side of the database for the contract cases of PaymentOrderClaims, ResultStore,
+StatusCheckQueue and ParkedOrders: the fakes over one ConsumerTables and FakeClock, or the Postgres adapters over
+the session database.
 
 Every payment a case adds has ids of its own (far from what other tests' counters reach), and the Postgres world
 deletes what it wrote when the case ends. The status-check queue claims whatever is due in the whole table, so its
@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.payment_orders import (
     PaymentOrderClaims,
     ReconciliationEntry,
@@ -31,6 +32,7 @@ from payment_application.ports.payment_orders import (
 from payment_domain.events import EventEnvelope
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
+from payment_infrastructure.postgres.parked_orders import PostgresParkedOrders
 from payment_infrastructure.postgres.payment_order_store import (
     PostgresPaymentOrderClaims,
     PostgresResultStore,
@@ -39,7 +41,14 @@ from payment_infrastructure.postgres.payment_order_store import (
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.serialization import envelope_from_bytes
 from tests.fakes import FakeClock
-from tests.fakes_consumers import ConsumerTables, FakeClaims, FakeResultStore, FakeStatusCheckQueue, an_order
+from tests.fakes_consumers import (
+    ConsumerTables,
+    FakeClaims,
+    FakeParkedOrders,
+    FakeResultStore,
+    FakeStatusCheckQueue,
+    an_order,
+)
 from tests.fixtures.ports import wait_until
 from tests.integration.postgres.order_rows import StoredOrder, insert_orders
 
@@ -86,6 +95,7 @@ class OrdersWorld(Protocol):
     claims: PaymentOrderClaims
     results: ResultStore
     checks: StatusCheckQueue
+    parked: ParkedOrders
 
     async def add_payment(self, *orders: Order) -> list[PaymentOrder]:
         """Commit one payment (status INITIATED) with these orders; the orders as stored, in the given order."""
@@ -127,6 +137,7 @@ class FakeWorld:
         self.claims: PaymentOrderClaims = FakeClaims(self.tables, self.clock)
         self.results: ResultStore = FakeResultStore(self.tables, self.clock)
         self.checks: StatusCheckQueue = FakeStatusCheckQueue(self.tables, self.clock)
+        self.parked: ParkedOrders = FakeParkedOrders(self.tables, self.clock)
 
     async def add_payment(self, *orders: Order) -> list[PaymentOrder]:
         payment_id = next(_ids)
@@ -182,6 +193,7 @@ class PostgresWorld:
         self.claims: PaymentOrderClaims = PostgresPaymentOrderClaims(engine)
         self.results: ResultStore = PostgresResultStore(engine, statement_timeout_ms=5_000, lock_timeout_ms=2_000)
         self.checks: StatusCheckQueue = PostgresStatusCheckQueue(engine)
+        self.parked: ParkedOrders = PostgresParkedOrders(engine)
         self.payments: list[int] = []
 
     async def add_payment(self, *orders: Order) -> list[PaymentOrder]:
