@@ -8,6 +8,7 @@ checks an hour in the past (asked at once, burning the schedule), one running ah
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,8 +21,17 @@ from payment_infrastructure.postgres.payment_order_store import PostgresResultSt
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from tests.fakes_retry import FakeRetryQueue
+from tests.fixtures.database import migrated_database
 from tests.integration.api.helpers import fetch
 from tests.integration.postgres.order_rows import StoredOrder, insert_orders, order_row
+
+
+@pytest.fixture(scope="module")
+async def own_database() -> AsyncIterator[str]:
+    """A database of this module's own: its fixed order ids meet no other test's rows."""
+    async with migrated_database() as url:
+        yield url
+
 
 FIRST_CHECK_SECONDS = 5
 AN_HOUR = timedelta(hours=1)
@@ -29,11 +39,11 @@ AN_HOUR = timedelta(hours=1)
 
 @pytest.mark.parametrize("skew", [-AN_HOUR, AN_HOUR], ids=["applier-behind", "applier-ahead"])
 async def test_a_status_check_is_due_on_the_databases_clock_whatever_the_results_clock(
-    database_url: str, skew: timedelta
+    own_database: str, skew: timedelta
 ) -> None:
     order_id = 1 if skew < timedelta(0) else 2  # the module shares one database
-    await insert_orders(database_url, [StoredOrder(order_id, datetime.now(UTC) - timedelta(minutes=1))])
-    order = order_from_row(await order_row(database_url, order_id))
+    await insert_orders(own_database, [StoredOrder(order_id, datetime.now(UTC) - timedelta(minutes=1))])
+    order = order_from_row(await order_row(own_database, order_id))
     # The answer was stamped by a process whose clock is an hour off.
     timed_out = psp_result_updated(
         order,
@@ -46,7 +56,7 @@ async def test_a_status_check_is_due_on_the_databases_clock_whatever_the_results
         parent_event_id="request-1",
         now=datetime.now(UTC) + skew,
     )
-    engine = create_engine(DatabaseSettings(url=database_url, pool_size=2), application_name="clock-tests")
+    engine = create_engine(DatabaseSettings(url=own_database, pool_size=2), application_name="clock-tests")
     try:
         apply = ApplyPspResult(
             store=PostgresResultStore(engine, statement_timeout_ms=2_000, lock_timeout_ms=250),
@@ -60,7 +70,7 @@ async def test_a_status_check_is_due_on_the_databases_clock_whatever_the_results
         await engine.dispose()
 
     (check,) = await fetch(
-        database_url,
+        own_database,
         "SELECT c.scheduled_at - o.updated_at AS delay, o.updated_at - now() AS age, o.status "
         "FROM payment_order_status_checks c JOIN payment_orders o USING (payment_order_id) "
         "WHERE payment_order_id = $1",
