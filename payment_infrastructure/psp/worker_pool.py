@@ -1,17 +1,17 @@
 """A fixed number of asyncio worker tasks pulling PSP calls from a bounded queue.
 
-Why worker tasks and not OS threads: the PSP client (one shared httpx.AsyncClient) is asynchronous, so a
+Why worker tasks and not OS threads: the PSP client (one shared aiohttp.ClientSession) is asynchronous, so a
 single event loop keeps many calls in flight; threads would only add GIL contention and hand-offs without
 adding I/O concurrency. The pool keeps what the original's ThreadPoolExecutor (8 threads, queue 64,
 AbortPolicy) gave: at most `workers` calls at once, at most `queue_size` waiting, and an immediate
 rejection, never an unbounded backlog, when both are full.
 
 Every call gets one deadline when it is submitted. The caller stops waiting at the deadline; the worker hands
-the time left to the call, which bounds its HTTP request with httpx's own timeouts. The worker does not
-cancel the request at the deadline: cancelling an httpx request while its connection is being set up can
-leak a connection-pool slot for good (encode/httpcore#1093); cancellation is only a backstop `grace_s`
-later. The PSP may still finish a charge after we hung up: that unknown outcome is resolved by a status
-query.
+the time left to the call, which bounds its HTTP request with the client's own per-phase timeouts. The worker
+does not cancel the request at the deadline: those timeouts end it and say how far it got (never connected,
+or sent and unanswered), and a request cancelled mid-way says nothing and costs its connection; cancellation
+is only a backstop `grace_s` later. The PSP may still finish a charge after we hung up: that unknown outcome
+is resolved by a status query.
 """
 
 from __future__ import annotations

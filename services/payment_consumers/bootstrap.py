@@ -33,7 +33,7 @@ from payment_infrastructure.postgres.payment_order_store import (
 )
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
-from payment_infrastructure.psp.gateway import HttpxPspGateway
+from payment_infrastructure.psp.gateway import AiohttpPspGateway
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
 from payment_infrastructure.redis.retry_settings import check_visibility_outlives_delivery
@@ -57,7 +57,7 @@ class Container:
     redis: Redis
     publisher: ManagedPublisher
     dead_letters: DeadLetterPublisher
-    psp: HttpxPspGateway
+    psp: AiohttpPspGateway
     retry_queue: RedisRetryQueue
     enqueue: EnqueuePspCall
     execute: ExecutePspCall
@@ -95,7 +95,7 @@ def build_container(
         settings.kafka, client_id=f"{settings.kafka.client_id}-events"
     )
     events = KafkaEventSink(publisher)
-    psp = HttpxPspGateway(settings.psp)
+    psp = AiohttpPspGateway(settings.psp)
     check_visibility_outlives_delivery(settings.retry, settings.kafka.delivery_timeout_seconds)
     retry_queue = RedisRetryQueue.from_settings(redis, settings.retry)
     policy = ResultPolicy(

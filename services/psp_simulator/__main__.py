@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides["timeoutDurationMs"] = args.timeout_duration_ms
     profile = build_profile(args.scenario, overrides)
     app = create_app(profile, random.Random(args.seed))
-    # Keep-alive longer than clients' (httpx: 5 s) so the server never closes a connection a client reuses.
+    # Keep-alive longer than clients' (payment-consumers: 4 s) so the server never closes a connection a client reuses.
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, access_log=False, timeout_keep_alive=30
     )

@@ -1,12 +1,17 @@
-"""HttpxPspGateway against the real simulator: outcome mapping, unknown outcomes, the bounded pool."""
+"""AiohttpPspGateway against the real simulator: outcome mapping, unknown outcomes, the bounded pool.
+
+A few cases need a peer the simulator cannot play (a connection that is never completed, a request read and
+never answered, a redirect); they run against real sockets of their own, served by asyncio streams.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -14,15 +19,15 @@ from prometheus_client import REGISTRY
 
 from payment_application.ports.psp import PspChargeRequest, PspStatusResult
 from payment_domain.status import PaymentOrderStatus as S
-from payment_infrastructure.psp.gateway import HttpxPspGateway
+from payment_infrastructure.psp.gateway import AiohttpPspGateway
 from payment_infrastructure.psp.settings import PspSettings
 from tests.fixtures.psp import PspSimulatorHandle
 from tests.integration.psp.polling import eventually, wait_until
 
 
 @asynccontextmanager
-async def running_gateway(base_url: str, **settings: Any) -> AsyncIterator[HttpxPspGateway]:
-    gateway = HttpxPspGateway(PspSettings(base_url=base_url, **settings))
+async def running_gateway(base_url: str, **settings: Any) -> AsyncIterator[AiohttpPspGateway]:
+    gateway = AiohttpPspGateway(PspSettings(base_url=base_url, **settings))
     await gateway.start()
     try:
         yield gateway
@@ -31,7 +36,7 @@ async def running_gateway(base_url: str, **settings: Any) -> AsyncIterator[Httpx
 
 
 @pytest.fixture
-async def gateway(clean_psp_simulator: PspSimulatorHandle) -> AsyncIterator[HttpxPspGateway]:
+async def gateway(clean_psp_simulator: PspSimulatorHandle) -> AsyncIterator[AiohttpPspGateway]:
     async with running_gateway(clean_psp_simulator.base_url) as gw:
         yield gw
 
@@ -57,6 +62,56 @@ def closed_port() -> int:
     return port
 
 
+@contextmanager
+def never_completing_port() -> Iterator[int]:
+    """A port whose connections are never completed: its accept queue is full, so Linux drops new SYNs."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))  # takes the one place in the queue; nobody accepts it
+        yield port
+
+
+@dataclass
+class RawHttpPeer:
+    """What a hand-written HTTP peer saw: one request line per request it read."""
+
+    base_url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def raw_http_peer(answer: bytes | None) -> AsyncIterator[RawHttpPeer]:
+    """Serves `answer` to every request on loopback; with None it reads requests and never answers."""
+    peer = RawHttpPeer("")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode().split("\r\n")
+                peer.requests.append(lines[0])
+                length = next((int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length:")), 0)
+                await reader.readexactly(length)
+                if answer is None:
+                    await reader.read()  # until the client hangs up
+                    return
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    peer.base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield peer
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.parametrize(
     ("psp_outcome", "expected"),
     [
@@ -67,7 +122,7 @@ def closed_port() -> int:
     ],
 )
 async def test_psp_answer_is_mapped_to_the_order_status(
-    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle, psp_outcome: str, expected: S
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle, psp_outcome: str, expected: S
 ) -> None:
     request = charge_request()
     await clean_psp_simulator.force(request.merchant_reference, psp_outcome)
@@ -160,8 +215,45 @@ async def test_unreachable_psp_is_unavailable_and_status_cannot_be_asked() -> No
     assert status.could_not_ask and not status.psp_has_no_such_charge
 
 
+async def test_psp_that_never_completes_the_connection_is_unavailable_within_the_connect_timeout() -> None:
+    with never_completing_port() as port:
+        async with running_gateway(f"http://127.0.0.1:{port}", connect_timeout_ms=200, call_timeout_ms=1000) as gateway:
+            result = await gateway.charge(charge_request())
+            status = await gateway.charge_status("key-anything")
+
+    # Not connected, so never sent: a new attempt is safe, and it is known at the connect timeout, well before the
+    # call's wait ends.
+    assert (result.status, result.error_code) == (S.PSP_UNAVAILABLE_TRANSIENT, "CONNECT_FAILED")
+    assert 200 <= result.latency_ms < 900
+    assert (status.could_not_ask, status.error_code) == (True, "UNAVAILABLE")
+
+
+async def test_request_read_and_never_answered_is_an_unknown_outcome_not_an_unavailable_psp() -> None:
+    async with (
+        raw_http_peer(answer=None) as silent,
+        running_gateway(silent.base_url, call_timeout_ms=300, status_timeout_ms=300) as gateway,
+    ):
+        result = await gateway.charge(charge_request())
+        status = await gateway.charge_status("key-1")
+
+    assert silent.requests[0].startswith("POST /v1/charges ")
+    assert (result.status, result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "TIMEOUT")
+    # The status query was sent and went unanswered: "could not ask" because of a timeout, not an outage.
+    assert (status.could_not_ask, status.error_code) == (True, "TIMEOUT")
+    assert status.latency_ms >= 300
+
+
+async def test_a_redirect_is_not_followed_and_leaves_the_outcome_unknown() -> None:
+    redirect = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere/v1/charges\r\nContent-Length: 0\r\n\r\n"
+    async with raw_http_peer(redirect) as redirecting, running_gateway(redirecting.base_url) as gateway:
+        result = await gateway.charge(charge_request())
+
+    assert (result.status, result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "HTTP_307")
+    assert [line.split()[:2] for line in redirecting.requests] == [["POST", "/v1/charges"]]
+
+
 async def test_psp_503_is_unavailable_and_500_is_an_unknown_outcome(
-    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
 ) -> None:
     busy, broken = charge_request(), charge_request()
     await clean_psp_simulator.force(busy.merchant_reference, http_status=503)
@@ -177,7 +269,7 @@ async def test_psp_503_is_unavailable_and_500_is_an_unknown_outcome(
 
 @pytest.mark.parametrize("http_status", [401, 403, 404, 408])
 async def test_a_4xx_the_psp_does_not_document_is_an_unknown_outcome_counted_never_a_final_failure(
-    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle, http_status: int
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle, http_status: int
 ) -> None:
     request = charge_request()
     await clean_psp_simulator.force(request.merchant_reference, http_status=http_status)
@@ -195,7 +287,7 @@ async def test_a_4xx_the_psp_does_not_document_is_an_unknown_outcome_counted_nev
 
 
 async def test_a_malformed_request_refused_with_400_fails_final(
-    gateway: HttpxPspGateway, clean_psp_simulator: PspSimulatorHandle
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
 ) -> None:
     request = charge_request()
     await clean_psp_simulator.force(request.merchant_reference, http_status=400)
@@ -206,7 +298,7 @@ async def test_a_malformed_request_refused_with_400_fails_final(
     assert (await clean_psp_simulator.summary())["executions"] == 0
 
 
-async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gateway: HttpxPspGateway) -> None:
+async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gateway: AiohttpPspGateway) -> None:
     first = charge_request(amount=1000)
     assert (await gateway.charge(first)).status is S.SUCCESSFUL_FINAL
 
@@ -217,7 +309,7 @@ async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gatewa
     assert result.error_detail
 
 
-async def test_status_of_a_key_the_psp_never_saw_is_not_found(gateway: HttpxPspGateway) -> None:
+async def test_status_of_a_key_the_psp_never_saw_is_not_found(gateway: AiohttpPspGateway) -> None:
     status = await gateway.charge_status("key/with odd?chars")
 
     assert (status.found, status.status, status.error_code) == (False, None, None)
@@ -238,7 +330,7 @@ async def test_close_lets_queued_charges_finish(clean_psp_simulator: PspSimulato
     await clean_psp_simulator.set_scenario(
         "BEST_PSP_EVER", latency=[{"name": "fast", "percent": 100, "minMs": 100, "maxMs": 100}]
     )
-    gateway = HttpxPspGateway(
+    gateway = AiohttpPspGateway(
         PspSettings(base_url=clean_psp_simulator.base_url, workers=1, max_connections=1, call_timeout_ms=2000)
     )
     await gateway.start()
@@ -253,7 +345,7 @@ async def test_close_lets_queued_charges_finish(clean_psp_simulator: PspSimulato
 
 
 async def test_charge_before_start_is_a_programming_error() -> None:
-    gateway = HttpxPspGateway(PspSettings())
+    gateway = AiohttpPspGateway(PspSettings())
 
     with pytest.raises(RuntimeError, match="start"):
         await gateway.charge(charge_request())
