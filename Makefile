@@ -49,8 +49,9 @@ bench-api: install services
 bench-dispatch: install services
 	$(PY) -m tests.benchmarks.bench_dispatch
 
+# make bench-e2e BENCH_ARGS="--rate 300 --duration 300 --warmup 30" (see docs/benchmarks/README.md)
 bench-e2e: install services
-	$(PY) -m tests.benchmarks.bench_e2e
+	$(PY) -m tests.benchmarks.bench_e2e $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,103 +1,507 @@
-"""`make bench-e2e`: orders settled per second end to end (API → outbox → Kafka → consumers → PSP simulator →
-final state), every part a real process. Figures are printed; nothing is asserted.
+"""`make bench-e2e`: the whole system under a constant arrival rate, measured from the outside.
 
-For each scenario: create N payments (2 orders each) as fast as the API takes them, then wait until every order is
-final or parked, and report orders/s over the whole run plus when 50 %/95 %/100 % of orders had settled.
+The stack is `make run`'s (devstack.run: Kafka, Keycloak, PSP simulator, payment-service API, outbox dispatcher,
+payment-consumers, with their shipped settings) on free ports, a fresh database, a private redis-server and its
+own run directory. k6 offers `--rate` payments/s open loop with real Keycloak tokens for `--warmup` + `--duration`
+seconds; then the pipeline drains until every order is final (or `--drain-timeout`). Once a second, during the load
+and the drain, the benchmark reads the consumer lag (end offset minus committed offset over every group), the outbox
+backlog, the orders not final yet, and CPU and RSS per process (/proc). Afterwards it reads every order's create and
+final times from Postgres.
+
+It writes `<out>/e2e-<scenario>-<rate>.md` (headline figures beside the targets, per-process CPU and memory) and
+`.png` (throughput, latency, lag and CPU over time). Nothing is asserted: benchmarks are not tests.
+
+    make bench-e2e                                                    # 100 payments/s for 60 s
+    python -m tests.benchmarks.bench_e2e --rate 300 --duration 300 --warmup 30   # the 5-minute target run
+    python -m tests.benchmarks.bench_e2e --rate 1500 --duration 120 --drain-timeout 600   # overload
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio import Redis
 
+from devstack import kafka, keycloak
+from devstack.process import ServerProcess, free_port
+from devstack.run import Ports, Stack, StackConfig
+from payment_infrastructure.postgres.database import drop_database
 from payment_infrastructure.postgres.pool import plain_dsn
-from tests.benchmarks.stack import Stack, api_stack, client_token
+from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
+from tests.benchmarks.e2e_report import Context, chart, markdown, stem
+from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, summarise
+from tests.benchmarks.proc_usage import (
+    PartMeter,
+    ProcessInfo,
+    Selector,
+    cpu_pressure_seconds,
+    in_session,
+    is_process,
+    machine_busy_seconds,
+    postgres_serving,
+    read_processes,
+)
+from tests.benchmarks.stack import ROOT, SERVER
 
-FINAL = ("SUCCESSFUL_FINAL", "FAILED_FINAL", "DECLINED_FINAL", "NEEDS_RECONCILIATION")
+K6 = str(ROOT / ".venv" / "bin" / "k6")
+K6_SCRIPT = Path(__file__).with_name("k6") / "e2e_rate.js"
+CLIENT_ID = "order-service"
+RETRY_QUEUE = "payment_retry_queue"
+# The same predicate as the partial index payment_orders_in_flight_idx, so counting is an index-only scan.
+IN_FLIGHT = (
+    "SELECT count(*) FROM payment_orders WHERE status NOT IN "
+    "('DECLINED_FINAL', 'FAILED_FINAL', 'NEEDS_RECONCILIATION', 'SUCCESSFUL_FINAL', 'UNKNOWN_FINAL')"
+)
+OUTBOX_BACKLOG = "SELECT count(*) FROM outbox_event WHERE status = 'NEW'"
+ORDERS = (
+    "SELECT status, extract(epoch FROM created_at)::float8 AS created, extract(epoch FROM updated_at)::float8 AS final "
+    "FROM payment_orders"
+)
 
 
-def _body(i: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class Options:
+    settings: Settings
+    out: Path
+    timeout: str
+    keep_run_dir: bool
+    idle: float = 5.0
+
+    def command(self) -> str:
+        s = self.settings
+        args = [
+            "python -m tests.benchmarks.bench_e2e",
+            f"--scenario {s.scenario}",
+            f"--rate {s.rate}",
+            f"--duration {s.duration}",
+            f"--warmup {s.warmup}",
+            f"--sellers {s.sellers[0]}-{s.sellers[1]}",
+            f"--drain-timeout {s.drain_timeout}",
+        ]
+        return " ".join(args)
+
+
+class KafkaLag:
+    """End offset minus committed offset per consumer group, asked of the broker (the members' own view can lag)."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="bench-e2e-lag")
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="bench-e2e-lag")
+        self._partitions: dict[str, list[int]] = {}
+        self._last: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self._admin.start()
+        await self._consumer.start()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def read(self) -> dict[str, int]:
+        try:
+            groups = [str(group[0]) for group in await self._admin.list_consumer_groups()]
+            committed: dict[str, dict[tuple[str, int], int]] = {}
+            for group in groups:
+                offsets = await self._admin.list_consumer_group_offsets(group)
+                committed[group] = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+            topics = {topic for offsets in committed.values() for topic, _ in offsets}
+            await self._learn_partitions(topics - self._partitions.keys())
+            wanted = [TopicPartition(t, p) for t in topics for p in self._partitions.get(t, [])]
+            ends = await self._consumer.end_offsets(wanted) if wanted else {}
+            self._last = consumer_lag(committed, {(tp.topic, tp.partition): end for tp, end in ends.items()})
+        except Exception as error:  # a slow broker must not end the run: keep the last reading
+            print(f"  (lag not read: {error!r})", file=sys.stderr)
+        return self._last
+
+    async def _learn_partitions(self, topics: set[str]) -> None:
+        if not topics:
+            return
+        for topic in await self._admin.describe_topics(sorted(topics)):
+            self._partitions[topic["topic"]] = sorted(p["partition"] for p in topic["partitions"])
+
+
+class Sampler:
+    """Once a second: lag, outbox backlog, orders not final, retry queue, CPU and RSS per part."""
+
+    def __init__(self, conn: asyncpg.Connection, lag: KafkaLag, redis: Redis, meters: dict[str, PartMeter]) -> None:
+        self._conn, self._lag, self._redis, self._meters = conn, lag, redis, meters
+        self.samples: list[Sample] = []
+
+    async def sample(self) -> Sample:
+        reading = await asyncio.to_thread(_read_proc)
+        lag = await self._lag.read()
+        backlog = int(await self._conn.fetchval(OUTBOX_BACKLOG))
+        in_flight = int(await self._conn.fetchval(IN_FLIGHT))
+        retry_queue = int(await self._redis.zcard(RETRY_QUEUE))
+        parts = {name: meter.update(reading.processes) for name, meter in self._meters.items()}
+        sample = Sample(
+            reading.at, lag, backlog, in_flight, retry_queue, parts, reading.busy_seconds, reading.pressure_seconds
+        )
+        self.samples.append(sample)
+        return sample
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            await self.sample()
+            next_at += 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(next_at - time.monotonic(), 0.0))
+
+
+@dataclass(frozen=True)
+class ProcReading:
+    """Every process, the machine's busy time and CPU pressure, stamped with the moment they were read (CPU rates
+    divide by the time between readings, not between the ends of samples that may wait on the broker)."""
+
+    processes: list[ProcessInfo]
+    busy_seconds: float
+    pressure_seconds: float
+    at: float
+
+
+def _read_proc() -> ProcReading:
+    busy = machine_busy_seconds(Path("/proc/stat").read_text())
+    pressure = 0.0
+    with contextlib.suppress(OSError):
+        pressure = cpu_pressure_seconds(Path("/proc/pressure/cpu").read_text())
+    at = time.time()
+    return ProcReading(read_processes(), busy, pressure, at)
+
+
+async def start_redis(scratch: Path) -> tuple[ServerProcess, str]:
+    """A private redis-server: the benchmark shares no keys with `make run`, and its CPU is its own."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make services)")
+    port = free_port()
+    server = ServerProcess(
+        "redis",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(scratch)],
+        log_file=scratch / "redis.log",
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def ready() -> bool:
+        client = Redis.from_url(url)
+        try:
+            return bool(await client.ping())
+        finally:
+            await client.aclose()
+
+    server.spawn()
+    await server.wait_ready(ready, within=10)
+    return server, url
+
+
+def _meters(
+    stack: Stack, redis: ServerProcess, database: str, k6_pid: Callable[[], int | None]
+) -> dict[str, PartMeter]:
+    def session_of(pid: int | None) -> Selector:
+        if pid is None:
+            raise RuntimeError("a part of the stack has no process")
+        return in_session(pid)
+
+    def k6(info: ProcessInfo) -> bool:
+        return info.stat.pid == k6_pid()
+
+    by_name = {part.name: part for part in stack.parts}
     return {
-        "buyerId": f"BUYER-{i}",
-        "orderId": f"ORDER-{uuid.uuid4().hex[:12]}",
-        "totalAmount": {"value": 3000, "currency": "EUR"},
-        "paymentOrders": [
-            {"sellerId": "SELLER-1", "amount": {"value": 1000, "currency": "EUR"}},
-            {"sellerId": "SELLER-2", "amount": {"value": 2000, "currency": "EUR"}},
-        ],
+        "payment-service (API)": PartMeter(session_of(by_name["payment-service"].pid())),
+        "outbox-dispatcher": PartMeter(session_of(by_name["outbox-dispatcher"].pid())),
+        "payment-consumers": PartMeter(session_of(by_name["payment-consumers"].pid())),
+        "psp-simulator": PartMeter(session_of(by_name["psp-simulator"].pid())),
+        "postgres": PartMeter(postgres_serving(database)),
+        "kafka": PartMeter(session_of(stack.kafka.pid)),
+        "keycloak": PartMeter(session_of(stack.keycloak.pid)),
+        "redis": PartMeter(session_of(redis.pid)),
+        "k6": PartMeter(k6),
+        "bench sampler": PartMeter(is_process(os.getpid())),
     }
 
 
-async def _create(stack: Stack, token: str, payments: int, concurrency: int) -> None:
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(payments):
-        queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=stack.api_url, limits=limits, timeout=30) as client:
-
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                response = await client.post("/payments", json=_body(i), headers={"Authorization": f"Bearer {token}"})
-                if response.status_code != 202:
-                    raise RuntimeError(f"create failed: {response.status_code} {response.text}")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def _run(stack: Stack, payments: int, timeout: float) -> None:
-    token = client_token(stack.issuer_url)
-    orders = payments * 2
-    conn = await asyncpg.connect(plain_dsn(stack.database_url))
+async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_url: str, scratch: Path) -> Run:
+    s = options.settings
+    database = stack.config.database_url.rsplit("/", 1)[1]
+    token = await stack.keycloak.token(CLIENT_ID)
+    issued_ms = int(time.time() * 1000)
+    k6_process: asyncio.subprocess.Process | None = None
+    meters = _meters(stack, redis, database, lambda: k6_process.pid if k6_process is not None else None)
+    conn = await asyncpg.connect(plain_dsn(stack.config.database_url))
+    lag = KafkaLag(stack.kafka.bootstrap_servers)
+    await lag.start()
+    redis_client = Redis.from_url(redis_url)
+    sampler = Sampler(conn, lag, redis_client, meters)
+    stop = asyncio.Event()
     try:
-        started = time.perf_counter()
-        await _create(stack, token, payments, concurrency=32)
-        created = time.perf_counter() - started
-        marks: dict[int, float] = {}
-        while True:
-            done = await conn.fetchval("SELECT count(*) FROM payment_orders WHERE status = ANY($1::text[])", FINAL)
-            elapsed = time.perf_counter() - started
-            for pct in (50, 95, 100):
-                if pct not in marks and done >= orders * pct / 100:
-                    marks[pct] = elapsed
-            if done >= orders or elapsed > timeout:
-                break
-            await asyncio.sleep(0.05)
-        by_status = dict(
-            await conn.fetch("SELECT status, count(*) FROM payment_orders GROUP BY status ORDER BY status")
+        sampling = asyncio.create_task(sampler.run(stop))  # its first sample is every CPU meter's baseline
+        await asyncio.sleep(options.idle)  # the stack's cost with nothing to do, for comparison
+        console, summary = scratch / "k6-requests.log", scratch / "k6-summary.json"
+        launched = time.time()
+        k6_process = await asyncio.create_subprocess_exec(
+            *_k6_command(console, summary),
+            env=_k6_env(options, stack, token, issued_ms),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
+        print(f"  k6: {s.rate} payments/s for {s.warmup} + {s.duration} s ...")
+        _, k6_errors = await k6_process.communicate()
+        if k6_process.returncode not in (0, 99):  # 99: a threshold failed (there are none) — anything else: broken
+            raise RuntimeError(f"k6 failed ({k6_process.returncode}): {k6_errors.decode(errors='replace')[-2000:]}")
+        requests = _read_requests(console)
+        load_start = min((r.started for r in requests), default=launched)
+        load = Window(load_start, load_start + s.warmup + s.duration)
+        print(f"  load done: {len(requests):,} requests; draining (up to {s.drain_timeout} s) ...")
+        await _drain(sampler, s.drain_timeout)
+        stop.set()
+        await sampling
+        drain_end = sampler.samples[-1].at
+        rows = await conn.fetch(ORDERS)
     finally:
+        stop.set()
         await conn.close()
-    total = marks.get(100)
-    print(f"  created {payments} payments ({orders} orders) in {created:.1f} s")
-    if total is None:
-        print(f"  NOT all settled within {timeout:.0f} s: {by_status}")
-        return
-    print(f"  settled: 50% {marks[50]:.1f} s, 95% {marks[95]:.1f} s, 100% {total:.1f} s")
-    print(f"  orders settled/s (whole run): {orders / total:.0f}; to 95 %: {orders * 0.95 / marks[95]:.0f}")
-    print(f"  final states: {by_status}")
-    summary = httpx.get(f"{stack.psp_url}/admin/summary").json()
-    print(
-        f"  PSP: {summary['calls']} calls, {summary['orders_charged']} orders charged, "
-        f"{summary['orders_charged_more_than_once']} charged more than once"
+        await lag.close()
+        await redis_client.aclose()
+    orders = [Order(r["created"], r["final"] if r["status"] in TERMINAL else None) for r in rows]
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return Run(
+        settings=s,
+        requests=requests,
+        orders=orders,
+        statuses=statuses,
+        samples=sampler.samples,
+        load=load,
+        drain_end=drain_end,
+        dropped_iterations=_dropped_iterations(summary),
+        psp=_psp_summary(stack.config.psp_url),
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--payments", type=int, default=2000)
-    parser.add_argument("--scenarios", default="BEST_PSP_EVER,NORMAL")
-    parser.add_argument("--timeout", type=float, default=300)
-    args = parser.parse_args()
-    for scenario in args.scenarios.split(","):
-        print(f"{scenario}:")
-        with api_stack(workers=1, pipeline=scenario) as stack:
-            asyncio.run(_run(stack, args.payments, args.timeout))
+def _k6_command(console: Path, summary: Path) -> list[str]:
+    return [
+        K6,
+        "run",
+        "--quiet",
+        "--log-format",
+        "raw",
+        "--console-output",
+        str(console),
+        "--summary-export",
+        str(summary),
+        str(K6_SCRIPT),
+    ]
+
+
+def _k6_env(options: Options, stack: Stack, token: str, issued_ms: int) -> dict[str, str]:
+    s = options.settings
+    return {
+        **os.environ,
+        "BASE_URL": f"http://127.0.0.1:{stack.config.ports.api}",
+        "RATE": str(s.rate),
+        "DURATION": str(s.warmup + s.duration),
+        "VUS": str(s.vus),
+        "MAX_VUS": str(s.max_vus),
+        "SELLERS_MIN": str(s.sellers[0]),
+        "SELLERS_MAX": str(s.sellers[1]),
+        "TIMEOUT": options.timeout,
+        "TOKEN": token,
+        "TOKEN_ISSUED_MS": str(issued_ms),
+        "TOKEN_URL": stack.keycloak.token_url,
+        "CLIENT_ID": CLIENT_ID,
+        "CLIENT_SECRET": keycloak.CLIENT_SECRETS[CLIENT_ID],
+        "RUN_ID": uuid.uuid4().hex[:10],
+    }
+
+
+async def _drain(sampler: Sampler, timeout: float) -> None:
+    """Sample until every order is final and nothing waits in Kafka or the outbox (or `timeout` passes). Lag can
+    trail the last order by a commit interval; a few seconds after the last order it no longer holds the run."""
+    deadline = time.monotonic() + timeout
+    settled_at: float | None = None
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)  # the sampler task keeps sampling; this only looks at what it found
+        last = sampler.samples[-1]
+        if last.in_flight:
+            settled_at = None
+            continue
+        settled_at = settled_at or time.monotonic()
+        if (last.total_lag == 0 and last.outbox_backlog == 0) or time.monotonic() - settled_at > 10:
+            return
+
+
+def _read_requests(console: Path) -> list[Request]:
+    if not console.exists():
+        return []
+    with console.open() as lines:
+        return [request for line in lines if (request := parse_k6_line(line)) is not None]
+
+
+def _dropped_iterations(summary: Path) -> int:
+    """Iterations k6 could not start because every VU was busy: offered load that was never sent."""
+    try:
+        metrics = json.loads(summary.read_text())["metrics"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return int(metrics.get("dropped_iterations", {}).get("count", 0))
+
+
+def _psp_summary(psp_url: str) -> dict[str, object]:
+    try:
+        return dict(httpx.get(f"{psp_url}/admin/summary", timeout=10).json())
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def _machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    cores = os.cpu_count() or 0
+    memory = f"{memory_kb / 2**20:.0f} GiB"
+    return f"{cores} cores ({model or platform.machine()}), {memory}, Python {platform.python_version()}"
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    dirty = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "services",
+        "payment_application",
+        "payment_domain",
+        "payment_infrastructure",
+    )
+    return f"commit {head}" + (" with uncommitted changes to the code" if dirty else "")
+
+
+async def bench(options: Options) -> Path:
+    s = options.settings
+    scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
+    ports = Ports(**{name: free_port() for name in vars(Ports())})
+    print(f"{s.scenario} at {s.rate} payments/s; stack logs in {scratch / 'run'}")
+    await asyncio.gather(asyncio.to_thread(kafka.install), asyncio.to_thread(keycloak.install))
+    redis, redis_url = await start_redis(scratch)
+    config = StackConfig(
+        run_dir=scratch / "run", ports=ports, database_url=database_url, redis_url=redis_url, psp_scenario=s.scenario
+    )
+    stack = Stack(config)
+    failed = True
+    try:
+        started = time.monotonic()
+        await stack.start()
+        print(f"  stack up in {time.monotonic() - started:.0f} s")
+        run = await measure(options, stack, redis, redis_url, scratch)
+        failed = False
+    finally:
+        await stack.stop()
+        await redis.stop()
+        await drop_database(database_url)
+        if failed or options.keep_run_dir:
+            print(f"  logs kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    summary = summarise(run)
+    options.out.mkdir(parents=True, exist_ok=True)
+    name = stem(run)
+    context = Context(
+        command=options.command(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=_machine(),
+        commit=_commit(),
+    )
+    page = options.out / f"{name}.md"
+    page.write_text(markdown(run, summary, context, f"{name}.png"))
+    chart(run, options.out / f"{name}.png")
+    print(
+        f"  accepted {summary.accepted_per_s:.1f} payments/s, settled {summary.settled_orders_per_s:.1f} orders/s, "
+        f"create→final p50/p95/p99 {summary.latency_s[50]:.3f}/{summary.latency_s[95]:.3f}/"
+        f"{summary.latency_s[99]:.3f} s, final {summary.orders_final:,}/{summary.orders_total:,}"
+    )
+    print(f"  wrote {page} and {name}.png")
+    return page
+
+
+def _sellers(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    bounds = (int(low), int(high or low))
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"--sellers wants N or N-M with 1 <= N <= M, not {text!r}")
+    return bounds
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.bench_e2e",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rate", type=int, default=100, help="payments offered per second (default 100)")
+    parser.add_argument("--duration", type=int, default=60, help="measured seconds of load (default 60)")
+    parser.add_argument("--warmup", type=int, default=10, help="seconds of load before the measured window (10)")
+    parser.add_argument("--scenario", default="BEST_PSP_EVER", help="PSP simulator scenario (default BEST_PSP_EVER)")
+    parser.add_argument("--sellers", type=_sellers, default=(2, 3), help="orders per payment, N or N-M (2-3)")
+    parser.add_argument("--drain-timeout", type=int, default=120, help="seconds to wait for every order (120)")
+    parser.add_argument("--vus", type=int, default=0, help="k6 VUs preallocated (default: the rate, at least 20)")
+    parser.add_argument("--max-vus", type=int, default=0, help="k6 VUs at most (default: 4 times the rate)")
+    parser.add_argument("--timeout", default="10s", help="k6 request timeout (default 10s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the .md/.png go")
+    parser.add_argument("--idle", type=float, default=5, help="seconds sampled before the load (default 5)")
+    parser.add_argument("--keep-run-dir", action="store_true", help="keep the stack's logs after the run")
+    args = parser.parse_args(argv)
+    vus = args.vus or max(args.rate, 20)
+    settings = Settings(
+        scenario=args.scenario,
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        sellers=args.sellers,
+        drain_timeout=args.drain_timeout,
+        vus=vus,
+        max_vus=max(args.max_vus or 4 * args.rate, vus),
+    )
+    return Options(settings, args.out, args.timeout, args.keep_run_dir, args.idle)
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(bench(parse_args(argv)))
 
 
 if __name__ == "__main__":
