@@ -522,6 +522,9 @@ class FakeParkedOrders:
     async def list_parked(self, *, limit: int) -> list[ParkedOrder]:
         return [self._parked(row) for row in sorted(self._rows(), key=lambda r: r.order.updated_at)[:limit]]
 
+    async def count(self) -> int:
+        return len(self._rows())
+
     async def get(self, payment_order_id: int) -> ParkedOrder | None:
         row = self.tables.orders.get(payment_order_id)
         if row is None or row.order.status is not PaymentOrderStatus.NEEDS_RECONCILIATION:

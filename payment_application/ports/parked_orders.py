@@ -28,6 +28,10 @@ class ParkedOrders(Protocol):
         """The parked orders, longest parked first (for the operator); claims nothing."""
         ...
 
+    async def count(self) -> int:
+        """How many orders are parked (the alerting gauge)."""
+        ...
+
     async def get(self, payment_order_id: int) -> ParkedOrder | None:
         """The order if it is parked; None if it does not exist or is not in NEEDS_RECONCILIATION."""
         ...

@@ -41,6 +41,7 @@ _SELECT = """
 """
 _LIST = text(_SELECT + " ORDER BY o.updated_at LIMIT :limit")
 _GET = text(_SELECT + " AND o.payment_order_id = :id")
+_COUNT = text("SELECT count(*) FROM payment_orders WHERE status = 'NEEDS_RECONCILIATION'")
 
 
 def _parked(row: Any) -> ParkedOrder:
@@ -69,6 +70,11 @@ class PostgresParkedOrders:
         async with translated_errors(), self._engine.connect() as conn:
             rows = (await conn.execute(_LIST, {"limit": limit})).all()
         return [_parked(r) for r in rows]
+
+    async def count(self) -> int:
+        async with translated_errors(), self._engine.connect() as conn:
+            parked: int = (await conn.execute(_COUNT)).scalar_one()
+        return parked
 
     async def get(self, payment_order_id: int) -> ParkedOrder | None:
         async with translated_errors(), self._engine.connect() as conn:

@@ -81,6 +81,14 @@ async def _woken(stop: asyncio.Event, wakeup: WakeUp, seconds: float) -> bool:
     return woken.done() and not woken.cancelled() and woken.result()
 
 
+def _raise_if_cancelled() -> None:
+    """Some clients turn a cancellation that lands inside their call into an error of their own, or swallow it
+    (redis-py can): a worker being cancelled must still stop, not carry on as if the round had ended."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def paced(
     name: str,
     round_: Callable[[], Awaitable[Round]],
@@ -97,11 +105,13 @@ def paced(
     async def one(stop: asyncio.Event) -> None:
         idle, backoff = pacing.idle_min, pacing.failure_min
         while not stop.is_set():
+            _raise_if_cancelled()
             if wakeup is not None:
                 wakeup.reset()
             try:
                 found = await round_()
             except Exception as error:
+                _raise_if_cancelled()
                 log.error("worker_round_failed", worker=name, error=repr(error), exc_info=error)
                 found = FAILED
             if found.failed:

@@ -21,10 +21,13 @@ from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import SettleParkedOrder
 from payment_infrastructure.clock import SystemClock
+from payment_infrastructure.kafka.consumer import PartitionOrderedConsumer
 from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
+from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
+from payment_infrastructure.postgres.inbox_purge import purge_processed_events
 from payment_infrastructure.postgres.parked_orders import PostgresParkedOrders
 from payment_infrastructure.postgres.payment_order_store import (
     PostgresPaymentOrderClaims,
@@ -37,8 +40,21 @@ from payment_infrastructure.psp.gateway import AiohttpPspGateway
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
 from payment_infrastructure.redis.retry_settings import check_visibility_outlives_delivery
+from payment_infrastructure.runtime.pacing import Pacing, every, paced
+from payment_infrastructure.runtime.pacing import Worker as RuntimeWorker
+from services.payment_consumers import rounds
 from services.payment_consumers.groups import GROUPS
+from services.payment_consumers.handlers import (
+    enqueuer_handler,
+    psp_call_handler,
+    result_handler,
+    status_check_handler,
+)
+from services.payment_consumers.retry_dispatcher import retry_workers
 from services.payment_consumers.settings import ConsumersSettings, Worker
+
+INBOX_PURGE_INTERVAL_SECONDS = 3_600
+RECONCILIATION_GAUGE_INTERVAL_SECONDS = 15
 
 
 class ManagedPublisher(EventPublisher, Protocol):
@@ -176,3 +192,88 @@ def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
         engine, statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms
     )
     return Reconciliation(engine, parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()))
+
+
+def kafka_workers(container: Container) -> dict[str, PartitionOrderedConsumer]:
+    """One partition-ordered consumer per Kafka worker this process runs, by worker name."""
+    settings = container.settings
+    by_worker = {
+        Worker.ENQUEUER: enqueuer_handler(container.enqueue),
+        Worker.PSP_CALL_EXECUTOR: psp_call_handler(container.execute),
+        Worker.RESULT_APPLIER: result_handler(container.apply),
+        Worker.STATUS_CHECK_EXECUTOR: status_check_handler(container.check_status),
+    }
+    return {
+        worker.value: PartitionOrderedConsumer(
+            settings.kafka,
+            settings.consumer,
+            group_id=GROUPS[worker][0],
+            topics=[GROUPS[worker][1].value],
+            handler=by_worker[worker],
+            dead_letters=container.dead_letters,
+            name=worker.value,
+        )
+        for worker in settings.process.workers
+        if worker in GROUPS
+    }
+
+
+def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, RuntimeWorker]:
+    """The process's table of workers: the Kafka consumers, the relays and the timers it runs."""
+    settings = container.settings
+    table: dict[str, RuntimeWorker] = {name: c.run for name, c in consumers.items()}
+    if Worker.RETRY_DISPATCHER in settings.process.workers:
+        table.update(retry_workers(container.retry_queue, container.publisher, settings.retry))
+    if Worker.STATUS_CHECK_SCHEDULER in settings.process.workers:
+        checks = settings.status_checks
+        poll = Pacing(*(checks.poll_interval_seconds,) * 4)
+        table["status-check-scheduler"] = paced(
+            "status-check-scheduler",
+            rounds.status_checks(container.dispatch_status_checks, batch_size=checks.batch_size),
+            poll,
+        )
+    engine = container.engine
+    retention = timedelta(days=settings.process.inbox_retention_days)
+    table["inbox-purge"] = every(
+        "inbox-purge",
+        INBOX_PURGE_INTERVAL_SECONDS,
+        rounds.inbox_purge(
+            lambda before: purge_processed_events(engine, before=before), clock=container.clock, retention=retention
+        ),
+    )
+    table["reconciliation-gauge"] = every(
+        "reconciliation-gauge",
+        RECONCILIATION_GAUGE_INTERVAL_SECONDS,
+        rounds.reconciliation_gauge(PostgresParkedOrders(engine).count),
+    )
+    if settings.sweeper.enabled:
+        table["stale-order-sweeper"] = paced(
+            "stale-order-sweeper",
+            rounds.stale_order_sweep(container.sweep_stale_orders, batch_size=settings.sweeper.batch_size),
+            Pacing(*(settings.sweeper.interval_seconds,) * 4),
+        )
+    if settings.requery.enabled:
+        table["parked-order-requery"] = paced(
+            "parked-order-requery",
+            rounds.parked_order_requery(container.requery_parked_orders, batch_size=settings.requery.batch_size),
+            Pacing(*(settings.requery.poll_interval_seconds,) * 4),
+        )
+    return table
+
+
+def readiness(container: Container, consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, ReadinessCheck]:
+    engine, redis = container.engine, container.redis
+
+    async def postgres() -> None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def redis_ping() -> None:
+        await redis.ping()
+
+    async def kafka_consumers() -> None:
+        unhealthy = [c.group_id for c in consumers.values() if not c.healthy]
+        if unhealthy:
+            raise RuntimeError(f"not consuming: {', '.join(unhealthy)}")
+
+    return {"postgres": postgres, "redis": redis_ping, "consumers": kafka_consumers}

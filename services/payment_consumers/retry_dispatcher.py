@@ -3,15 +3,15 @@
 Paced by the queue, not by a fixed poll (the original ticked every 5 s, adding up to 5 s to every retry): after a
 round it asks Redis how long until the earliest item is due and sleeps that long, never more than `max_idle_ms`
 so an item scheduled earlier than the known next one (or by another pod) is still picked up promptly. A full
-round is followed at once by another. Expired in-flight items are reclaimed on a timer, the first time at start
-(whatever a crashed predecessor left). Every pod may run this loop: claims are atomic, so pods never share an item.
-A failed round (Redis or broker down) backs off, doubling up to `failure_max_backoff_ms`.
+round is followed at once by another. Expired in-flight items are reclaimed on a timer of their own, the first time
+at start (whatever a crashed predecessor left). Every pod may run these: claims are atomic, so pods never share an
+item. A failed round (Redis or broker down) backs off, doubling up to `failure_max_backoff_ms`. Both run on the
+runtime's paced loop (`payment_infrastructure.runtime`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 
@@ -30,6 +30,7 @@ from payment_infrastructure.redis.retry_metrics import (
     redis_retry_zset_size,
 )
 from payment_infrastructure.redis.retry_settings import RetrySettings
+from payment_infrastructure.runtime.pacing import BUSY, FAILED, Pacing, Round, Worker, every, paced
 
 log = structlog.get_logger(__name__)
 
@@ -37,43 +38,44 @@ RETRY_TOPIC = Topic.PSP_CALL_REQUESTED.value
 MAX_LOGGED_MEMBERS = 50
 
 
+def retry_workers(queue: RetryQueue, publisher: EventPublisher, settings: RetrySettings) -> dict[str, Worker]:
+    """The relay and its reclaim timer. The caller starts and stops the publisher; stopping lets a round in
+    progress finish (bounded by the publisher's delivery timeout)."""
+    dispatch = DispatchRetries(queue, publisher)
+    idle = settings.max_idle_ms / 1000
+    pacing = Pacing(
+        idle_min=idle, idle_max=idle, failure_min=idle, failure_max=max(settings.failure_max_backoff_ms / 1000, idle)
+    )
+
+    async def relay() -> Round:
+        started = time.perf_counter()
+        report = await dispatch.dispatch_batch(limit=settings.batch_size)
+        _record(report, time.perf_counter() - started)
+        if report.failures:
+            return FAILED
+        if report.full:
+            return BUSY
+        due_in_ms = await queue.next_due_in_ms()
+        return Round(due_in=None if due_in_ms is None else due_in_ms / 1000)
+
+    return {
+        "retry-dispatcher": paced("retry-dispatcher", relay, pacing),
+        "retry-reclaim": every(
+            "retry-reclaim",
+            settings.reclaim_interval_ms / 1000,
+            lambda: _reclaim_and_measure(dispatch, queue, settings),
+        ),
+    }
+
+
 async def run_retry_dispatcher(
     queue: RetryQueue, publisher: EventPublisher, settings: RetrySettings, stop: asyncio.Event
 ) -> None:
-    """Run until `stop` is set; a round in progress finishes first (bounded by the publisher's delivery timeout).
-
-    The caller starts and stops the publisher.
-    """
-    dispatch = DispatchRetries(queue, publisher)
-    idle_max = settings.max_idle_ms / 1000
-    reclaim_every = settings.reclaim_interval_ms / 1000
-    backoff = idle_max
-    next_reclaim = time.monotonic()
+    """Both retry workers until `stop` (for tools and tests that run the relay on its own)."""
     log.info("retry_dispatcher_started", batch_size=settings.batch_size, max_idle_ms=settings.max_idle_ms)
-    while not stop.is_set():
-        try:
-            if time.monotonic() >= next_reclaim:
-                await _reclaim_and_measure(dispatch, queue, settings)
-                next_reclaim = time.monotonic() + reclaim_every
-            started = time.perf_counter()
-            report = await dispatch.dispatch_batch(limit=settings.batch_size)
-            _record(report, time.perf_counter() - started)
-            if report.failures:
-                wait = backoff
-                backoff = min(backoff * 2, settings.failure_max_backoff_ms / 1000)
-            else:
-                backoff = idle_max
-                if report.full:
-                    continue
-                due_in_ms = await queue.next_due_in_ms()
-                wait = idle_max if due_in_ms is None else min(due_in_ms / 1000, idle_max)
-        except Exception as error:
-            log.error("retry_dispatch_round_failed", error=repr(error))
-            wait = backoff
-            backoff = min(backoff * 2, settings.failure_max_backoff_ms / 1000)
-        wait = min(wait, max(next_reclaim - time.monotonic(), 0.0))
-        if wait > 0:
-            await _wait_for_stop(stop, wait)
+    async with asyncio.TaskGroup() as group:
+        for worker in retry_workers(queue, publisher, settings).values():
+            group.create_task(worker(stop))
     log.info("retry_dispatcher_stopped")
 
 
@@ -111,8 +113,3 @@ def _record(report: RetryDispatchReport, seconds: float) -> None:
         error=repr(first.error),
         note="left in flight; back on the queue after the visibility timeout",
     )
-
-
-async def _wait_for_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -87,6 +87,15 @@ async def test_listing_and_getting_claim_nothing(world: OrdersWorld) -> None:
     assert claimed == {order_id: 6}  # listing and getting did not count as asking
 
 
+async def test_the_count_moves_with_the_parked_orders_alone(world: OrdersWorld) -> None:
+    before = await world.parked.count()
+    await add_order(world, PARKED)
+    await add_order(world, PARKED)
+    await add_order(world, Order(status=S.PENDING_STATUS_CHECK_LATER, status_check_number=1))
+
+    assert await world.parked.count() == before + 2
+
+
 async def test_an_unknown_order_is_not_parked(world: OrdersWorld) -> None:
     assert await world.parked.get(9 * 10**17) is None
 
