@@ -8,15 +8,11 @@ row can be published twice but never lost; consumers recognise the duplicate by 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from payment_application.ports.outbox import (
     DispatchReport,
-    NewOutboxRowSignal,
-    OutboxDispatchObserver,
     OutboxRecord,
     OutboxStore,
     PublishFailure,
@@ -89,86 +85,3 @@ class DispatchOutbox:
             released=released,
             failures=failures,
         )
-
-
-class OutboxDispatchLoop:
-    """Runs `DispatchOutbox` until stopped, paced by the work there is.
-
-    A round that claimed rows is followed at once by another (a full batch means more is waiting; a partial one
-    may have unblocked the next event of the same orders). An empty round sleeps until a commit wakes it or a
-    backoff (growing up to `idle_max_wait`, which also bounds how late an expired lease is noticed) passes.
-    A failed round backs off without listening to wake-ups, so a broker that is down is not hammered.
-    `workers` rounds run side by side so the database and the broker work in parallel.
-    """
-
-    def __init__(
-        self,
-        dispatch: DispatchOutbox,
-        signal: NewOutboxRowSignal,
-        observer: OutboxDispatchObserver,
-        *,
-        workers: int = 1,
-        idle_min_wait: float = 0.05,
-        idle_max_wait: float = 1.0,
-        failure_min_backoff: float = 0.1,
-        failure_max_backoff: float = 5.0,
-        pause: Callable[[asyncio.Event, float], Awaitable[None]] | None = None,
-    ) -> None:
-        """`pause(stop, seconds)` is the failure backoff: it returns after `seconds` or as soon as stop is set."""
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        self._dispatch = dispatch
-        self._signal = signal
-        self._observer = observer
-        self._workers = workers
-        self._idle_min = idle_min_wait
-        self._idle_max = max(idle_max_wait, idle_min_wait)
-        self._failure_min = failure_min_backoff
-        self._failure_max = max(failure_max_backoff, failure_min_backoff)
-        self._pause = pause or _wait_for_stop
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Return once `stop` is set and every in-flight round has settled its batch."""
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self._workers):
-                group.create_task(self._work(stop))
-
-    async def _work(self, stop: asyncio.Event) -> None:
-        idle = self._idle_min
-        backoff = self._failure_min
-        while not stop.is_set():
-            self._signal.reset()
-            started = time.perf_counter()
-            try:
-                report = await self._dispatch.dispatch_batch()
-            except Exception as error:
-                self._observer.batch_failed(error, time.perf_counter() - started)
-                await self._pause(stop, backoff)
-                backoff = min(backoff * 2, self._failure_max)
-                continue
-            self._observer.batch_done(report, time.perf_counter() - started)
-            if report.failures:
-                await self._pause(stop, backoff)
-                backoff = min(backoff * 2, self._failure_max)
-                continue
-            backoff = self._failure_min
-            if report.claimed:
-                idle = self._idle_min
-                continue
-            woken = await self._wait_for_rows(stop, idle)
-            idle = self._idle_min if woken else min(idle * 2, self._idle_max)
-
-    async def _wait_for_rows(self, stop: asyncio.Event, max_seconds: float) -> bool:
-        signal = asyncio.ensure_future(self._signal.wait(max_seconds))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({signal, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            signal.cancel()
-            stopped.cancel()
-        return signal.done() and not signal.cancelled() and signal.result()
-
-
-async def _wait_for_stop(stop: asyncio.Event, max_seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max_seconds)

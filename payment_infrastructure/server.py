@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 import structlog
@@ -84,16 +84,3 @@ async def run_until_stopped(
     failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     if failures:
         raise failures[0]
-
-
-async def run_periodically(
-    name: str, interval_seconds: float, work: Callable[[], Awaitable[object]], stop: asyncio.Event
-) -> None:
-    """Run `work` now and then every interval until `stop`; a failure is logged and retried next time."""
-    while not stop.is_set():
-        try:
-            await work()
-        except Exception:
-            log.exception("periodic_task_failed", task=name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

@@ -96,9 +96,11 @@ def paced(
     *,
     wakeup: WakeUp | None = None,
     workers: int = 1,
+    sleep: Callable[[asyncio.Event, float], Awaitable[object]] = pause,
 ) -> Worker:
     """`workers` copies of the loop run side by side (e.g. so the database and the broker work in parallel). A
-    round that raises is logged and counts as failed."""
+    round that raises is logged and counts as failed. `sleep(stop, seconds)` is every wait but a wake-up's (tests
+    record them instead of waiting)."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
 
@@ -115,7 +117,7 @@ def paced(
                 log.error("worker_round_failed", worker=name, error=repr(error), exc_info=error)
                 found = FAILED
             if found.failed:
-                await pause(stop, backoff)
+                await sleep(stop, backoff)
                 backoff = min(backoff * 2, pacing.failure_max)
                 continue
             backoff = pacing.failure_min
@@ -124,7 +126,7 @@ def paced(
                 continue
             wait = idle if found.due_in is None else max(min(found.due_in, idle), 0.0)
             if wakeup is None:
-                await pause(stop, wait)
+                await sleep(stop, wait)
                 idle = min(idle * 2, pacing.idle_max)
             elif await _woken(stop, wakeup, wait):
                 idle = pacing.idle_min

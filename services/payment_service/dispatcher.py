@@ -18,7 +18,7 @@ import structlog
 import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payment_application.dispatch_outbox import DispatchOutbox, OutboxDispatchLoop
+from payment_application.dispatch_outbox import DispatchOutbox
 from payment_application.ports.clock import Clock
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.admin import ensure_topics
@@ -41,7 +41,9 @@ from payment_infrastructure.postgres.outbox_partitions import (
 )
 from payment_infrastructure.postgres.outbox_settings import check_lease_outlives_delivery
 from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
-from payment_infrastructure.server import http_server, run_periodically, run_until_stopped
+from payment_infrastructure.runtime.pacing import Pacing, Worker, every
+from payment_infrastructure.server import http_server, run_until_stopped
+from services.payment_service.outbox_relay import outbox_relay
 from services.payment_service.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -57,7 +59,7 @@ class OutboxDispatcher:
     store: PostgresOutboxStore
     publisher: KafkaEventPublisher
     notifications: PostgresOutboxNotifications
-    loop: OutboxDispatchLoop
+    relay: Worker
 
     async def maintain_partitions(self) -> None:
         outbox = self.settings.outbox
@@ -93,24 +95,16 @@ class OutboxDispatcher:
         try:
             await self.notifications.start()
             timers = [
-                asyncio.create_task(
-                    run_periodically(
-                        "outbox_partition_maintenance",
-                        outbox.maintenance_interval_seconds,
-                        self.maintain_partitions,
-                        stop,
-                    )
-                ),
-                asyncio.create_task(
-                    run_periodically("outbox_backlog", outbox.metrics_refresh_seconds, self.refresh_backlog, stop)
-                ),
+                every("outbox-partition-maintenance", outbox.maintenance_interval_seconds, self.maintain_partitions),
+                every("outbox-backlog", outbox.metrics_refresh_seconds, self.refresh_backlog),
             ]
+            timer_tasks = [asyncio.create_task(timer(stop)) for timer in timers]
             log.info("outbox_dispatcher_started", workers=outbox.workers, batch_size=outbox.batch_size)
             try:
-                await self.loop.run(stop)
+                await self.relay(stop)
             finally:
                 stop.set()
-                await asyncio.gather(*timers, return_exceptions=True)
+                await asyncio.gather(*timer_tasks, return_exceptions=True)
         finally:
             await self.notifications.stop()
             await self.publisher.stop()
@@ -136,15 +130,17 @@ def build_dispatcher(
         settings.kafka, client_id=f"{settings.kafka.client_id}-outbox"
     )
     notifications = PostgresOutboxNotifications(settings.db.url, channel=outbox.notify_channel)
-    loop = OutboxDispatchLoop(
+    relay = outbox_relay(
         DispatchOutbox(store, publisher, batch_size=outbox.batch_size, lease_seconds=outbox.lease_seconds),
         notifications,
         PrometheusDispatchObserver(),
+        Pacing(
+            idle_min=outbox.idle_min_wait_seconds,
+            idle_max=max(outbox.idle_max_wait_seconds, outbox.idle_min_wait_seconds),
+            failure_min=outbox.failure_min_backoff_seconds,
+            failure_max=max(outbox.failure_max_backoff_seconds, outbox.failure_min_backoff_seconds),
+        ),
         workers=outbox.workers,
-        idle_min_wait=outbox.idle_min_wait_seconds,
-        idle_max_wait=outbox.idle_max_wait_seconds,
-        failure_min_backoff=outbox.failure_min_backoff_seconds,
-        failure_max_backoff=outbox.failure_max_backoff_seconds,
     )
     return OutboxDispatcher(
         settings=settings,
@@ -153,7 +149,7 @@ def build_dispatcher(
         store=store,
         publisher=publisher,
         notifications=notifications,
-        loop=loop,
+        relay=relay,
     )
 
 

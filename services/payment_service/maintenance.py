@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 import structlog
 
 from payment_infrastructure.postgres.idempotency_purge import purge_expired_idempotency_keys
 from payment_infrastructure.postgres.outbox_partitions import ensure_outbox_partitions, hold_for_creates
-from payment_infrastructure.server import run_periodically
+from payment_infrastructure.runtime.pacing import Worker, every
 from services.payment_service.bootstrap import Container
 from services.payment_service.metrics import IDEMPOTENCY_KEYS_PURGED
 
@@ -41,17 +37,9 @@ async def purge_idempotency_keys(container: Container) -> int:
     return purged
 
 
-def maintenance_loops(container: Container) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+def maintenance_loops(container: Container) -> list[Worker]:
     api = container.settings.api
-
-    async def partitions(stop: asyncio.Event) -> None:
-        await run_periodically(
-            "outbox_partitions", api.partition_maintenance_interval_seconds, lambda: ensure_partitions(container), stop
-        )
-
-    async def idempotency(stop: asyncio.Event) -> None:
-        await run_periodically(
-            "idempotency_purge", api.idempotency_purge_interval_seconds, lambda: purge_idempotency_keys(container), stop
-        )
-
-    return [partitions, idempotency]
+    return [
+        every("outbox-partitions", api.partition_maintenance_interval_seconds, lambda: ensure_partitions(container)),
+        every("idempotency-purge", api.idempotency_purge_interval_seconds, lambda: purge_idempotency_keys(container)),
+    ]

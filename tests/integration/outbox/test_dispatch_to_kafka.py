@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payment_application.dispatch_outbox import DispatchOutbox, OutboxDispatchLoop, message_of
+from payment_application.dispatch_outbox import DispatchOutbox, message_of
 from payment_application.ports.outbox import DispatchReport
 from payment_infrastructure.kafka.admin import create_topics
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
 from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
 from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
+from payment_infrastructure.runtime.pacing import Pacing
+from services.payment_service.outbox_relay import outbox_relay
 from tests.fixtures.broker import ConsumedMessage, KafkaFactory, TopicReader
 from tests.integration.outbox.support import NewRow, expire_leases, insert_rows, row_states
 
@@ -230,15 +232,14 @@ async def test_an_idle_dispatch_loop_is_woken_by_the_commit_notification(
     notifications = PostgresOutboxNotifications(database_url)
     await notifications.start()
     reports = _Reports()
-    loop = OutboxDispatchLoop(
+    loop = outbox_relay(
         DispatchOutbox(PostgresOutboxStore(outbox), publisher, batch_size=10, lease_seconds=LEASE),
         notifications,
         reports,
-        idle_min_wait=60.0,  # without the notification nothing would happen for a minute
-        idle_max_wait=60.0,
+        Pacing(idle_min=60.0, idle_max=60.0),  # without the notification nothing would happen for a minute
     )
     stop = asyncio.Event()
-    running = asyncio.create_task(loop.run(stop))
+    running = asyncio.create_task(loop(stop))
     try:
         await _wait_until(lambda: len(reports.done) >= 1)  # the first, empty, round is done
         [row] = _rows(topic, 1)
@@ -263,13 +264,14 @@ async def test_a_stopped_loop_finishes_its_batch_and_leaves_no_lease_behind(
     await insert_rows(outbox, rows)
     stop = asyncio.Event()
     reports = _Reports(stop_after=2, stop=stop)
-    loop = OutboxDispatchLoop(
+    loop = outbox_relay(
         DispatchOutbox(PostgresOutboxStore(outbox), publisher, batch_size=20, lease_seconds=LEASE),
         _NeverWakes(),
         reports,
+        Pacing(),
         workers=2,
     )
-    await asyncio.wait_for(loop.run(stop), 10)
+    await asyncio.wait_for(loop(stop), 10)
 
     states = (await row_states(outbox)).values()
     sent = sum(1 for s in states if s.status == "SENT")

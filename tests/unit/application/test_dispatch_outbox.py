@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from payment_application.dispatch_outbox import DispatchOutbox, OutboxDispatchLoop
+from payment_application.dispatch_outbox import DispatchOutbox
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
+from payment_infrastructure.runtime.pacing import Pacing, Worker
+from services.payment_service.outbox_relay import outbox_relay
 from tests.fakes_outbox import FakeOutboxSignal, FakeOutboxStore, FakePublisher, RecordingObserver
 
 LEASE = 30.0
@@ -27,21 +29,18 @@ def _loop(
     batch_size: int = 10,
     workers: int = 1,
     pauses: list[float] | None = None,
-) -> OutboxDispatchLoop:
+) -> Worker:
     async def pause(stop: asyncio.Event, seconds: float) -> None:
         if pauses is not None:
             pauses.append(seconds)
 
-    return OutboxDispatchLoop(
+    return outbox_relay(
         _dispatch(store, publisher, batch_size),
         signal,
         observer,
+        Pacing(idle_min=0.05, idle_max=0.3, failure_min=0.001, failure_max=0.004),
         workers=workers,
-        idle_min_wait=0.05,
-        idle_max_wait=0.3,
-        failure_min_backoff=0.001,
-        failure_max_backoff=0.004,
-        pause=pause,
+        sleep=pause,
     )
 
 
@@ -152,7 +151,7 @@ async def test_rounds_that_found_rows_are_followed_at_once_by_another_claim() ->
     stop = asyncio.Event()
     signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver()
 
-    await asyncio.wait_for(_loop(store, publisher, signal, observer).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, observer)(stop), 5)
 
     assert [r.claimed for r in observer.reports] == [10, 10, 5, 0]
     assert len(signal.waits) == 1  # the only sleep came after the empty round
@@ -164,7 +163,7 @@ async def test_an_idle_loop_sleeps_longer_each_time_and_comes_back_at_once_when_
     stop = asyncio.Event()
     signal = FakeOutboxSignal([False, False, False, True, False], stop=stop)
 
-    await asyncio.wait_for(_loop(store, publisher, signal, RecordingObserver()).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, RecordingObserver())(stop), 5)
 
     assert signal.waits == [0.05, 0.1, 0.2, 0.3, 0.05, 0.1]
 
@@ -177,7 +176,7 @@ async def test_a_failing_broker_is_backed_off_from_without_listening_to_wake_ups
     signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver(stop=stop, stop_after=4)
     pauses: list[float] = []
 
-    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses)(stop), 5)
 
     assert [len(r.failures) for r in observer.reports] == [1, 1, 1, 1]
     assert pauses == [0.001, 0.002, 0.004, 0.004]
@@ -194,7 +193,7 @@ async def test_a_round_that_raised_is_reported_and_the_loop_carries_on() -> None
     signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver()
     pauses: list[float] = []
 
-    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses).run(stop), 5)
+    await asyncio.wait_for(_loop(store, publisher, signal, observer, pauses=pauses)(stop), 5)
 
     assert [str(e) for e in observer.errors] == ["database restarting"]
     assert pauses == [0.001]
@@ -207,7 +206,7 @@ async def test_stopping_lets_every_worker_finish_its_batch() -> None:
     publisher.gate = asyncio.Event()
     stop = asyncio.Event()
     loop = _loop(store, publisher, FakeOutboxSignal(stop=stop), RecordingObserver(), batch_size=2, workers=2)
-    running = asyncio.create_task(loop.run(stop))
+    running = asyncio.create_task(loop(stop))
     for _ in range(1_000):
         if publisher.batches == 2:
             break

@@ -1,0 +1,42 @@
+"""The outbox relay as a worker of the runtime: `DispatchOutbox` rounds, paced by the work there is.
+
+A round that claimed rows is followed at once by another (a full batch means more is waiting; a partial one may
+have unblocked the next event of the same orders). An empty round waits for a commit's wake-up (Postgres NOTIFY)
+or an idle wait growing to `idle_max` (which also bounds how late an expired lease is noticed). A round that failed
+or could not publish backs off without listening to wake-ups, so a broker that is down is not hammered. `workers`
+rounds run side by side so the database and the broker work in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from payment_application.dispatch_outbox import DispatchOutbox
+from payment_application.ports.outbox import NewOutboxRowSignal, OutboxDispatchObserver
+from payment_infrastructure.runtime.pacing import BUSY, FAILED, IDLE, Pacing, Round, Worker, paced, pause
+
+
+def outbox_relay(
+    dispatch: DispatchOutbox,
+    signal: NewOutboxRowSignal,
+    observer: OutboxDispatchObserver,
+    pacing: Pacing,
+    *,
+    workers: int = 1,
+    sleep: Callable[[asyncio.Event, float], Awaitable[object]] = pause,
+) -> Worker:
+    async def relay() -> Round:
+        started = time.perf_counter()
+        try:
+            report = await dispatch.dispatch_batch()
+        except Exception as error:
+            observer.batch_failed(error, time.perf_counter() - started)
+            return FAILED
+        observer.batch_done(report, time.perf_counter() - started)
+        if report.failures:
+            return FAILED
+        return BUSY if report.claimed else IDLE
+
+    return paced("outbox-relay", relay, pacing, wakeup=signal, workers=workers, sleep=sleep)
