@@ -21,11 +21,7 @@ import argparse
 import asyncio
 import importlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -42,9 +38,9 @@ from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.psp.settings import PspSettings
 from payment_infrastructure.psp.worker_pool import PspWorkerPool
-from tests.fixtures.ports import die_with_parent, wait_until
+from tests.fixtures.ports import wait_until
+from tests.fixtures.psp import running_psp_simulator
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GATEWAY = "payment_infrastructure.psp.gateway:AiohttpPspGateway"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -83,45 +79,9 @@ class Round:
 
 @contextmanager
 def psp_simulator() -> Iterator[tuple[str, int]]:
-    """The simulator on an inherited listening socket (no race for the port); yields (base URL, pid)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    port = listener.getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.NamedTemporaryFile(prefix="bench-psp-", suffix=".log") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "services.psp_simulator", "--fd", str(listener.fileno()), "--port", str(port)),
-                *("--scenario", "BEST_PSP_EVER", "--seed", "1", "--log-level", "WARNING"),
-            ],
-            cwd=ROOT,
-            pass_fds=[listener.fileno()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        listener.close()
-        try:
-            _wait_serving(base_url, process)
-            yield base_url, process.pid
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-
-
-def _wait_serving(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the PSP simulator exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("the PSP simulator did not answer within 30 s")
+    """The tests' simulator (BEST_PSP_EVER, seed 1) with a deep listen backlog; yields (base URL, pid)."""
+    with running_psp_simulator(seed=1, backlog=1024) as (handle, pid):
+        yield handle.base_url, pid
 
 
 def _cpu_seconds(pid: int) -> float:
