@@ -4,7 +4,9 @@ transaction for many, instead of one transaction each.
 Most of a small write's cost, in Postgres and in the driver, is per statement and per commit, not per row: at
 saturation a batch of eight payments costs about a quarter of eight single writes. No write waits for a batch
 to fill: a writer that is free takes whatever is queued (often just one item), so at low load this is the
-plain path, and batches only grow while every writer is busy, which is exactly when the saving matters.
+plain path, and batches only grow while every writer is busy, which is exactly when the saving matters. The queue
+has no bound of its own: its callers bound how many items they have in flight (the API admits a bounded number of
+creates per process and refuses the rest at once).
 
 Guarantees the callers rely on:
 - an item is written in exactly one transaction or not at all; the write function decides how a failed batch
@@ -48,6 +50,11 @@ BATCH_SIZE = Histogram(
     "Payments written per database transaction by the group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+QUEUE_WAIT = Histogram(
+    "payment_create_queue_wait_seconds",
+    "How long a create waited in the group commit's queue before a writer took it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 WriteBatch = Callable[[Conn, Sequence[Item]], Awaitable[Sequence[Result | BaseException]]]
@@ -58,6 +65,7 @@ class _Pending(Generic[Item, Result]):
     item: Item
     conflict_key: Hashable | None
     future: asyncio.Future[Result]
+    queued_at: float
     taken: bool = field(default=False)
     expiry: asyncio.TimerHandle | None = field(default=None)
 
@@ -103,7 +111,9 @@ class GroupCommit(Generic[Item, Result, Conn]):
             raise DependencyUnavailable("database", "shutting down")
         self._start()
         loop = asyncio.get_running_loop()
-        pending: _Pending[Item, Result] = _Pending(item, self._conflict_key(item), loop.create_future())
+        pending: _Pending[Item, Result] = _Pending(
+            item, self._conflict_key(item), loop.create_future(), time.perf_counter()
+        )
         pending.expiry = loop.call_later(self._queue_timeout, self._expire, pending)
         self._queue.append(pending)
         self._wake_one()
@@ -182,6 +192,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
         batch: list[_Pending[Item, Result]] = []
         keys: set[Hashable] = set()
         deferred: list[_Pending[Item, Result]] = []
+        now = time.perf_counter()
         while self._queue and len(batch) < self._max_batch:
             pending = self._queue.popleft()
             if pending.future.done():
@@ -194,6 +205,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
             pending.taken = True
             if pending.expiry is not None:
                 pending.expiry.cancel()
+            QUEUE_WAIT.observe(now - pending.queued_at)
             batch.append(pending)
         self._queue.extendleft(reversed(deferred))
         return batch

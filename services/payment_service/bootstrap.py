@@ -21,6 +21,7 @@ from payment_infrastructure.postgres.payment_repository import PostgresPaymentRe
 from payment_infrastructure.postgres.pool import create_pool
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
+from services.payment_service.api.admission import CreateAdmission
 from services.payment_service.api.presenter import JsonPaymentPresenter
 from services.payment_service.settings import ServiceSettings
 
@@ -28,6 +29,9 @@ log = structlog.get_logger(__name__)
 
 # Blocks other processes may hold when Redis lost its counters: generous, ids are cheap.
 RESYNC_BLOCKS = 1_000
+# Creates a process admits per writer, in batches: one being written and one filling behind it, so batches still
+# grow to their maximum under load while an admitted create waits about two batch writes when the writers limit.
+ADMITTED_BATCHES_PER_WRITER = 2
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Container:
     ids: RedisIdGenerator
     payments: PostgresPaymentRepository
     create_payment: CreatePayment
+    admission: CreateAdmission
 
     async def start(self) -> None:
         """Fail fast on a broken database or Redis; tolerate a missing issuer (tokens fail until it is back)."""
@@ -69,10 +74,11 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         floor_provider=PostgresIdFloor(engine),
         resync_margin=settings.redis.id_block_size * RESYNC_BLOCKS,
     )
+    writers = min(settings.api.create_writers, settings.db.pool_size)
     payments = PostgresPaymentRepository(
         pool,
         acquire_timeout_seconds=settings.db.pool_timeout_seconds,
-        writers=min(settings.api.create_writers, settings.db.pool_size),
+        writers=writers,
         max_batch=settings.api.create_batch_max_payments,
     )
     create = CreatePayment(
@@ -93,4 +99,8 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         ids=ids,
         payments=payments,
         create_payment=create,
+        admission=CreateAdmission(
+            settings.api.create_queue_max
+            or writers * settings.api.create_batch_max_payments * ADMITTED_BATCHES_PER_WRITER
+        ),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Histogram(
     "http_server_requests_seconds",
@@ -14,3 +14,12 @@ PAYMENTS_CREATED = Counter("payments_created_total", "Payments accepted and writ
 PAYMENT_ORDERS_CREATED = Counter("payment_orders_created_total", "Payment orders written (one per seller line)")
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "POST /payments answered from a stored response")
 IDEMPOTENCY_KEYS_PURGED = Counter("idempotency_keys_purged_total", "Expired idempotency keys deleted")
+CREATE_QUEUE_DEPTH = Gauge(
+    "payment_create_queue_depth",
+    "Creates admitted and not yet answered (reading, waiting for a writer or being written), summed over workers",
+    multiprocess_mode="livesum",
+)
+HTTP_REQUESTS_SHED = Counter(
+    "http_requests_shed_total", "Requests refused at once with 503 overloaded, nothing done for them", ["reason"]
+)
+CREATES_SHED_QUEUE_FULL = HTTP_REQUESTS_SHED.labels("queue_full")  # also exported at 0 before the first refusal

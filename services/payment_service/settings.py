@@ -32,6 +32,13 @@ class ApiSettings(BaseModel):
     create_batch_max_payments: int = Field(
         default=32, ge=1, le=1_000, description="most payments one group-commit transaction writes (1: no batching)"
     )
+    create_queue_max: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="most creates one process holds at once (more are refused with 503 overloaded); "
+        "unset: 2 x writers x batch size",
+    )
 
 
 class ServiceSettings(BaseSettings):

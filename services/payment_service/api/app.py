@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
+from fastapi.routing import APIRoute
 
+from services.payment_service.api.admission import AdmissionMiddleware
 from services.payment_service.api.middleware import RequestContextMiddleware
 from services.payment_service.api.problems import install_problem_handlers
 from services.payment_service.api.routes import router
@@ -28,9 +30,21 @@ def create_app(container: Container) -> FastAPI:
     app.state.auth_settings = container.settings.auth
     install_problem_handlers(app, retry_after_seconds=container.settings.api.retry_after_seconds)
     app.include_router(router)
+    # Added first, so it runs inside the request context (trace id, latency metric) and before routing.
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission=container.admission,
+        route=_route("POST", "/payments"),
+        method="POST",
+        retry_after_seconds=container.settings.api.retry_after_seconds,
+    )
     app.add_middleware(RequestContextMiddleware, access_log=False)
     _document_request_schemas(app)
     return app
+
+
+def _route(method: str, path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ()))
 
 
 def _document_request_schemas(app: FastAPI) -> None:

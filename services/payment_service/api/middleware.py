@@ -60,7 +60,12 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - started
                 route = _route_of(scope)
                 HTTP_REQUESTS.labels(scope["method"], route, str(status)).observe(elapsed)
-                if status >= 500 or elapsed > SLOW_REQUEST_SECONDS:
-                    log.warning("http_request", method=scope["method"], route=route, status=status, seconds=elapsed)
-                elif self.access_log or status >= 400:
-                    log.info("http_request", method=scope["method"], route=route, status=status, seconds=elapsed)
+                # A refusal at capacity is counted (http_requests_shed_total), not logged: thousands a second then.
+                if not scope["state"].get("shed"):
+                    self._log(scope["method"], route, status, elapsed)
+
+    def _log(self, method: str, route: str, status: int, elapsed: float) -> None:
+        if status >= 500 or elapsed > SLOW_REQUEST_SECONDS:
+            log.warning("http_request", method=method, route=route, status=status, seconds=elapsed)
+        elif self.access_log or status >= 400:
+            log.info("http_request", method=method, route=route, status=status, seconds=elapsed)

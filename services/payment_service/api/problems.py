@@ -40,6 +40,19 @@ def trace_id_of(request: Request) -> str:
     return str(getattr(request.state, "trace_id", ""))
 
 
+def problem_document(
+    status: int, title: str, detail: str, *, kind: str, instance: str, trace_id: str
+) -> dict[str, Any]:
+    return {
+        "type": f"https://payments.example/problems/{kind}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "traceId": trace_id,
+    }
+
+
 def problem(
     request: Request,
     status: int,
@@ -51,14 +64,7 @@ def problem(
     headers: dict[str, str] | None = None,
     extensions: dict[str, Any] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": f"https://payments.example/problems/{kind}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "traceId": trace_id_of(request),
-    }
+    body = problem_document(status, title, detail, kind=kind, instance=request.url.path, trace_id=trace_id_of(request))
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
     body.update(extensions or {})

@@ -93,7 +93,10 @@ async def _parse_body(request: Request) -> CreatePaymentRequest:
             "written), or a request with this Idempotency-Key is still in flight"
         },
         422: {"description": "Invalid request, or Idempotency-Key reused with a different body"},
-        503: {"description": "A dependency is unavailable; nothing was written"},
+        503: {
+            "description": "A dependency is unavailable, or the service is at capacity (type `overloaded`, answered "
+            "before the token is checked); nothing was written: send the same request again after Retry-After"
+        },
         504: {
             "description": "A statement timed out (nothing was written), or the database stopped answering after "
             "the payment was sent (outcome unknown: send the same request again)"

@@ -1,8 +1,11 @@
 // POST /payments load for the API benchmark (driven by tests/benchmarks/bench_api.py).
-// MODE=saturate: VUS closed-loop users as fast as they can; MODE=rate: RATE requests/s open-loop.
+// MODE=saturate: VUS closed-loop users as fast as they can; MODE=rate: RATE requests/s open-loop;
+// MODE=overload: RATE requests/s open-loop past capacity, each answer sorted by status (accepted, shed, other) and
+// a request unanswered after TIMEOUT (default 3s) counted as a client timeout.
 // IDEMPOTENCY_KEYS=1: every request carries a fresh Idempotency-Key (as a careful client's would).
 import http from "k6/http";
 import { check } from "k6";
+import { Counter, Trend } from "k6/metrics";
 
 const BASE = __ENV.BASE_URL;
 const TOKEN = __ENV.TOKEN;
@@ -13,9 +16,9 @@ const RUN = Date.now().toString(36);
 
 export const options = {
   discardResponseBodies: true,
-  summaryTrendStats: ["avg", "med", "p(90)", "p(95)", "p(99)", "max"],
+  summaryTrendStats: ["count", "avg", "med", "p(90)", "p(95)", "p(99)", "max"],
   scenarios:
-    MODE === "rate"
+    MODE === "rate" || MODE === "overload"
       ? {
           rate: {
             executor: "constant-arrival-rate",
@@ -23,11 +26,19 @@ export const options = {
             timeUnit: "1s",
             duration: DURATION,
             preAllocatedVUs: Number(__ENV.VUS || 50),
-            maxVUs: Number(__ENV.VUS || 50) * 4,
+            maxVUs: Number(__ENV.MAX_VUS || Number(__ENV.VUS || 50) * 4),
           },
         }
       : { saturate: { executor: "constant-vus", vus: Number(__ENV.VUS || 32), duration: DURATION } },
 };
+
+const OVERLOAD = MODE === "overload";
+const TIMEOUT = __ENV.TIMEOUT || "3s";
+const accepted = new Trend("accepted_ms", true);
+const shed = new Trend("shed_ms", true);
+const other = new Counter("other_statuses");
+const timeouts = new Counter("client_timeouts");
+const REQUEST_TIMEOUT_ERROR = 1050;
 
 function cents() {
   return 1000 + Math.floor(Math.random() * 19000);
@@ -50,6 +61,11 @@ export default function () {
   });
   const headers = { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` };
   if (__ENV.IDEMPOTENCY_KEYS === "1") headers["Idempotency-Key"] = `k6-${__VU}-${__ITER}-${Math.random()}`;
-  const res = http.post(`${BASE}/payments`, body, { headers });
+  const res = http.post(`${BASE}/payments`, body, OVERLOAD ? { headers, timeout: TIMEOUT } : { headers });
   check(res, { "202": (r) => r.status === 202 });
+  if (!OVERLOAD) return;
+  if (res.status === 202) accepted.add(res.timings.duration);
+  else if (res.status === 503 || res.status === 429) shed.add(res.timings.duration);
+  else if (res.error_code === REQUEST_TIMEOUT_ERROR) timeouts.add(1);
+  else other.add(1);
 }

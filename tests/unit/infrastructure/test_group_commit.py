@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from prometheus_client import REGISTRY
 
 from payment_application.errors import DependencyUnavailable, WriteOutcomeUnknown
 from payment_infrastructure.postgres.group_commit import GroupCommit
@@ -70,6 +71,19 @@ async def test_items_queued_while_the_writer_waits_share_one_batch_up_to_the_lim
     db.gate.set()
     assert await asyncio.gather(*tasks) == [f"wrote p{n}" for n in range(10)]
     assert db.batches == [[f"p{n}" for n in range(8)], ["p8", "p9"]]
+    await writes.close()
+
+
+async def test_the_time_each_item_waited_for_a_writer_is_observed() -> None:
+    db = FakeDatabase()
+    writes = group(db)
+    before = REGISTRY.get_sample_value("payment_create_queue_wait_seconds_count") or 0.0
+    db.gate.clear()
+    tasks = [asyncio.create_task(writes.submit(f"p{n}")) for n in range(3)]
+    await _until_queued(writes, 3)
+    db.gate.set()
+    await asyncio.gather(*tasks)
+    assert REGISTRY.get_sample_value("payment_create_queue_wait_seconds_count") == before + 3
     await writes.close()
 
 
