@@ -49,6 +49,11 @@ class Pacing:
         if not 0 < self.idle_min <= self.idle_max or not 0 < self.failure_min <= self.failure_max:
             raise ValueError("pacing needs 0 < idle_min <= idle_max and 0 < failure_min <= failure_max")
 
+    @classmethod
+    def steady(cls, seconds: float) -> Pacing:
+        """The same wait after every round that found nothing or failed (a poll or a timer)."""
+        return cls(idle_min=seconds, idle_max=seconds, failure_min=seconds, failure_max=seconds)
+
 
 class WakeUp(Protocol):
     """A hint that work arrived (e.g. Postgres NOTIFY); never a guarantee, so idle waits stay bounded."""
@@ -152,7 +157,7 @@ def every(name: str, interval: float, work: Callable[[], Awaitable[object]]) -> 
         await work()
         return IDLE
 
-    return paced(name, tick, Pacing(idle_min=interval, idle_max=interval, failure_min=interval, failure_max=interval))
+    return paced(name, tick, Pacing.steady(interval))
 
 
 def busy_if(found: bool) -> Round:

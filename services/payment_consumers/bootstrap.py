@@ -226,7 +226,7 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
         table.update(retry_workers(container.retry_queue, container.publisher, settings.retry))
     if Worker.STATUS_CHECK_SCHEDULER in settings.process.workers:
         checks = settings.status_checks
-        poll = Pacing(*(checks.poll_interval_seconds,) * 4)
+        poll = Pacing.steady(checks.poll_interval_seconds)
         table["status-check-scheduler"] = paced(
             "status-check-scheduler",
             rounds.status_checks(container.dispatch_status_checks, batch_size=checks.batch_size),
@@ -250,13 +250,13 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
         table["stale-order-sweeper"] = paced(
             "stale-order-sweeper",
             rounds.stale_order_sweep(container.sweep_stale_orders, batch_size=settings.sweeper.batch_size),
-            Pacing(*(settings.sweeper.interval_seconds,) * 4),
+            Pacing.steady(settings.sweeper.interval_seconds),
         )
     if settings.requery.enabled:
         table["parked-order-requery"] = paced(
             "parked-order-requery",
             rounds.parked_order_requery(container.requery_parked_orders, batch_size=settings.requery.batch_size),
-            Pacing(*(settings.requery.poll_interval_seconds,) * 4),
+            Pacing.steady(settings.requery.poll_interval_seconds),
         )
     return table
 

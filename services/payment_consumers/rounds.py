@@ -16,7 +16,7 @@ from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.ports.clock import Clock
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
-from payment_infrastructure.runtime.pacing import FAILED, Round, busy_if
+from payment_infrastructure.runtime.pacing import BUSY, FAILED, IDLE, Round, busy_if
 from services.payment_consumers.metrics import (
     PARKED_ORDER_REQUERY_FAILURES,
     PARKED_ORDERS_REQUERIED,
@@ -70,10 +70,10 @@ def stale_order_sweep(sweep: RedriveStaleOrders, *, batch_size: int) -> RoundFn:
             found = 0
             return FAILED
         if report.full:
-            return busy_if(True)
+            return BUSY
         PAYMENT_ORDERS_STALE_FOUND.set(found)
         found = 0
-        return busy_if(False)
+        return IDLE
 
     return round_
 
