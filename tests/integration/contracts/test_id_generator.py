@@ -16,6 +16,7 @@ from payment_application.ports.ids import IdGenerator, IdNamespace
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
 from tests.fakes import FakeIdGenerator
 from tests.fixtures.services import RedisEndpoint
+from tests.integration.contracts.redis_backend import redis_backend_of
 
 BLOCK = 10
 MARGIN = 25
@@ -76,11 +77,7 @@ def _on_db(url: str, db: int) -> str:
 
 @pytest.fixture(params=["fake", "redis"])
 def backend(request: pytest.FixtureRequest) -> RedisEndpoint | None:
-    """None for the fake; the session's Redis (started only for the real adapter's cases) otherwise."""
-    if request.param == "fake":
-        return None
-    server: RedisEndpoint = request.getfixturevalue("redis_server")
-    return server
+    return redis_backend_of(request)
 
 
 @pytest.fixture

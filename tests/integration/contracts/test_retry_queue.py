@@ -19,6 +19,7 @@ from payment_infrastructure.serialization import envelope_from_bytes
 from tests.fakes_retry import FakeRetryQueue, message_of, retry_envelope
 from tests.fixtures.ports import wait_until
 from tests.fixtures.services import RedisEndpoint
+from tests.integration.contracts.redis_backend import redis_backend_of
 
 HOUR_MS = 3_600_000
 SOON_MS = 300
@@ -67,11 +68,7 @@ class RedisWorld:
 
 @pytest.fixture(params=["fake", "redis"])
 def backend(request: pytest.FixtureRequest) -> RedisEndpoint | None:
-    """None for the fake; the session's Redis (started only for the real adapter's cases) otherwise."""
-    if request.param == "fake":
-        return None
-    server: RedisEndpoint = request.getfixturevalue("redis_server")
-    return server
+    return redis_backend_of(request)
 
 
 @pytest.fixture
