@@ -1,11 +1,11 @@
-"""The consumer runtime every payment-consumers worker uses: per-partition order, bounded work, at-least-once.
+"""The consumer runtime every payment-consumers worker uses: per-order order, bounded work, at-least-once.
 
-One aiokafka consumer polls with `getmany`; records go to one worker task per assigned partition (strict offset
-order inside a partition, partitions concurrently). A partition whose queue is full is paused and seeked back to
-the first record it did not take. Offsets are committed (offset + 1 of the last finished record) only after the
-handler returned or the record's dead letter was acknowledged: periodically, before partitions are given away
-in a rebalance, and at shutdown. Nothing here relies on Kafka transactions: handlers are idempotent, and a
-redelivery after a crash changes nothing.
+One aiokafka consumer polls with `getmany`; records go to one worker task per assigned partition, which runs them
+in batches (offset order per key, different keys side by side; partitions concurrently). A partition whose queue
+is full is paused and seeked back to the first record it did not take. Offsets are committed (offset + 1 of the
+last finished record) only after the handler returned or the record's dead letter was acknowledged:
+periodically, before partitions are given away in a rebalance, and at shutdown. Nothing here relies on Kafka
+transactions: handlers are idempotent, and a redelivery after a crash changes nothing.
 
 Records are handed to workers in the same step as `getmany` returns them (no await in between), so a rebalance
 can never slip between a fetch and its dispatch and hand a worker records of a previous assignment.
@@ -207,6 +207,7 @@ class PartitionOrderedConsumer:
                 tp,
                 self._processor.process,
                 capacity=self._settings.max_in_flight_per_partition,
+                batch_size=self._settings.batch_size,
                 on_room=self._on_room,
             )
             self._workers[tp] = worker

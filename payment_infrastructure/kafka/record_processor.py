@@ -74,14 +74,15 @@ class RecordProcessor:
         self._sleep = sleep
         self._monotonic = monotonic
         self._randint = randint
-        self._blocked_since: dict[tuple[str, int], float] = {}
+        # Per partition, the records waiting in place and since when (a batch runs several records at once).
+        self._blocked_since: dict[tuple[str, int], dict[int, float]] = {}
 
     async def process(self, record: ConsumedRecord) -> None:
         with structlog.contextvars.bound_contextvars(**record_log_context(record)):
             try:
                 await self._deliver(record)
             finally:
-                self._blocked_since.pop((record.topic, record.partition), None)
+                self._unblock(record)
 
     async def _deliver(self, record: ConsumedRecord) -> None:
         attempts = unexpected = dependency_retries = 0
@@ -138,18 +139,29 @@ class RecordProcessor:
             return
 
     def _block(self, record: ConsumedRecord) -> float:
-        """Mark the record's partition blocked (from now, unless it already is); return for how long it has been."""
+        """Mark the record blocked (from now, unless it already is); return for how long its partition has been."""
         key = (record.topic, record.partition)
-        if key not in self._blocked_since:
-            self._blocked_since[key] = self._monotonic()
+        waiting = self._blocked_since.get(key)
+        if waiting is None:
+            waiting = self._blocked_since[key] = {}
             # (Re)bound at every new blockage: whichever member holds the partition now reports it.
             gauge = kafka_consumer_partition_blocked_seconds.labels(self._group_id, record.topic, str(record.partition))
             gauge.set_function(functools.partial(self._blocked_for, key))
+        waiting.setdefault(record.offset, self._monotonic())
         return self._blocked_for(key)
 
+    def _unblock(self, record: ConsumedRecord) -> None:
+        key = (record.topic, record.partition)
+        waiting = self._blocked_since.get(key)
+        if waiting is not None:
+            waiting.pop(record.offset, None)
+            if not waiting:
+                del self._blocked_since[key]
+
     def _blocked_for(self, key: tuple[str, int]) -> float:
-        since = self._blocked_since.get(key)
-        return 0.0 if since is None else max(self._monotonic() - since, 0.0)
+        """Since the oldest record of the partition still waiting in place started waiting."""
+        waiting = self._blocked_since.get(key)
+        return 0.0 if not waiting else max(self._monotonic() - min(waiting.values()), 0.0)
 
     def _observe(self, record: ConsumedRecord, started: float) -> None:
         kafka_consumer_handle_seconds.labels(self._group_id, record.topic).observe(time.perf_counter() - started)

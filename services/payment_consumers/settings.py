@@ -98,3 +98,16 @@ class ConsumersSettings(BaseSettings):
                 f"retry, retry.max_delay_ms + retry.visibility_timeout_ms ({longest_retry_ms} ms)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _psp_pool_holds_a_full_batch(self) -> Self:
+        """Full batches of charges and status checks on every partition must fit in the PSP pool (running +
+        queued), or calls are refused by our own pool, each refusal costing an attempt."""
+        partitions = self.kafka.partitions + self.kafka.status_check_partitions
+        in_flight = partitions * self.consumer.batch_size
+        if in_flight > self.psp.workers + self.psp.queue_size:
+            raise ValueError(
+                f"(kafka.partitions + kafka.status_check_partitions) x consumer.batch_size ({in_flight}) "
+                f"must not exceed psp.workers + psp.queue_size ({self.psp.workers + self.psp.queue_size})"
+            )
+        return self

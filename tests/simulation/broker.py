@@ -34,7 +34,6 @@ class Cursor:
 
     committed: int = 0
     position: int = 0
-    failures: int = 0  # in-place retries of the record at `position`
 
 
 @dataclass

@@ -71,6 +71,7 @@ def test_the_faults_happen() -> None:
         "caller gives up",
         "could not ask",
         "retry in place",
+        "side by side",  # a consumer batch running several orders of one partition at once
         "CRASH api",
         "(try 2)",  # a client sending a create again after the API died under it
     ):

@@ -52,6 +52,7 @@ REQUERY_EVERY = timedelta(seconds=30)
 FAULT_STEPS = 600
 SETTLE_DEADLINE = timedelta(hours=2)
 MAX_STEPS = 60_000
+BATCH_SIZE = 4  # records a partition hands its consumer at once (the real default is 16)
 
 
 class SimulationFailed(AssertionError):
@@ -295,21 +296,43 @@ class World:
         return actions
 
     def _deliver(self, group: Group, partition: int) -> None:
+        """One batch of the partition, as the real consumer runs it: each order's records one after another, the
+        orders side by side; the position moves over the finished prefix, so a commit never skips a running one."""
         cursor = group.cursors[partition]
-        record = self.broker.log(group.topic, partition)[cursor.position]
+        log = self.broker.log(group.topic, partition)
+        batch = log[cursor.position : cursor.position + self.random.randint(1, BATCH_SIZE)]
         name = f"{group.name}/{partition}"
+        finished: set[int] = set()
+        chains: dict[str, list[Record]] = {}
+        for record in batch:
+            chains.setdefault(record.envelope.aggregate_id, []).append(record)
+
+        async def run_chain(chain: list[Record]) -> None:
+            for record in chain:
+                failures = 0
+                while True:
+                    try:
+                        await group.handle(record)
+                        break
+                    except (ConnectionError, TimeoutError) as error:
+                        failures += 1
+                        failed = f"{name} offset {record.offset} failed ({type(error).__name__}: {error})"
+                        self.trace(f"{failed}; retry in place")
+                        if failures > 200:
+                            raise SimulationFailed(f"{name} offset {record.offset} cannot be processed") from error
+                        await checkpoint()
+                finished.add(record.offset)
+                while cursor.position in finished:
+                    cursor.position += 1
 
         def done(_value: object, error: BaseException | None) -> None:
-            if error is None:
-                cursor.position = record.offset + 1
-                cursor.failures = 0
-                return
-            cursor.failures += 1
-            self.trace(f"{name} offset {record.offset} failed ({type(error).__name__}: {error}); retry in place")
-            if cursor.failures > 200 or not isinstance(error, ConnectionError | TimeoutError):
-                raise SimulationFailed(f"{name} offset {record.offset} cannot be processed: {error!r}") from error
+            if error is not None:
+                raise SimulationFailed(f"{name} cannot process its batch: {error!r}") from error
 
-        self.scheduler.spawn(name, group.name, group.handle(record), done)  # type: ignore[arg-type]
+        if len(chains) > 1:
+            self.trace(f"{name} runs {len(chains)} orders side by side from offset {cursor.position}")
+        for chain in chains.values():
+            self.scheduler.spawn(name, group.name, run_chain(chain), done)
 
     def _commit(self, cursor: Cursor) -> None:
         cursor.committed = cursor.position
@@ -332,7 +355,6 @@ class World:
             if group.name == process:
                 for cursor in group.cursors.values():
                     cursor.position = cursor.committed
-                    cursor.failures = 0
         for periodic in self.periodic:
             if periodic.name == process:
                 periodic.next_ms = self.now_ms() + periodic.interval_ms
@@ -343,7 +365,6 @@ class World:
         self.scheduler.kill(group.name)
         for cursor in group.cursors.values():
             cursor.position = cursor.committed
-            cursor.failures = 0
         self.trace(f"REBALANCE {group.name}: uncommitted records are delivered again")
 
     def _flush_redis(self) -> None:

@@ -323,3 +323,35 @@ def test_poison_is_poison_even_when_a_dependency_error_caused_it() -> None:
         raise PoisonMessage("the handler decided") from DATABASE_DOWN
     except PoisonMessage as poison:
         assert classify(poison).kind is FailureKind.POISON
+
+
+async def test_the_blocked_gauge_stays_up_while_any_record_of_the_partition_still_waits() -> None:
+    """A batch runs several records of one partition at once: one that finishes does not clear the other's wait."""
+    group, time, dead_letters = a_group(), FakeTime(), RecordingDeadLetters()
+    first_blocked, first_release, second_release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    second = ConsumedRecord(TOPIC, RECORD.partition, RECORD.offset + 1, "order-10", b"{}", {}, 0)
+
+    async def handler(record: ConsumedRecord) -> None:
+        release = first_release if record is RECORD else second_release
+        if not release.is_set():
+            raise DATABASE_DOWN
+
+    async def sleep(seconds: float) -> None:
+        first_blocked.set()
+        await asyncio.sleep(0)
+
+    blocked = RecordProcessor(
+        handler, dead_letters, group_id=group, settings=SETTINGS, sleep=sleep, monotonic=time.monotonic
+    )
+    first = asyncio.create_task(blocked.process(RECORD))
+    await first_blocked.wait()
+    time.now += 10.0
+    second_task = asyncio.create_task(blocked.process(second))
+    time.now += 5.0
+    second_release.set()
+    await second_task
+
+    assert blocked_seconds(group) == pytest.approx(15.0)  # the first record still waits, since 15 s
+    first_release.set()
+    await first
+    assert blocked_seconds(group) == 0.0

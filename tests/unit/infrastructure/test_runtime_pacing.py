@@ -13,16 +13,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from payment_infrastructure.runtime.pacing import BUSY, FAILED, IDLE, Pacing, Round, every, paced, pause
+from tests.fixtures.ports import until
 
 FAST = Pacing(idle_min=0.05, idle_max=0.2, failure_min=0.05, failure_max=0.2)
 """Waits long enough to tell apart on a loaded 2-core box; lower bounds are exact, upper bounds generous."""
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.002)
 
 
 class Script:
