@@ -60,6 +60,7 @@ class PartitionOrderedConsumer:
         self._topics = tuple(topics)
         self._name = name
         self._processor = RecordProcessor(handler, dead_letters, group_id=group_id, settings=settings)
+        self._running_records = asyncio.Semaphore(settings.max_concurrent_records)
         self._consumer: AIOKafkaConsumer | None = None
         self._workers: dict[TopicPartition, PartitionWorker] = {}
         self._paused: set[TopicPartition] = set()
@@ -205,13 +206,17 @@ class PartitionOrderedConsumer:
         if worker is None and not self._stopping and tp in consumer.assignment():
             worker = PartitionWorker(
                 tp,
-                self._processor.process,
+                self._process,
                 capacity=self._settings.max_in_flight_per_partition,
                 batch_size=self._settings.batch_size,
                 on_room=self._on_room,
             )
             self._workers[tp] = worker
         return worker
+
+    async def _process(self, record: ConsumedRecord) -> None:
+        async with self._running_records:
+            await self._processor.process(record)
 
     def _pause(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         if tp not in self._paused:

@@ -16,7 +16,8 @@ class ConsumerSettings(BaseModel):
     partition whose queue is full is paused (and seeked back), so memory stays bounded when a handler is slow.
     `batch_size` is how many of a partition's queued records run at once: one key's records (a paymentOrderId's)
     still run one after another in offset order, different keys side by side, and the batch is committed when all
-    of it is done.
+    of it is done. `max_concurrent_records` bounds the records running at once across all of a member's
+    partitions, however many it is assigned, so what they share (the PSP pool, the database pool) is sized once.
     `drain_timeout_seconds` bounds how long a rebalance or a shutdown waits for the record a handler is busy
     with; a record still running then is cancelled and, never committed, is delivered again.
     `in_place_retries` bounds the retries of an unexpected failure only; a dependency failure (database, Redis,
@@ -27,6 +28,7 @@ class ConsumerSettings(BaseModel):
     max_poll_records: int = Field(default=200, ge=1)
     max_in_flight_per_partition: int = Field(default=50, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    max_concurrent_records: int = Field(default=96, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=10)
     fetch_max_wait_ms: int = Field(default=100, ge=0)
     commit_interval_ms: int = Field(default=500, ge=10)

@@ -72,15 +72,31 @@ class ProcessSettings(BaseModel):
     inbox_retention_days: float = Field(default=7, gt=0)
 
 
+class ConsumersDatabaseSettings(DatabaseSettings):
+    """The consumers' own defaults, as a class: an instance default would be dropped as soon as any `DB__` variable
+    is set (pydantic-settings builds the nested model from the environment alone).
+
+    A record that finds every connection busy waits its turn (a batch of many orders shares the pool) rather than
+    backing off; a database that is down still fails at once, on connect, and is waited out by the consumer runtime.
+    """
+
+    statement_timeout_ms: int = Field(default=2_000, gt=0)
+    pool_timeout_seconds: float = Field(default=30, gt=0)
+
+
+class ConsumersKafkaSettings(KafkaSettings):
+    client_id: str = "payment-consumers"
+
+
 class ConsumersSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYMENTS_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
     )
 
     process: ProcessSettings = ProcessSettings()
-    db: DatabaseSettings = DatabaseSettings(statement_timeout_ms=2_000, lock_timeout_ms=250)
+    db: ConsumersDatabaseSettings = ConsumersDatabaseSettings()
     redis: RedisSettings = RedisSettings()
-    kafka: KafkaSettings = KafkaSettings(client_id="payment-consumers")
+    kafka: ConsumersKafkaSettings = ConsumersKafkaSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     psp: PspSettings = PspSettings()
     retry: RetrySettings = RetrySettings()
@@ -100,14 +116,13 @@ class ConsumersSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _psp_pool_holds_a_full_batch(self) -> Self:
-        """Full batches of charges and status checks on every partition must fit in the PSP pool (running +
-        queued), or calls are refused by our own pool, each refusal costing an attempt."""
-        partitions = self.kafka.partitions + self.kafka.status_check_partitions
-        in_flight = partitions * self.consumer.batch_size
+    def _psp_pool_holds_every_call_in_flight(self) -> Self:
+        """The charges and the status checks a process runs at once must fit in the PSP pool (running + queued),
+        or calls are refused by our own pool, each refusal costing an attempt."""
+        in_flight = 2 * self.consumer.max_concurrent_records
         if in_flight > self.psp.workers + self.psp.queue_size:
             raise ValueError(
-                f"(kafka.partitions + kafka.status_check_partitions) x consumer.batch_size ({in_flight}) "
+                f"2 x consumer.max_concurrent_records ({in_flight}, charges and status checks) "
                 f"must not exceed psp.workers + psp.queue_size ({self.psp.workers + self.psp.queue_size})"
             )
         return self
