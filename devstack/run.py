@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,6 +29,12 @@ from devstack.process import ServerProcess, die_with_parent
 
 RESTART_PAUSE_MAX_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0  # a part that ran this long starts again without a pause
+
+
+def _on_loopback(database_url: str) -> bool:
+    """TLS to a server on this machine protects nothing and costs CPU on both ends of every statement."""
+    host = urlsplit(database_url).hostname or ""
+    return host in {"localhost", "::1"} or host.startswith("127.")
 
 
 @dataclass
@@ -215,6 +222,7 @@ class Stack:
         c, p = self.config, self.config.ports
         return {
             "PAYMENTS_DB__URL": c.database_url,
+            "PAYMENTS_DB__SSL": "disable" if _on_loopback(c.database_url) else "prefer",
             "PAYMENTS_REDIS__URL": c.redis_url,
             "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             "PAYMENTS_AUTH__ISSUER_URL": self.keycloak.issuer_url,

@@ -17,6 +17,7 @@ def create_engine(settings: DatabaseSettings, *, application_name: str = "paymen
         pool_pre_ping=False,
         connect_args={
             "timeout": settings.connect_timeout_seconds,
+            "ssl": settings.ssl,
             "server_settings": {
                 "application_name": application_name,
                 "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),

@@ -31,6 +31,7 @@ async def create_pool(settings: DatabaseSettings, *, application_name: str) -> a
         min_size=0,
         max_size=settings.pool_size,
         timeout=settings.connect_timeout_seconds,
+        ssl=settings.ssl,
         max_inactive_connection_lifetime=300,
         reset=_keep_session,
         server_settings={
