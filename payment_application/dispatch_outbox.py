@@ -11,13 +11,9 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-from payment_application.ports.outbox import (
-    DispatchReport,
-    OutboxRecord,
-    OutboxStore,
-    PublishFailure,
-)
+from payment_application.ports.outbox import OutboxRecord, OutboxStore
 from payment_application.ports.publisher import EventHeaders, EventPublisher, OutboundMessage
+from payment_application.relay_report import RelayReport, split_outcomes
 
 
 def message_of(record: OutboxRecord) -> OutboundMessage:
@@ -57,31 +53,26 @@ class DispatchOutbox:
         self._lease_seconds = lease_seconds
         self._new_lease_token = new_lease_token
 
-    async def dispatch_batch(self) -> DispatchReport:
+    async def dispatch_batch(self) -> RelayReport[OutboxRecord]:
         token = self._new_lease_token()
         claim = await self._store.claim(lease_token=token, limit=self._batch_size, lease_seconds=self._lease_seconds)
-        records = list(claim.records)
+        records = tuple(claim.records)
         if not records:
-            return DispatchReport(limit=self._batch_size)
+            return RelayReport(limit=self._batch_size)
         try:
             outcomes = await self._publisher.publish_batch([message_of(r) for r in records])
         except BaseException:
             # Forced shutdown or a publisher bug: hand the rows back now rather than make them wait for the lease.
             await asyncio.shield(self._store.release(token, records))
             raise
-        delivered = [r for r, error in zip(records, outcomes, strict=True) if error is None]
-        failures = tuple(
-            PublishFailure(record=r, error=error)
-            for r, error in zip(records, outcomes, strict=True)
-            if error is not None
-        )
+        delivered, failures = split_outcomes(records, outcomes)
         marked = await self._store.mark_sent(token, delivered) if delivered else 0
-        released = await self._store.release(token, [f.record for f in failures]) if failures else 0
-        return DispatchReport(
+        released = await self._store.release(token, [f.item for f in failures]) if failures else 0
+        return RelayReport(
             limit=self._batch_size,
-            claimed=len(records),
-            sent=marked,
-            lease_conflicts=len(delivered) - marked,
-            released=released,
+            claimed=records,
+            published=delivered,
             failures=failures,
+            sent=marked,
+            released=released,
         )

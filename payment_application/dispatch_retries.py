@@ -8,29 +8,9 @@ the duplicate by its attempt (and the deterministic eventId).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from payment_application.ports.publisher import EventPublisher
 from payment_application.ports.retry_queue import ClaimedRetry, RetryQueue
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPublishFailure:
-    retry: ClaimedRetry
-    error: Exception
-
-
-@dataclass(frozen=True, slots=True)
-class RetryDispatchReport:
-    limit: int
-    claimed: tuple[ClaimedRetry, ...] = ()
-    published: tuple[ClaimedRetry, ...] = ()
-    failures: tuple[RetryPublishFailure, ...] = ()
-
-    @property
-    def full(self) -> bool:
-        """The round claimed as many as it could: more may be due already."""
-        return len(self.claimed) >= self.limit
+from payment_application.relay_report import RelayReport, split_outcomes
 
 
 class DispatchRetries:
@@ -38,26 +18,17 @@ class DispatchRetries:
         self._queue = queue
         self._publisher = publisher
 
-    async def dispatch_batch(self, *, limit: int) -> RetryDispatchReport:
-        """One round, with what happened to each item (for metrics and logs)."""
+    async def dispatch_batch(self, *, limit: int) -> RelayReport[ClaimedRetry]:
+        """One round, with what happened to each item (for metrics and logs). A failed item stays in flight."""
         claimed = tuple(await self._queue.claim_due(limit))
         if not claimed:
-            return RetryDispatchReport(limit=limit)
+            return RelayReport(limit=limit)
         # If publishing raises (a publisher bug, cancellation) the items simply stay in flight.
         outcomes = await self._publisher.publish_batch([c.message for c in claimed])
-        published = tuple(c for c, error in zip(claimed, outcomes, strict=True) if error is None)
-        failures = tuple(
-            RetryPublishFailure(retry=c, error=error)
-            for c, error in zip(claimed, outcomes, strict=True)
-            if error is not None
-        )
+        published, failures = split_outcomes(claimed, outcomes)
         if published:
             await self._queue.ack([c.member for c in published])
-        return RetryDispatchReport(limit=limit, claimed=claimed, published=published, failures=failures)
-
-    async def dispatch_once(self, *, limit: int) -> int:
-        """One round; returns how many items were published and acknowledged."""
-        return len((await self.dispatch_batch(limit=limit)).published)
+        return RelayReport(limit=limit, claimed=claimed, published=published, failures=failures, sent=len(published))
 
     async def reclaim(self, *, visibility_timeout_ms: int) -> int:
         """Put items whose claim expired (a crashed or failed round) back on the queue; returns how many."""

@@ -7,7 +7,6 @@ answer that is still unknown leaves it parked until the next round. Asking never
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -15,23 +14,13 @@ import structlog
 from payment_application.execute_psp_call import attempt_key
 from payment_application.ports.clock import Clock
 from payment_application.ports.events import EventSink
-from payment_application.ports.parked_orders import ParkedOrders
+from payment_application.ports.parked_orders import ParkedOrder, ParkedOrders
 from payment_application.ports.psp import PspGateway
+from payment_application.relay_report import RelayFailure, RelayReport
 from payment_domain.events import psp_result_updated
 from payment_domain.psp_result import ResultSource
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RequeryReport:
-    limit: int
-    asked: int = 0
-    failed: bool = False  # an emit failed; the rest of the round waits for the next one
-
-    @property
-    def full(self) -> bool:
-        return self.asked >= self.limit
 
 
 class RequeryParkedOrders:
@@ -46,10 +35,12 @@ class RequeryParkedOrders:
         self._clock = clock
         self._every = every
 
-    async def requery_once(self, *, limit: int) -> RequeryReport:
-        """A claimed order whose answer could not be sent is asked again one interval later."""
-        claimed = await self._parked.claim_due(every=self._every, limit=limit)
-        asked = 0
+    async def requery_once(self, *, limit: int) -> RelayReport[ParkedOrder]:
+        """A claimed order whose answer could not be sent (the failure, and every order after it in the round) is
+        asked again one interval later. `published`: the orders whose answer went out; the claim already stamped
+        them asked, so each counts as sent."""
+        claimed = tuple(await self._parked.claim_due(every=self._every, limit=limit))
+        asked: list[ParkedOrder] = []
         for parked in claimed:
             order = parked.order
             answer = await self._psp.charge_status(attempt_key(order.public_id, order.retry_count))
@@ -70,8 +61,8 @@ class RequeryParkedOrders:
                 await self._events.emit(event)
             except Exception as error:
                 log.warning("parked_order_requery_failed", payment_order_id=order.public_id, error=repr(error))
-                return RequeryReport(limit, asked, failed=True)
-            asked += 1
+                return _report(limit, claimed, asked, (RelayFailure(parked, error),))
+            asked.append(parked)
             log.info(
                 "parked_order_requeried",
                 payment_order_id=order.public_id,
@@ -79,4 +70,13 @@ class RequeryParkedOrders:
                 found=answer.found,
                 psp_status=answer.status.value if answer.status else None,
             )
-        return RequeryReport(limit, asked)
+        return _report(limit, claimed, asked, ())
+
+
+def _report(
+    limit: int,
+    claimed: tuple[ParkedOrder, ...],
+    asked: list[ParkedOrder],
+    failures: tuple[RelayFailure[ParkedOrder], ...],
+) -> RelayReport[ParkedOrder]:
+    return RelayReport(limit=limit, claimed=claimed, published=tuple(asked), failures=failures, sent=len(asked))

@@ -441,6 +441,17 @@ class FakeEventSink:
             raise ConnectionError(f"broker did not acknowledge the event of order {envelope.aggregate_id}")
         self.emitted.append(envelope)
 
+    async def emit_batch(self, envelopes: Sequence[EventEnvelope]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for envelope in envelopes:
+            try:
+                await self.emit(envelope)
+            except Exception as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        return outcomes
+
 
 # --- the PSP --------------------------------------------------------------------------------------------------
 

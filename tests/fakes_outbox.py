@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from payment_application.ports.outbox import DispatchReport, OutboxClaim, OutboxRecord
+from payment_application.ports.outbox import OutboxClaim, OutboxRecord
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
+from payment_application.relay_report import RelayReport
 from tests.fakes import FakeClock
 
 
@@ -182,12 +183,12 @@ class RecordingObserver:
     """Keeps every report; optionally sets `stop` after `stop_after` rounds (done or failed)."""
 
     def __init__(self, *, stop: asyncio.Event | None = None, stop_after: int | None = None) -> None:
-        self.reports: list[DispatchReport] = []
+        self.reports: list[RelayReport[OutboxRecord]] = []
         self.errors: list[Exception] = []
         self._stop = stop
         self._stop_after = stop_after
 
-    def batch_done(self, report: DispatchReport, seconds: float) -> None:
+    def batch_done(self, report: RelayReport[OutboxRecord], seconds: float) -> None:
         self.reports.append(report)
         self._maybe_stop()
 

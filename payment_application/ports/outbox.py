@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from payment_application.relay_report import RelayReport
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
@@ -68,28 +70,6 @@ class NewOutboxRowSignal(Protocol):
 class OutboxDispatchObserver(Protocol):
     """Where the dispatch loop reports its work (metrics, logs); it must not raise."""
 
-    def batch_done(self, report: DispatchReport, seconds: float) -> None: ...
+    def batch_done(self, report: RelayReport[OutboxRecord], seconds: float) -> None: ...
 
     def batch_failed(self, error: Exception, seconds: float) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PublishFailure:
-    record: OutboxRecord
-    error: Exception
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchReport:
-    """What one claim → publish → settle round did."""
-
-    limit: int
-    claimed: int = 0
-    sent: int = 0
-    lease_conflicts: int = 0
-    released: int = 0
-    failures: tuple[PublishFailure, ...] = ()
-
-    @property
-    def full(self) -> bool:
-        return self.claimed >= self.limit

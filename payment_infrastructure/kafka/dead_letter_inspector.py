@@ -11,64 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from payment_domain.topics import DLQ_SUFFIX
-from payment_infrastructure.kafka import dead_letters as dlh
+from payment_infrastructure.kafka.dead_letter_format import DeadLetter, Replayed, TopicNotFound, is_dlq
 from payment_infrastructure.kafka.producer import build_producer
 from payment_infrastructure.kafka.records import ConsumedRecord, consumed_record
 from payment_infrastructure.kafka.settings import KafkaSettings
-
-
-class TopicNotFound(LookupError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: ConsumedRecord
-
-    @property
-    def error_class(self) -> str | None:
-        return self.record.header(dlh.ERROR_CLASS)
-
-    @property
-    def error_message(self) -> str | None:
-        return self.record.header(dlh.ERROR_MESSAGE)
-
-    @property
-    def original_topic(self) -> str:
-        return self.record.header(dlh.ORIGINAL_TOPIC) or source_topic_of(self.record.topic)
-
-    @property
-    def original_partition(self) -> int | None:
-        return _int_or_none(self.record.header(dlh.ORIGINAL_PARTITION))
-
-    @property
-    def original_offset(self) -> int | None:
-        return _int_or_none(self.record.header(dlh.ORIGINAL_OFFSET))
-
-    def original_headers(self) -> list[tuple[str, bytes]]:
-        return [(name, value) for name, value in self.record.headers.items() if name not in dlh.DEAD_LETTER_HEADERS]
-
-
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    letter: DeadLetter
-    topic: str
-    partition: int
-    offset: int
-
-
-def source_topic_of(dlq_topic: str) -> str:
-    return dlq_topic.removesuffix(DLQ_SUFFIX)
-
-
-def is_dlq(topic: str) -> bool:
-    return topic.endswith(DLQ_SUFFIX)
 
 
 class DeadLetterInspector:
@@ -216,13 +166,6 @@ class _Reader:
                     pending.discard(tp)
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
-
-
-def _int_or_none(text: str | None) -> int | None:
-    try:
-        return None if text is None else int(text)
-    except ValueError:
-        return None
 
 
 def _names(tps: Iterable[TopicPartition]) -> str:

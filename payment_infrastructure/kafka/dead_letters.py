@@ -1,8 +1,8 @@
 """Dead letters: a record no handler could process goes, untouched, to `<topic>.DLQ` with headers saying why.
 
 Like the original's recoverer: same key, same partition number, the original raw bytes, the original headers
-plus the error headers below. The send waits for the broker's acknowledgement: the consumer commits past a
-record only once its dead letter is durable.
+plus the error headers (named in `dead_letter_format`). The send waits for the broker's acknowledgement: the
+consumer commits past a record only once its dead letter is durable.
 """
 
 from __future__ import annotations
@@ -18,35 +18,22 @@ from aiokafka.errors import KafkaTimeoutError
 from payment_application.ports.clock import Clock
 from payment_domain.topics import dlq_of
 from payment_infrastructure.kafka.consumer_metrics import kafka_dlq_messages_total
+from payment_infrastructure.kafka.dead_letter_format import (
+    ATTEMPTS,
+    CONSUMER_GROUP,
+    DEAD_LETTER_HEADERS,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_STACKTRACE,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TOPIC,
+    RECOVERED_AT,
+)
 from payment_infrastructure.kafka.lifecycle import OwnsProducer
 from payment_infrastructure.kafka.producer import build_producer
 from payment_infrastructure.kafka.records import ConsumedRecord
 from payment_infrastructure.kafka.settings import KafkaSettings
-
-ERROR_CLASS = "x-error-class"
-ERROR_MESSAGE = "x-error-message"
-ERROR_STACKTRACE = "x-error-stacktrace"
-ORIGINAL_TOPIC = "x-original-topic"
-ORIGINAL_PARTITION = "x-original-partition"
-ORIGINAL_OFFSET = "x-original-offset"
-CONSUMER_GROUP = "x-consumer-group"
-ATTEMPTS = "x-attempts"
-RECOVERED_AT = "x-recovered-at"
-
-DEAD_LETTER_HEADERS = frozenset(
-    {
-        ERROR_CLASS,
-        ERROR_MESSAGE,
-        ERROR_STACKTRACE,
-        ORIGINAL_TOPIC,
-        ORIGINAL_PARTITION,
-        ORIGINAL_OFFSET,
-        CONSUMER_GROUP,
-        ATTEMPTS,
-        RECOVERED_AT,
-    }
-)
-"""The headers this module adds; a replay strips exactly these and keeps every original header."""
 
 MAX_ERROR_MESSAGE_CHARS = 8_000
 MAX_STACKTRACE_CHARS = 16_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from payment_application.ports.publisher import EventPublisher
 from payment_domain.events import EventEnvelope
 from payment_infrastructure.kafka.producer import outbound_message
@@ -14,3 +16,6 @@ class KafkaEventSink:
     async def emit(self, envelope: EventEnvelope) -> None:
         message = outbound_message(envelope)
         await self._publisher.publish(message.topic, message.key, message.value, message.headers)
+
+    async def emit_batch(self, envelopes: Sequence[EventEnvelope]) -> list[Exception | None]:
+        return await self._publisher.publish_batch([outbound_message(e) for e in envelopes])

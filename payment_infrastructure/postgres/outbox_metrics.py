@@ -7,7 +7,8 @@ from datetime import datetime
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from payment_application.ports.outbox import DispatchReport
+from payment_application.ports.outbox import OutboxRecord
+from payment_application.relay_report import RelayReport
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ def record_pending(count: int, oldest_created_at: datetime | None, *, now: datet
 class PrometheusDispatchObserver:
     """`OutboxDispatchObserver`: metrics per round, a log line per failure with the ids needed to follow it."""
 
-    def batch_done(self, report: DispatchReport, seconds: float) -> None:
+    def batch_done(self, report: RelayReport[OutboxRecord], seconds: float) -> None:
         if not report.claimed:
             return
         outbox_dispatcher_duration_seconds.observe(seconds)
@@ -65,10 +66,10 @@ class PrometheusDispatchObserver:
                 "outbox_publish_failed",
                 rows=len(report.failures),
                 released=report.released,
-                event_id=first.record.event_id,
-                aggregate_id=first.record.aggregate_id,
-                topic=first.record.topic,
-                attempts=first.record.publish_attempts,
+                event_id=first.item.event_id,
+                aggregate_id=first.item.aggregate_id,
+                topic=first.item.topic,
+                attempts=first.item.publish_attempts,
                 error=repr(first.error),
             )
 

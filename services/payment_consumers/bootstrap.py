@@ -1,10 +1,15 @@
-"""Composition root of payment-consumers: the only module that knows the concrete adapters."""
+"""Composition root of payment-consumers: the only module of the deployable that knows the concrete adapters.
+
+It reads settings, builds adapters and wires use cases, and hands out use cases, workers, upkeep jobs and readiness
+checks, never an engine or a client, so nothing else can run SQL or talk to Redis behind a port's back.
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -16,15 +21,19 @@ from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
 from payment_application.ports.clock import Clock
+from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.publisher import EventPublisher
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import SettleParkedOrder
 from payment_infrastructure.clock import SystemClock
+from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.kafka.consumer import PartitionOrderedConsumer
+from payment_infrastructure.kafka.dead_letter_inspector import DeadLetterInspector
 from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
+from payment_infrastructure.kafka.settings import KafkaSettings
 from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.inbox_purge import purge_processed_events
@@ -69,8 +78,6 @@ class ManagedPublisher(EventPublisher, Protocol):
 class Container:
     settings: ConsumersSettings
     clock: Clock
-    engine: AsyncEngine
-    redis: Redis
     publisher: ManagedPublisher
     dead_letters: DeadLetterPublisher
     psp: AiohttpPspGateway
@@ -82,8 +89,18 @@ class Container:
     dispatch_status_checks: DispatchStatusChecks
     sweep_stale_orders: RedriveStaleOrders
     requery_parked_orders: RequeryParkedOrders
+    purge_inbox: Callable[[datetime], Awaitable[int]]
+    """Inbox (processed events) rows recorded before the given time; returns how many went."""
+    count_parked: Callable[[], Awaitable[int]]
+    """How many orders are parked in NEEDS_RECONCILIATION (the alerting gauge)."""
+    readiness: dict[str, ReadinessCheck]
+    """Postgres and Redis answer (`readiness()` adds the Kafka consumers')."""
+    _engine: AsyncEngine = field(repr=False)
+    _redis: Redis = field(repr=False)
 
     async def start(self) -> None:
+        """Topics first (idempotent; the dev broker forgets them on restart), then the clients."""
+        await ensure_topics(self.settings.kafka)
         await self.publisher.start()
         await self.dead_letters.start()
         await self.psp.start()
@@ -92,8 +109,8 @@ class Container:
         await self.psp.close()
         await self.dead_letters.stop()
         await self.publisher.stop()
-        await self.redis.aclose()
-        await self.engine.dispose()
+        await self._redis.aclose()
+        await self._engine.dispose()
 
 
 def build_container(
@@ -120,11 +137,18 @@ def build_container(
         retry_max_ms=settings.retry.max_delay_ms,
         status_check_delays_seconds=settings.status_checks.delays_seconds,
     )
+
+    async def postgres() -> None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def redis_ping() -> None:
+        await redis.ping()
+
+    parked = PostgresParkedOrders(engine)
     return Container(
         settings=settings,
         clock=clock,
-        engine=engine,
-        redis=redis,
         publisher=publisher,
         dead_letters=DeadLetterPublisher.from_settings(settings.kafka, clock=clock),
         psp=psp,
@@ -164,12 +188,17 @@ def build_container(
             stale_after=timedelta(seconds=settings.sweeper.stale_after_seconds),
         ),
         requery_parked_orders=RequeryParkedOrders(
-            parked=PostgresParkedOrders(engine),
+            parked=parked,
             psp=psp,
             events=events,
             clock=clock,
             every=timedelta(seconds=settings.requery.every_seconds),
         ),
+        purge_inbox=lambda before: purge_processed_events(engine, before=before),
+        count_parked=parked.count,
+        readiness={"postgres": postgres, "redis": redis_ping},
+        _engine=engine,
+        _redis=redis,
     )
 
 
@@ -177,12 +206,12 @@ def build_container(
 class Reconciliation:
     """What `payments reconcile` needs: the parked orders and the settling use case, on a small pool of their own."""
 
-    engine: AsyncEngine
-    parked: PostgresParkedOrders
+    parked: ParkedOrders
     settle: SettleParkedOrder
+    _engine: AsyncEngine = field(repr=False)
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self._engine.dispose()
 
 
 def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
@@ -191,7 +220,12 @@ def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
     store = PostgresResultStore(
         engine, statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms
     )
-    return Reconciliation(engine, parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()))
+    return Reconciliation(parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()), engine)
+
+
+def build_dead_letter_inspector(bootstrap_servers: str, *, within: float) -> DeadLetterInspector:
+    """What `payments dlq` and `payments topic` read and replay with."""
+    return DeadLetterInspector(KafkaSettings(bootstrap_servers=bootstrap_servers), within=within)
 
 
 def kafka_workers(container: Container) -> dict[str, PartitionOrderedConsumer]:
@@ -232,19 +266,16 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
             rounds.status_checks(container.dispatch_status_checks, batch_size=checks.batch_size),
             poll,
         )
-    engine = container.engine
     retention = timedelta(days=settings.process.inbox_retention_days)
     table["inbox-purge"] = every(
         "inbox-purge",
         INBOX_PURGE_INTERVAL_SECONDS,
-        rounds.inbox_purge(
-            lambda before: purge_processed_events(engine, before=before), clock=container.clock, retention=retention
-        ),
+        rounds.inbox_purge(container.purge_inbox, clock=container.clock, retention=retention),
     )
     table["reconciliation-gauge"] = every(
         "reconciliation-gauge",
         RECONCILIATION_GAUGE_INTERVAL_SECONDS,
-        rounds.reconciliation_gauge(PostgresParkedOrders(engine).count),
+        rounds.reconciliation_gauge(container.count_parked),
     )
     if settings.sweeper.enabled:
         table["stale-order-sweeper"] = paced(
@@ -262,18 +293,9 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
 
 
 def readiness(container: Container, consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, ReadinessCheck]:
-    engine, redis = container.engine, container.redis
-
-    async def postgres() -> None:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql("SELECT 1")
-
-    async def redis_ping() -> None:
-        await redis.ping()
-
     async def kafka_consumers() -> None:
         unhealthy = [c.group_id for c in consumers.values() if not c.healthy]
         if unhealthy:
             raise RuntimeError(f"not consuming: {', '.join(unhealthy)}")
 
-    return {"postgres": postgres, "redis": redis_ping, "consumers": kafka_consumers}
+    return {**container.readiness, "consumers": kafka_consumers}

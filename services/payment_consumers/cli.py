@@ -17,18 +17,39 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import orjson
 
-from payment_infrastructure.kafka.dead_letter_inspector import DeadLetter, DeadLetterInspector, TopicNotFound, is_dlq
-from payment_infrastructure.kafka.dead_letters import ERROR_STACKTRACE
-from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.kafka.dead_letter_format import (
+    ERROR_STACKTRACE,
+    DeadLetter,
+    Replayed,
+    TopicNotFound,
+    is_dlq,
+)
+from payment_infrastructure.kafka.records import ConsumedRecord
 from services.payment_consumers import reconcile_cli
+from services.payment_consumers.bootstrap import build_dead_letter_inspector
 
 _DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _MESSAGE_PREVIEW = 100
+
+
+class Inspector(Protocol):
+    """What the commands read and replay with (the composition root builds it)."""
+
+    async def counts(self, topics: Iterable[str] | None = None) -> dict[str, int]: ...
+
+    async def records(self, topic: str) -> list[ConsumedRecord]: ...
+
+    async def letters(self, topic: str) -> list[DeadLetter]: ...
+
+    async def letter(self, topic: str, partition: int, offset: int) -> DeadLetter | None: ...
+
+    async def replay(self, letters: Sequence[DeadLetter]) -> list[Replayed]: ...
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    inspector = DeadLetterInspector(KafkaSettings(bootstrap_servers=args.bootstrap_servers), within=args.timeout)
+    inspector = build_dead_letter_inspector(args.bootstrap_servers, within=args.timeout)
     try:
         if args.group == "topic":
             return await _read_topic(inspector, args.name, args.key, args.limit)
@@ -102,7 +123,7 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _list(inspector: DeadLetterInspector, topic: str | None) -> int:
+async def _list(inspector: Inspector, topic: str | None) -> int:
     if topic is None:
         counts = await inspector.counts()
         if not counts:
@@ -124,7 +145,7 @@ async def _list(inspector: DeadLetterInspector, topic: str | None) -> int:
     return 0
 
 
-async def _show(inspector: DeadLetterInspector, topic: str, partition: int, offset: int) -> int:
+async def _show(inspector: Inspector, topic: str, partition: int, offset: int) -> int:
     letter = await inspector.letter(topic, partition, offset)
     if letter is None:
         print(f"error: no message at {topic}:{partition}@{offset}", file=sys.stderr)
@@ -149,7 +170,7 @@ async def _show(inspector: DeadLetterInspector, topic: str, partition: int, offs
     return 0
 
 
-async def _replay(inspector: DeadLetterInspector, topic: str, partition: int | None, offset: int | None) -> int:
+async def _replay(inspector: Inspector, topic: str, partition: int | None, offset: int | None) -> int:
     letters: list[DeadLetter]
     if partition is None or offset is None:
         letters = await inspector.letters(topic)
@@ -168,7 +189,7 @@ async def _replay(inspector: DeadLetterInspector, topic: str, partition: int | N
     return 0
 
 
-async def _read_topic(inspector: DeadLetterInspector, topic: str, key: str | None, limit: int) -> int:
+async def _read_topic(inspector: Inspector, topic: str, key: str | None, limit: int) -> int:
     records = [r for r in await inspector.records(topic) if key is None or r.key == key]
     records.sort(key=lambda r: r.timestamp_ms)
     for record in records[-limit:]:

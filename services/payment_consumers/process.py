@@ -11,7 +11,6 @@ import asyncio
 import structlog
 import uvloop
 
-from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, run_until_stopped
@@ -26,7 +25,6 @@ async def serve(
 ) -> None:
     container = container or build_container(settings)
     try:
-        await ensure_topics(settings.kafka)
         await container.start()
         consumers = kafka_workers(container)
         table = workers(container, consumers)

@@ -17,9 +17,10 @@ from collections import Counter
 
 import structlog
 
-from payment_application.dispatch_retries import DispatchRetries, RetryDispatchReport
+from payment_application.dispatch_retries import DispatchRetries
 from payment_application.ports.publisher import EventPublisher
-from payment_application.ports.retry_queue import RetryQueue
+from payment_application.ports.retry_queue import ClaimedRetry, RetryQueue
+from payment_application.relay_report import RelayReport
 from payment_domain.topics import Topic
 from payment_infrastructure.redis.retry_metrics import (
     redis_retry_batch_size,
@@ -53,7 +54,7 @@ def retry_workers(queue: RetryQueue, publisher: EventPublisher, settings: RetryS
         _record(report, time.perf_counter() - started)
         if report.failures:
             return FAILED
-        if report.full:
+        if report.busy:
             return BUSY
         due_in_ms = await queue.next_due_in_ms()
         return Round(due_in=None if due_in_ms is None else due_in_ms / 1000)
@@ -89,7 +90,7 @@ async def _reclaim_and_measure(dispatch: DispatchRetries, queue: RetryQueue, set
     redis_retry_inflight_size.set(inflight)
 
 
-def _record(report: RetryDispatchReport, seconds: float) -> None:
+def _record(report: RelayReport[ClaimedRetry], seconds: float) -> None:
     claimed = Counter(c.message.topic for c in report.claimed)
     redis_retry_batch_size.labels(RETRY_TOPIC).set(claimed.get(RETRY_TOPIC, 0))
     for topic, count in claimed.items():
@@ -100,16 +101,16 @@ def _record(report: RetryDispatchReport, seconds: float) -> None:
         redis_retry_events_total.labels("processed", topic).inc(count)
     if not report.failures:
         return
-    for topic, count in Counter(f.retry.message.topic for f in report.failures).items():
+    for topic, count in Counter(f.item.message.topic for f in report.failures).items():
         redis_retry_events_total.labels("failed", topic).inc(count)
-    members = [f.retry.member for f in report.failures]
+    members = [f.item.member for f in report.failures]
     first = report.failures[0]
     log.warning(
         "retry_publish_failed",
         items=len(members),
         members=members[:MAX_LOGGED_MEMBERS],
-        event_id=first.retry.message.headers.event_id,
-        topic=first.retry.message.topic,
+        event_id=first.item.message.headers.event_id,
+        topic=first.item.message.topic,
         error=repr(first.error),
         note="left in flight; back on the queue after the visibility timeout",
     )

@@ -33,17 +33,20 @@ RoundFn = Callable[[], Awaitable[Round]]
 
 
 def status_checks(dispatch: DispatchStatusChecks, *, batch_size: int) -> RoundFn:
-    """Publish due status checks; a full batch means more are due."""
+    """Publish due status checks; a full batch means more are due, a failed publish means wait (the broker may
+    be down; the failed checks come back once their lease runs out)."""
 
     async def round_() -> Round:
         try:
-            sent = await dispatch.dispatch_once(limit=batch_size)
+            report = await dispatch.dispatch_batch(limit=batch_size)
         except Exception as error:
             STATUS_CHECK_DISPATCH_FAILURES.inc()
             log.error("status_check_dispatch_failed", error=repr(error))
             return FAILED
-        STATUS_CHECKS_DISPATCHED.inc(sent)
-        return busy_if(sent >= batch_size)
+        STATUS_CHECKS_DISPATCHED.inc(len(report.published))
+        if report.failures:
+            return FAILED
+        return busy_if(report.busy)
 
     return round_
 
@@ -88,11 +91,11 @@ def parked_order_requery(requery: RequeryParkedOrders, *, batch_size: int) -> Ro
             PARKED_ORDER_REQUERY_FAILURES.inc()
             log.error("parked_order_requery_failed", error=repr(error))
             return FAILED
-        PARKED_ORDERS_REQUERIED.inc(report.asked)
-        if report.failed:
+        PARKED_ORDERS_REQUERIED.inc(len(report.published))
+        if report.failures:
             PARKED_ORDER_REQUERY_FAILURES.inc()
             return FAILED
-        return busy_if(report.full)
+        return busy_if(report.busy)
 
     return round_
 

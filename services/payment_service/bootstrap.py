@@ -1,9 +1,15 @@
-"""Composition root of the payment-service API: the only module that knows the concrete adapters."""
+"""Composition roots of payment-service, one per process: the API (`build_container`) and the outbox dispatcher
+(`build_dispatcher_container`). The only modules of the deployable that know the concrete adapters: they read
+settings, build adapters and wire use cases, and hand out use cases, workers, upkeep jobs and readiness checks,
+never an engine, a pool or a client, so nothing else can run SQL or talk to Redis or Kafka behind a port's back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 import httpx
@@ -12,17 +18,41 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.create_payment import CreatePayment
+from payment_application.dispatch_outbox import DispatchOutbox
+from payment_application.get_payment import GetPayment
 from payment_application.ports.clock import Clock
-from payment_infrastructure.auth import JwtVerifier
+from payment_application.ports.publisher import EventPublisher
+from payment_infrastructure.auth.verifier import JwtVerifier
 from payment_infrastructure.clock import SystemClock
+from payment_infrastructure.kafka.admin import ensure_topics
+from payment_infrastructure.kafka.producer import KafkaEventPublisher
+from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.id_floor import PostgresIdFloor
+from payment_infrastructure.postgres.idempotency_purge import purge_expired_idempotency_keys
+from payment_infrastructure.postgres.outbox_metrics import (
+    PrometheusDispatchObserver,
+    outbox_default_partition_rows,
+    outbox_maintenance_failed_total,
+    record_pending,
+)
+from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
+from payment_infrastructure.postgres.outbox_partitions import (
+    ensure_outbox_partitions,
+    hold_for_creates,
+    prune_outbox_partitions,
+    relocate_default_partition_rows,
+)
+from payment_infrastructure.postgres.outbox_settings import check_lease_outlives_delivery
+from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
-from payment_infrastructure.postgres.pool import create_pool
+from payment_infrastructure.postgres.pool import acquire, create_pool
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
+from payment_infrastructure.runtime.pacing import Pacing, Worker, every
 from services.payment_service.api.admission import CreateAdmission
 from services.payment_service.api.presenter import JsonPaymentPresenter
+from services.payment_service.outbox_relay import outbox_relay
 from services.payment_service.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -35,18 +65,33 @@ ADMITTED_BATCHES_PER_WRITER = 2
 
 
 @dataclass
-class Container:
-    settings: ServiceSettings
-    clock: Clock
+class _Clients:
+    """What the API process holds open; only the container closes it."""
+
     engine: AsyncEngine
     pool: asyncpg.Pool
     redis: Redis
     http: httpx.AsyncClient
+
+
+@dataclass
+class Container:
+    """The API process: its use cases, its admission bound, its upkeep jobs and its readiness checks."""
+
+    settings: ServiceSettings
+    clock: Clock
     verifier: JwtVerifier
     ids: RedisIdGenerator
     payments: PostgresPaymentRepository
     create_payment: CreatePayment
+    get_payment: GetPayment
     admission: CreateAdmission
+    readiness: dict[str, ReadinessCheck]
+    create_outbox_partitions: Callable[[datetime], Awaitable[list[str]]]
+    """Windows ahead of `now` that are missing; returns the names created."""
+    purge_expired_keys: Callable[[datetime], Awaitable[int]]
+    """Idempotency keys expired before `now`, one batch; returns how many went."""
+    _clients: _Clients = field(repr=False)
 
     async def start(self) -> None:
         """Fail fast on a broken database or Redis; tolerate a missing issuer (tokens fail until it is back)."""
@@ -54,11 +99,11 @@ class Container:
         await self.verifier.warm_up()
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self._clients.http.aclose()
         await self.payments.close()
-        await self.redis.aclose()
-        await self.pool.close()
-        await self.engine.dispose()
+        await self._clients.redis.aclose()
+        await self._clients.pool.close()
+        await self._clients.engine.dispose()
 
 
 async def build_container(settings: ServiceSettings, *, clock: Clock | None = None) -> Container:
@@ -88,19 +133,157 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         presenter=JsonPaymentPresenter(),
         idempotency_ttl=timedelta(hours=settings.api.idempotency_ttl_hours),
     )
+
+    async def postgres() -> None:
+        async with acquire(pool, settings.db.pool_timeout_seconds) as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def redis_ping() -> None:
+        await redis.ping()
+
+    async def create_outbox_partitions(now: datetime) -> list[str]:
+        return await ensure_outbox_partitions(
+            engine,
+            now=now,
+            windows_ahead=settings.outbox.windows_ahead,
+            lock_timeout_ms=settings.outbox.maintenance_lock_timeout_ms,
+            hold_ms=hold_for_creates(settings.db.lock_timeout_ms),
+        )
+
+    async def purge_expired_keys(now: datetime) -> int:
+        return await purge_expired_idempotency_keys(engine, now=now, batch=settings.api.idempotency_purge_batch)
+
     return Container(
         settings=settings,
         clock=clock,
-        engine=engine,
-        pool=pool,
-        redis=redis,
-        http=http,
         verifier=verifier,
         ids=ids,
         payments=payments,
         create_payment=create,
+        get_payment=GetPayment(payments=payments),
         admission=CreateAdmission(
             settings.api.create_queue_max
             or writers * settings.api.create_batch_max_payments * ADMITTED_BATCHES_PER_WRITER
         ),
+        readiness={"postgres": postgres, "redis": redis_ping},
+        create_outbox_partitions=create_outbox_partitions,
+        purge_expired_keys=purge_expired_keys,
+        _clients=_Clients(engine=engine, pool=pool, redis=redis, http=http),
     )
+
+
+class ManagedPublisher(EventPublisher, Protocol):
+    """An event publisher with a lifecycle (KafkaEventPublisher, or a decorator around one)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class DispatcherContainer:
+    """The outbox dispatcher process: its relay, its upkeep jobs and its readiness checks."""
+
+    settings: ServiceSettings
+    relay: Worker
+    ensure_topics: Callable[[], Awaitable[object]]
+    maintain_partitions: Callable[[], Awaitable[None]]
+    """Windows ahead created, strays moved out of DEFAULT, expired windows dropped."""
+    refresh_backlog: Callable[[], Awaitable[None]]
+    """The backlog gauges, from a true count of unsent rows."""
+    readiness: dict[str, ReadinessCheck]
+    _engine: AsyncEngine = field(repr=False)
+    _publisher: ManagedPublisher = field(repr=False)
+    _notifications: PostgresOutboxNotifications = field(repr=False)
+
+    async def start(self) -> None:
+        """The publisher, then the LISTEN connection (the publisher stops again if that fails)."""
+        await self._publisher.start()
+        try:
+            await self._notifications.start()
+        except BaseException:
+            await self._publisher.stop()
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await self._notifications.stop()
+        finally:
+            await self._publisher.stop()
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def build_dispatcher_container(
+    settings: ServiceSettings, *, clock: Clock | None = None, publisher: ManagedPublisher | None = None
+) -> DispatcherContainer:
+    """`publisher` replaces the Kafka publisher (e.g. a decorated one); `start` and `stop` start and stop it."""
+    check_lease_outlives_delivery(settings.outbox, settings.kafka.delivery_timeout_seconds)
+    clock = clock or SystemClock()
+    outbox = settings.outbox
+    engine = create_engine(settings.db, application_name="payment-outbox-dispatcher")
+    store = PostgresOutboxStore(engine)
+    publisher = publisher or KafkaEventPublisher.from_settings(
+        settings.kafka, client_id=f"{settings.kafka.client_id}-outbox"
+    )
+    notifications = PostgresOutboxNotifications(settings.db.url, channel=outbox.notify_channel)
+    relay = outbox_relay(
+        DispatchOutbox(store, publisher, batch_size=outbox.batch_size, lease_seconds=outbox.lease_seconds),
+        notifications,
+        PrometheusDispatchObserver(),
+        Pacing(
+            idle_min=outbox.idle_min_wait_seconds,
+            idle_max=max(outbox.idle_max_wait_seconds, outbox.idle_min_wait_seconds),
+            failure_min=outbox.failure_min_backoff_seconds,
+            failure_max=max(outbox.failure_max_backoff_seconds, outbox.failure_min_backoff_seconds),
+        ),
+        workers=outbox.workers,
+    )
+
+    async def maintain_partitions() -> None:
+        try:
+            locks = {
+                "lock_timeout_ms": outbox.maintenance_lock_timeout_ms,
+                "hold_ms": hold_for_creates(settings.db.lock_timeout_ms),
+            }
+            now = clock.now()
+            await ensure_outbox_partitions(engine, now=now, windows_ahead=outbox.windows_ahead, **locks)
+            report = await relocate_default_partition_rows(engine, now=now, **locks)
+            outbox_default_partition_rows.set(report.rows_found)
+            await prune_outbox_partitions(engine, now=now, retention=timedelta(hours=outbox.retention_hours), **locks)
+        except Exception:
+            outbox_maintenance_failed_total.inc()
+            raise
+
+    async def refresh_backlog() -> None:
+        stats = await store.pending_stats()
+        record_pending(stats.count, stats.oldest_created_at, now=clock.now())
+
+    async def postgres() -> None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    return DispatcherContainer(
+        settings=settings,
+        relay=relay,
+        ensure_topics=lambda: ensure_topics(settings.kafka),
+        maintain_partitions=maintain_partitions,
+        refresh_backlog=refresh_backlog,
+        readiness={"postgres": postgres},
+        _engine=engine,
+        _publisher=publisher,
+        _notifications=notifications,
+    )
+
+
+def dispatcher_workers(container: DispatcherContainer) -> dict[str, Worker]:
+    """The dispatcher process's table of workers: the relay and its two timers."""
+    outbox = container.settings.outbox
+    return {
+        "outbox-relay": container.relay,
+        "outbox-partition-maintenance": every(
+            "outbox-partition-maintenance", outbox.maintenance_interval_seconds, container.maintain_partitions
+        ),
+        "outbox-backlog": every("outbox-backlog", outbox.metrics_refresh_seconds, container.refresh_backlog),
+    }

@@ -1,11 +1,11 @@
-"""Background upkeep inside the API process: outbox partitions ahead of time, expired idempotency keys out."""
+"""Background upkeep inside the API process: outbox partitions ahead of time, expired idempotency keys out.
+
+The work itself (the SQL) comes wired from the composition root; this module paces it, logs it and counts it."""
 
 from __future__ import annotations
 
 import structlog
 
-from payment_infrastructure.postgres.idempotency_purge import purge_expired_idempotency_keys
-from payment_infrastructure.postgres.outbox_partitions import ensure_outbox_partitions, hold_for_creates
 from payment_infrastructure.runtime.pacing import Worker, every
 from services.payment_service.bootstrap import Container
 from services.payment_service.metrics import IDEMPOTENCY_KEYS_PURGED
@@ -14,23 +14,14 @@ log = structlog.get_logger(__name__)
 
 
 async def ensure_partitions(container: Container) -> list[str]:
-    outbox = container.settings.outbox
-    created = await ensure_outbox_partitions(
-        container.engine,
-        now=container.clock.now(),
-        windows_ahead=outbox.windows_ahead,
-        lock_timeout_ms=outbox.maintenance_lock_timeout_ms,
-        hold_ms=hold_for_creates(container.settings.db.lock_timeout_ms),
-    )
+    created = await container.create_outbox_partitions(container.clock.now())
     if created:
         log.info("outbox_partitions_created", partitions=created)
     return created
 
 
 async def purge_idempotency_keys(container: Container) -> int:
-    purged = await purge_expired_idempotency_keys(
-        container.engine, now=container.clock.now(), batch=container.settings.api.idempotency_purge_batch
-    )
+    purged = await container.purge_expired_keys(container.clock.now())
     if purged:
         IDEMPOTENCY_KEYS_PURGED.inc(purged)
         log.info("idempotency_keys_purged", count=purged)

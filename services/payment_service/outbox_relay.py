@@ -37,6 +37,7 @@ def outbox_relay(
         observer.batch_done(report, time.perf_counter() - started)
         if report.failures:
             return FAILED
+        # Not `report.busy`: a partial batch may have unblocked the next event of the orders it sent.
         return BUSY if report.claimed else IDLE
 
     return paced("outbox-relay", relay, pacing, wakeup=signal, workers=workers, sleep=sleep)

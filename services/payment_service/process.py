@@ -24,7 +24,6 @@ from payment_infrastructure.server import http_server, reuse_port_socket, run_un
 from services.payment_service.api.app import create_app
 from services.payment_service.bootstrap import build_container
 from services.payment_service.maintenance import ensure_partitions, maintenance_loops
-from services.payment_service.readiness import readiness_checks
 from services.payment_service.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -39,7 +38,7 @@ async def serve(settings: ServiceSettings, *, worker: int = 0) -> None:
         sockets = {0: reuse_port_socket(settings.api.host, settings.api.port)} if settings.api.workers > 1 else {}
         if worker == 0:
             await ensure_partitions(container)
-            management = create_management_app(readiness_checks(container))
+            management = create_management_app(container.readiness)
             servers.append(
                 http_server(management, host=settings.api.management_host, port=settings.api.management_port)
             )

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from devstack.keycloak import Keycloak
+from payment_infrastructure.redis.client import create_redis
 from tests.e2e.helpers import create_payments
 from tests.fixtures.pipeline import Pipeline, running_pipeline
 from tests.fixtures.ports import wait_until
@@ -100,10 +102,18 @@ async def test_an_order_whose_first_psp_call_was_lost_is_charged_once_and_settle
     assert redriven_so_far("INITIATED_PENDING") - before == 1
 
 
+@pytest.fixture
+async def consumers_redis(sweeping: Pipeline) -> AsyncIterator[Redis]:
+    """The consumers' Redis, through a client of the test's own."""
+    client = create_redis(sweeping.consumers.settings.redis)
+    yield client
+    await client.aclose()
+
+
 async def test_a_queued_retry_is_left_alone_and_one_dropped_from_redis_is_redriven_under_the_same_key(
-    sweeping: Pipeline, tokens: dict[str, str]
+    sweeping: Pipeline, consumers_redis: Redis, tokens: dict[str, str]
 ) -> None:
-    psp, redis, keys = sweeping.psp, sweeping.consumers.redis, sweeping.consumers.settings.retry
+    psp, redis, keys = sweeping.psp, consumers_redis, sweeping.consumers.settings.retry
     await psp.reset()
     await psp.set_scenario("BEST_PSP_EVER", success_percent=0, declined_percent=0, retryable_percent=100)
     (payment_id,) = await create_payments(sweeping, tokens["order-service"], 1, sellers=1)

@@ -81,6 +81,19 @@ class SimEventSink:
         self.broker.send(envelope)
         await checkpoint()
 
+    async def emit_batch(self, envelopes: Sequence[EventEnvelope]) -> list[Exception | None]:
+        await checkpoint()
+        outcomes: list[Exception | None] = []
+        for envelope in envelopes:
+            try:
+                self.broker.send(envelope)
+            except Exception as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        await checkpoint()
+        return outcomes
+
 
 @dataclass
 class SimPublisher:

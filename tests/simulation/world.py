@@ -228,7 +228,7 @@ class World:
             Periodic("api", 250, self._send_requests),
             Periodic("outbox", 200, self._dispatch_outbox),
             Periodic("retries", 300, retry_round),
-            Periodic("checks", 300, lambda: dispatch_checks.dispatch_once(limit=10)),
+            Periodic("checks", 300, lambda: dispatch_checks.dispatch_batch(limit=10)),
             Periodic("sweeper", 10_000, lambda: sweeper.sweep_once(limit=10)),
             Periodic("requery", 15_000, lambda: requery.requery_once(limit=10)),
         ]

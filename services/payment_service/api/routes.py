@@ -140,7 +140,7 @@ async def get_payment(payment_id: str, request: Request) -> Response:
         parsed = PaymentId.from_public(payment_id)
     except ValueError:
         raise HTTPException(404, f"payment {payment_id} not found") from None
-    payment = await request.app.state.container.payments.get(parsed)
+    payment = await request.app.state.container.get_payment(parsed)
     if payment is None:
         raise HTTPException(404, f"payment {payment_id} not found")
     return Response(orjson.dumps(payment_document(payment)), media_type="application/json")

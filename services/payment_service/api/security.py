@@ -7,14 +7,23 @@ the app's exception handlers turn those into problem responses, using :func:`www
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from fastapi import Request
 
-from payment_infrastructure.auth import AuthenticationError, AuthSettings, JwtVerifier, Principal
-from payment_infrastructure.auth.errors import MissingBearerTokenError
+from payment_infrastructure.auth.errors import AuthenticationError, MissingBearerTokenError
+from payment_infrastructure.auth.principal import Principal
+from payment_infrastructure.auth.settings import AuthSettings
 
 DEFAULT_REALM = "ecommerce-platform"
+
+
+class TokenVerifier(Protocol):
+    """What the dependencies need of the verifier the composition root put on `app.state.jwt_verifier`."""
+
+    async def verify(self, token: str) -> Principal: ...
+
+    def require(self, principal: Principal, role: str) -> None: ...
 
 
 def bearer_token(request: Request) -> str:
@@ -34,7 +43,7 @@ def require_role(
 
     async def authenticated_principal(request: Request) -> Principal:
         token = bearer_token(request)
-        verifier: JwtVerifier = request.app.state.jwt_verifier
+        verifier: TokenVerifier = request.app.state.jwt_verifier
         settings: AuthSettings = request.app.state.auth_settings
         principal = await verifier.verify(token)
         verifier.require(principal, getattr(settings, role_attr))

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from devstack.keycloak import Keycloak
-from payment_infrastructure.auth import AuthSettings, JwtVerifier
+from payment_infrastructure.auth import AuthSettings
+from payment_infrastructure.auth.verifier import JwtVerifier
 from tests.fixtures.signing_issuer import SigningIssuer
 
 

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
 from devstack.keycloak import Keycloak
-from payment_infrastructure.auth import AuthenticationError, AuthorizationError, AuthSettings, JwtVerifier, Principal
+from payment_infrastructure.auth import AuthenticationError, AuthorizationError, AuthSettings, Principal
+from payment_infrastructure.auth.verifier import JwtVerifier
 from tests.fixtures.signing_issuer import RsaSigningKey, SigningIssuer
 from tests.integration.auth.conftest import VerifierKit
 

@@ -20,9 +20,9 @@ from payment_infrastructure.auth import (
     AuthorizationError,
     AuthSettings,
     JwksUnavailableError,
-    JwtVerifier,
     Principal,
 )
+from payment_infrastructure.auth.verifier import JwtVerifier
 from services.payment_service.api.security import require_read, require_write, www_authenticate
 from tests.fixtures.signing_issuer import SigningIssuer, url_of
 

@@ -13,7 +13,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.dispatch_outbox import DispatchOutbox, message_of
-from payment_application.ports.outbox import DispatchReport
+from payment_application.ports.outbox import OutboxRecord
+from payment_application.relay_report import RelayReport
 from payment_infrastructure.kafka.admin import create_topics
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
@@ -29,12 +30,12 @@ LEASE = 30.0
 
 class _Reports:
     def __init__(self, *, stop_after: int | None = None, stop: asyncio.Event | None = None) -> None:
-        self.done: list[DispatchReport] = []
+        self.done: list[RelayReport[OutboxRecord]] = []
         self.failed: list[Exception] = []
         self._stop_after = stop_after
         self._stop = stop
 
-    def batch_done(self, report: DispatchReport, seconds: float) -> None:
+    def batch_done(self, report: RelayReport[OutboxRecord], seconds: float) -> None:
         self.done.append(report)
         if self._stop is not None and self._stop_after is not None and len(self.done) >= self._stop_after:
             self._stop.set()
@@ -94,7 +95,7 @@ async def test_dispatched_rows_go_out_with_their_payload_key_and_headers_and_are
     report = await dispatch.dispatch_batch()
     [message] = await topic_reader.read_all(topic)
 
-    assert (report.claimed, report.sent, report.failures) == (1, 1, ())
+    assert (len(report.claimed), report.sent, report.failures) == (1, 1, ())
     assert message.key == row.aggregate_id
     assert message.value == row.payload
     assert message.headers == {
@@ -143,8 +144,8 @@ async def test_a_dispatcher_killed_between_publish_and_mark_causes_a_duplicate_n
     await expire_leases(outbox)
     after_expiry = await successor.dispatch_batch()
 
-    assert during_lease.claimed == 0
-    assert (after_expiry.claimed, after_expiry.sent) == (5, 5)
+    assert during_lease.claimed == ()
+    assert (len(after_expiry.claimed), after_expiry.sent) == (5, 5)
     published = Counter(m.headers["eventId"].decode() for m in await topic_reader.read_all(topic))
     assert published == Counter({r.event_id: 2 for r in rows})
     states = await row_states(outbox)
@@ -216,7 +217,7 @@ async def test_with_the_broker_down_rows_stay_new_and_go_out_once_it_is_back(
         await publisher.stop()
         await broker.stop()
 
-    assert (during_outage.claimed, during_outage.sent, during_outage.released) == (20, 0, 20)
+    assert (len(during_outage.claimed), during_outage.sent, during_outage.released) == (20, 0, 20)
     assert {(s.status, s.lease_token) for s in states_during.values()} == {("NEW", None)}
     # At least once: a record whose acknowledgement timed out during the outage stays queued in the (idempotent)
     # producer and may still land after the broker is back, beside the dispatcher's re-send. Consumers dedupe by

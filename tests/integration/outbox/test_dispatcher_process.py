@@ -19,7 +19,7 @@ from devstack.process import free_port
 from payment_domain.topics import Topic
 from payment_infrastructure.postgres.outbox_partitions import partition_name
 from payment_infrastructure.postgres.settings import DatabaseSettings
-from services.payment_service.dispatcher import build_dispatcher
+from services.payment_service.bootstrap import build_dispatcher_container
 from services.payment_service.settings import ServiceSettings
 from tests.fixtures.broker import TopicReader
 from tests.integration.outbox.support import NewRow, insert_rows, partition_names, row_states
@@ -117,7 +117,7 @@ async def test_maintenance_counts_default_partition_rows_and_moves_them_out(
     settings = ServiceSettings(db=DatabaseSettings(url=database_url, pool_size=2))
     stray = NewRow(topic="t", aggregate_id="1", created_at=datetime.now(UTC) - timedelta(hours=3))
     await insert_rows(outbox, [stray])
-    dispatcher = build_dispatcher(settings)
+    dispatcher = build_dispatcher_container(settings)
     try:
         await dispatcher.maintain_partitions()
         counted = _sample("outbox_default_partition_rows")
@@ -135,7 +135,7 @@ async def test_backlog_gauges_are_a_true_count_of_unsent_rows(outbox: AsyncEngin
     minute_ago = datetime.now(UTC) - timedelta(seconds=60)
     rows = [NewRow(topic="t", aggregate_id=str(n), created_at=minute_ago) for n in range(3)]
     await insert_rows(outbox, rows)
-    dispatcher = build_dispatcher(settings)
+    dispatcher = build_dispatcher_container(settings)
     try:
         await dispatcher.refresh_backlog()
     finally:

@@ -662,9 +662,9 @@ async def test_dispatch_publishes_due_checks_as_status_check_requests_and_marks_
     world.tables.add_order(an_order(9, status=S.PENDING_STATUS_CHECK_LATER), status_check_number=1)
     later = world.tables.add_check(9, attempt=0, check_number=1, due_at=T0 + timedelta(minutes=1))
 
-    published = await world.dispatch_checks.dispatch_once(limit=10)
+    report = await world.dispatch_checks.dispatch_batch(limit=10)
 
-    assert published == 2
+    assert (len(report.published), report.sent, report.failures) == (2, 2, ())
     assert [(c.status, c.lease_token) for c in (first, second)] == [("PUBLISHED", None)] * 2
     assert (later.status, later.lease_token) == ("SCHEDULED", None)
     event = world.sink.emitted[0]
@@ -675,37 +675,38 @@ async def test_dispatch_publishes_due_checks_as_status_check_requests_and_marks_
     assert (event.data["statusCheckNumber"], event.data["retryCount"]) == (1, 0)
 
 
-async def test_a_publish_failure_stops_the_batch_and_only_the_published_checks_are_marked(world: World) -> None:
+async def test_a_publish_failure_leaves_only_its_own_check_claimed_and_the_rest_are_marked(world: World) -> None:
     first, failed, after = _due_checks(world, 7, 8, 9)
     world.sink.failing_aggregates = {"8"}
 
-    published = await world.dispatch_checks.dispatch_once(limit=10)
+    report = await world.dispatch_checks.dispatch_batch(limit=10)
 
-    assert published == 1
-    assert [e.aggregate_id for e in world.sink.emitted] == ["7"]
-    assert [e.aggregate_id for e in world.sink.attempts] == ["7", "8"]  # nothing tried after the failure
-    assert first.status == "PUBLISHED"
-    assert (failed.status, after.status) == ("SCHEDULED", "SCHEDULED")
-    assert failed.lease_token is not None and after.lease_token is not None
+    assert [c.order.public_id for c in report.published] == ["paymentorder-7", "paymentorder-9"]
+    assert [f.item.order.public_id for f in report.failures] == ["paymentorder-8"]
+    assert [e.aggregate_id for e in world.sink.emitted] == ["7", "9"]
+    assert (first.status, after.status) == ("PUBLISHED", "PUBLISHED")
+    assert failed.status == "SCHEDULED" and failed.lease_token is not None
 
 
 async def test_unpublished_checks_go_out_once_their_lease_ran_out(world: World) -> None:
-    _, failed, after = _due_checks(world, 7, 8, 9)
+    _, failed, _ = _due_checks(world, 7, 8, 9)
     world.sink.failing_aggregates = {"8"}
-    await world.dispatch_checks.dispatch_once(limit=10)
+    await world.dispatch_checks.dispatch_batch(limit=10)
     world.sink.failing_aggregates = set()
 
-    assert await world.dispatch_checks.dispatch_once(limit=10) == 0  # still leased
+    assert (await world.dispatch_checks.dispatch_batch(limit=10)).claimed == ()  # still leased
     world.clock.advance(timedelta(seconds=LEASE_SECONDS, milliseconds=1))
-    assert await world.dispatch_checks.dispatch_once(limit=10) == 2
+    assert len((await world.dispatch_checks.dispatch_batch(limit=10)).published) == 1
 
-    assert (failed.status, after.status) == ("PUBLISHED", "PUBLISHED")
+    assert failed.status == "PUBLISHED"
 
 
 async def test_dispatch_takes_no_more_than_the_limit(world: World) -> None:
     _due_checks(world, 7, 8, 9)
 
-    assert await world.dispatch_checks.dispatch_once(limit=2) == 2
+    report = await world.dispatch_checks.dispatch_batch(limit=2)
+
+    assert (len(report.published), report.busy) == (2, True)
     assert [e.aggregate_id for e in world.sink.emitted] == ["7", "8"]
 
 
@@ -738,7 +739,7 @@ async def test_a_timed_out_charge_that_went_through_is_resolved_by_a_status_chec
     await _deliver_twice_and_apply(world, request)
     assert world.tables.order(7).status is S.PENDING_STATUS_CHECK_LATER
     world.clock.advance(timedelta(seconds=5))
-    await world.dispatch_checks.dispatch_once(limit=10)
+    await world.dispatch_checks.dispatch_batch(limit=10)
     [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
     await _deliver_twice_and_apply(world, check_request, execute=False)
 
@@ -759,7 +760,7 @@ async def test_a_timed_out_charge_the_psp_never_saw_is_charged_again_under_the_n
 
     await _deliver_twice_and_apply(world, request)
     world.clock.advance(timedelta(seconds=5))
-    await world.dispatch_checks.dispatch_once(limit=10)
+    await world.dispatch_checks.dispatch_batch(limit=10)
     [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
     await _deliver_twice_and_apply(world, check_request, execute=False)  # the PSP: no such charge
     world.retries.now_ms += 60_000

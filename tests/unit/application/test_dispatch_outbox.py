@@ -50,7 +50,7 @@ async def test_published_rows_are_marked_sent_and_carry_the_rows_key_value_and_h
 
     report = await _dispatch(store, publisher).dispatch_batch()
 
-    assert (report.claimed, report.sent, report.released, report.lease_conflicts) == (1, 1, 0, 0)
+    assert (len(report.claimed), report.sent, report.released, report.lease_conflicts) == (1, 1, 0, 0)
     assert publisher.published == [
         OutboundMessage(
             topic="payment_order_created_topic",
@@ -73,7 +73,7 @@ async def test_an_empty_outbox_publishes_nothing() -> None:
 
     report = await _dispatch(store, publisher).dispatch_batch()
 
-    assert report.claimed == 0
+    assert report.claimed == ()
     assert publisher.batches == 0
 
 
@@ -84,8 +84,8 @@ async def test_failed_messages_are_released_for_a_retry_and_the_rest_marked_sent
 
     report = await _dispatch(store, publisher).dispatch_batch()
 
-    assert (report.claimed, report.sent, report.released) == (2, 1, 1)
-    assert [f.record.id for f in report.failures] == [failing.id]
+    assert (len(report.claimed), report.sent, report.released) == (2, 1, 1)
+    assert [f.item.id for f in report.failures] == [failing.id]
     assert isinstance(report.failures[0].error, ConnectionError)
     assert (store.status(ok.id), store.status(failing.id)) == ("SENT", "NEW")
     assert store.lease_of(failing.id) is None
@@ -103,7 +103,7 @@ async def test_rows_taken_over_by_another_dispatcher_count_as_lease_conflicts_an
 
     report = await _dispatch(store, publisher).dispatch_batch()
 
-    assert (report.claimed, report.sent, report.lease_conflicts) == (2, 0, 2)
+    assert (len(report.claimed), report.sent, report.lease_conflicts) == (2, 0, 2)
     assert {store.lease_of(r.id) for r in records} == set(thief)
     assert {store.status(r.id) for r in records} == {"NEW"}
 
@@ -134,8 +134,8 @@ async def test_the_next_event_of_an_order_waits_until_the_previous_one_is_sent()
     retried = await dispatch.dispatch_batch()
     then = await dispatch.dispatch_batch()
 
-    assert [f.record.id for f in failed.failures] == [first.id]
-    assert (retried.claimed, then.claimed) == (1, 1)
+    assert [f.item.id for f in failed.failures] == [first.id]
+    assert (len(retried.claimed), len(then.claimed)) == (1, 1)
     assert [m.value for m in publisher.published] == [first.payload, second.payload]
 
 
@@ -153,7 +153,7 @@ async def test_rounds_that_found_rows_are_followed_at_once_by_another_claim() ->
 
     await asyncio.wait_for(_loop(store, publisher, signal, observer)(stop), 5)
 
-    assert [r.claimed for r in observer.reports] == [10, 10, 5, 0]
+    assert [len(r.claimed) for r in observer.reports] == [10, 10, 5, 0]
     assert len(signal.waits) == 1  # the only sleep came after the empty round
     assert signal.resets == 4  # every claim was preceded by a reset, so no wake-up is lost
 

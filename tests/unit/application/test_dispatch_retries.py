@@ -21,9 +21,9 @@ async def _queue_with(*orders: int, delay_ms: int = 0) -> FakeRetryQueue:
 async def test_acknowledged_items_are_acked_and_leave_the_queue_for_good() -> None:
     queue, publisher = await _queue_with(101, 102), FakePublisher()
 
-    published = await DispatchRetries(queue, publisher).dispatch_once(limit=10)
+    report = await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
-    assert published == 2
+    assert (len(report.published), report.sent) == (2, 2)
     assert sorted(queue.acked) == ["101:1", "102:1"]
     assert await queue.sizes() == (0, 0)
 
@@ -33,7 +33,7 @@ async def test_the_stored_envelope_is_published_keyed_by_payment_order_id() -> N
     queue, publisher = FakeRetryQueue(), FakePublisher()
     await queue.schedule(envelope, delay_ms=0)
 
-    await DispatchRetries(queue, publisher).dispatch_once(limit=10)
+    await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
     assert publisher.published == [message_of(envelope)]
     assert publisher.published[0].key == "555"
@@ -47,7 +47,7 @@ async def test_publish_failures_stay_in_flight_and_only_the_successes_are_acked(
     report = await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
     assert [c.member for c in report.published] == ["201:1", "203:1"]
-    assert [f.retry.member for f in report.failures] == ["202:1"]
+    assert [f.item.member for f in report.failures] == ["202:1"]
     assert isinstance(report.failures[0].error, ConnectionError)
     assert sorted(queue.acked) == ["201:1", "203:1"]
     assert list(queue.inflight) == ["202:1"]
@@ -58,16 +58,16 @@ async def test_a_failed_item_is_not_claimed_again_before_the_visibility_timeout(
     queue, publisher = await _queue_with(301), FakePublisher()
     publisher.failing_keys = {"301"}
     dispatch = DispatchRetries(queue, publisher)
-    await dispatch.dispatch_once(limit=10)
+    await dispatch.dispatch_batch(limit=10)
     publisher.failing_keys = set()
 
     queue.now_ms += VISIBILITY_MS
     assert await dispatch.reclaim(visibility_timeout_ms=VISIBILITY_MS) == 0
-    assert await dispatch.dispatch_once(limit=10) == 0
+    assert len((await dispatch.dispatch_batch(limit=10)).published) == 0
 
     queue.now_ms += 1
     assert await dispatch.reclaim(visibility_timeout_ms=VISIBILITY_MS) == 1
-    assert await dispatch.dispatch_once(limit=10) == 1
+    assert len((await dispatch.dispatch_batch(limit=10)).published) == 1
     assert [m.key for m in publisher.published] == ["301"]
     assert await queue.sizes() == (0, 0)
 
@@ -77,7 +77,7 @@ async def test_a_publisher_that_raises_leaves_the_whole_batch_in_flight() -> Non
     publisher.raises = RuntimeError("publisher bug")
 
     with pytest.raises(RuntimeError, match="publisher bug"):
-        await DispatchRetries(queue, publisher).dispatch_once(limit=10)
+        await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
     assert queue.acked == []
     assert sorted(queue.inflight) == ["401:1", "402:1"]
@@ -88,7 +88,7 @@ async def test_nothing_due_means_no_publish_call() -> None:
 
     report = await DispatchRetries(queue, publisher).dispatch_batch(limit=10)
 
-    assert report.claimed == () and not report.full
+    assert report.claimed == () and not report.busy
     assert publisher.batches == 0
     assert await queue.sizes() == (1, 0)
 
@@ -101,6 +101,6 @@ async def test_a_round_takes_at_most_limit_items_earliest_first_and_reports_full
 
     report = await DispatchRetries(queue, publisher).dispatch_batch(limit=2)
 
-    assert report.full
+    assert report.busy
     assert [m.key for m in publisher.published] == ["602", "603"]
     assert list(queue.queued) == ["601:1"]

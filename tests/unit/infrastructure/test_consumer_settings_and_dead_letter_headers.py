@@ -9,7 +9,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
-from payment_infrastructure.kafka.dead_letter_inspector import DeadLetter
+from payment_infrastructure.kafka.dead_letter_format import DeadLetter
 from payment_infrastructure.kafka.dead_letters import DEAD_LETTER_HEADERS, dead_letter_headers
 from payment_infrastructure.kafka.record_processor import record_log_context
 from payment_infrastructure.kafka.records import ConsumedRecord, PoisonMessage, consumed_record
