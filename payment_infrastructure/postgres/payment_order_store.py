@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import EventEnvelope
@@ -19,70 +20,59 @@ from payment_infrastructure.serialization import envelope_to_bytes
 
 _CHARGEABLE = sorted({PaymentOrderStatus.INITIATED_PENDING.value, *(s.value for s in RETRYABLE)})
 
-_CLAIM = text(
-    """
+# The claim and the result transaction run on the pooled connection's own asyncpg driver: they are the consumers'
+# hot path, and SQLAlchemy's execution layer (a greenlet hop and result wrapping per statement) cost more CPU than
+# the statements. asyncpg prepares each one once per connection. Everything else here stays on SQLAlchemy Core.
+_CLAIM = """
     WITH previous AS (
-        SELECT payment_order_id, psp_claim_token FROM payment_orders WHERE payment_order_id = :id FOR UPDATE
+        SELECT payment_order_id, psp_claim_token FROM payment_orders WHERE payment_order_id = $1 FOR UPDATE
     )
     UPDATE payment_orders o
-       SET psp_claim_token = :token, psp_claim_expires_at = now() + make_interval(secs => :lease),
+       SET psp_claim_token = $3, psp_claim_expires_at = now() + make_interval(secs => $4),
            psp_call_count = o.psp_call_count + 1
       FROM previous
      WHERE o.payment_order_id = previous.payment_order_id
-       AND o.retry_count = :attempt
-       AND o.status = ANY(CAST(:chargeable AS text[]))
-       AND (o.psp_claim_token IS NULL OR o.psp_claim_token = :token OR o.psp_claim_expires_at < now())
+       AND o.retry_count = $2
+       AND o.status = ANY($5::text[])
+       AND (o.psp_claim_token IS NULL OR o.psp_claim_token = $3 OR o.psp_claim_expires_at < now())
     RETURNING o.*
-    """
-)
+"""
 
-_INBOX = text(
-    """
-    INSERT INTO processed_events (consumer_group, event_id, processed_at) VALUES (:consumer, :event_id, :now)
+_INBOX = """
+    INSERT INTO processed_events (consumer_group, event_id, processed_at) VALUES ($1, $2, $3)
     ON CONFLICT DO NOTHING RETURNING 1
-    """
-)
-_LOCK_PAYMENT = text(
+"""
+_LOCK_PAYMENT = (
     "SELECT payment_id FROM payments WHERE payment_id = (SELECT payment_id FROM payment_orders "
-    "WHERE payment_order_id = :id) FOR UPDATE"
+    "WHERE payment_order_id = $1) FOR UPDATE"
 )
-_LOCK_ORDER = text("SELECT * FROM payment_orders WHERE payment_order_id = :id FOR UPDATE")
-_SAVE = text(
-    """
+_LOCK_ORDER = "SELECT * FROM payment_orders WHERE payment_order_id = $1 FOR UPDATE"
+_SAVE = """
     UPDATE payment_orders
-       SET status = :status, retry_count = :attempt, retry_reason = :reason, last_error_message = :error,
-           status_check_number = :check_number, updated_at = :now,
+       SET status = $2, retry_count = $3, retry_reason = $4, last_error_message = $5,
+           status_check_number = $6, updated_at = $7,
            psp_claim_token = NULL, psp_claim_expires_at = NULL,
-           psp_call_count = CASE WHEN retry_count = :attempt THEN psp_call_count ELSE 0 END
-     WHERE payment_order_id = :id
-    """
-)
-_OUTBOX = text(
-    """
+           psp_call_count = CASE WHEN retry_count = $3 THEN psp_call_count ELSE 0 END
+     WHERE payment_order_id = $1
+"""
+_OUTBOX = """
     INSERT INTO outbox_event (event_id, event_type, topic, aggregate_id, trace_id, parent_event_id, payload,
                               status, created_at)
-    VALUES (:event_id, :event_type, :topic, :aggregate_id, :trace_id, :parent_event_id, :payload, 'NEW', :created_at)
-    """
-)
-_SCHEDULE_CHECK = text(
-    """
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'NEW', $8)
+"""
+_SCHEDULE_CHECK = """
     INSERT INTO payment_order_status_checks (payment_order_id, attempt, check_number, scheduled_at, status,
                                              trace_id, created_at, updated_at)
-    VALUES (:id, :attempt, :check_number, :due_at, 'SCHEDULED', :trace_id, :now, :now)
+    VALUES ($1, $2, $3, $4, 'SCHEDULED', $5, $6, $6)
     ON CONFLICT (payment_order_id, attempt, check_number) DO NOTHING
-    """
-)
-_AUDIT = text(
-    """
+"""
+_AUDIT = """
     INSERT INTO reconciliation_audit (payment_order_id, attempt, from_status, to_status, source, actor, note,
                                       created_at)
-    VALUES (:id, :attempt, :from_status, :to_status, :source, :actor, :note, :at)
-    """
-)
-_ORDER_STATUSES = text("SELECT status FROM payment_orders WHERE payment_id = :payment_id")
-_SET_PAYMENT_STATUS = text(
-    "UPDATE payments SET status = :status, updated_at = :now WHERE payment_id = :payment_id AND status <> :status"
-)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+_ORDER_STATUSES = "SELECT status FROM payment_orders WHERE payment_id = $1"
+_SET_PAYMENT_STATUS = "UPDATE payments SET status = $1, updated_at = $2 WHERE payment_id = $3 AND status <> $1"
 
 _CLAIM_CHECKS = text(
     """
@@ -108,6 +98,21 @@ _MARK_PUBLISHED = text(
 )
 
 
+@asynccontextmanager
+async def _driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg connection. SQLAlchemy never sees a transaction on it (its reset on return
+    is then a no-op), so one the block leaves open (a cancellation mid-rollback) costs the connection instead of
+    going back to the pool."""
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        try:
+            yield raw
+        finally:
+            if raw.is_in_transaction():
+                await conn.invalidate()
+
+
 class PostgresPaymentOrderClaims:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -115,43 +120,32 @@ class PostgresPaymentOrderClaims:
     async def claim_attempt(
         self, payment_order_id: int, *, attempt: int, claim_token: str, lease_seconds: float
     ) -> ClaimedAttempt | None:
-        async with translated_errors(), self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    _CLAIM,
-                    {
-                        "id": payment_order_id,
-                        "attempt": attempt,
-                        "token": claim_token,
-                        "lease": lease_seconds,
-                        "chargeable": _CHARGEABLE,
-                    },
-                )
-            ).first()
+        # One statement, so no transaction of our own: the row lock and the update commit together.
+        async with translated_errors(), _driver_connection(self._engine) as conn:
+            row = await conn.fetchrow(_CLAIM, payment_order_id, attempt, claim_token, float(lease_seconds), _CHARGEABLE)
         if row is None:
             return None
-        return ClaimedAttempt(order=order_from_row(row._mapping), call_number=row.psp_call_count)
+        return ClaimedAttempt(order=order_from_row(row), call_number=row["psp_call_count"])
 
 
 class PostgresResultTransaction:
-    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+    def __init__(self, conn: asyncpg.Connection, now: datetime) -> None:
         self._conn = conn
         self.now = now
 
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
-        inserted = await self._conn.execute(_INBOX, {"consumer": consumer, "event_id": event_id, "now": now})
-        return inserted.first() is not None
+        return await self._conn.fetchval(_INBOX, consumer, event_id, now) is not None
 
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         # Payment first, then order: every applier locks in this order, so sibling orders cannot deadlock.
-        await self._conn.execute(_LOCK_PAYMENT, {"id": payment_order_id})
-        row = (await self._conn.execute(_LOCK_ORDER, {"id": payment_order_id})).first()
+        await self._conn.execute(_LOCK_PAYMENT, payment_order_id)
+        row = await self._conn.fetchrow(_LOCK_ORDER, payment_order_id)
         if row is None:
             return None
         return LockedOrder(
-            order=order_from_row(row._mapping),
-            status_check_number=row.status_check_number,
-            psp_calls=row.psp_call_count,
+            order=order_from_row(row),
+            status_check_number=row["status_check_number"],
+            psp_calls=row["psp_call_count"],
         )
 
     async def save(
@@ -167,67 +161,51 @@ class PostgresResultTransaction:
     ) -> None:
         await self._conn.execute(
             _SAVE,
-            {
-                "id": payment_order_id,
-                "status": status.value,
-                "attempt": attempt,
-                "reason": reason,
-                "error": error[:2000] if error else None,
-                "check_number": status_check_number,
-                "now": now,
-            },
+            payment_order_id,
+            status.value,
+            attempt,
+            reason,
+            error[:2000] if error else None,
+            status_check_number,
+            now,
         )
 
     async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
         for envelope in envelopes:
             await self._conn.execute(
                 _OUTBOX,
-                {
-                    "event_id": envelope.event_id,
-                    "event_type": envelope.event_type.value,
-                    "topic": envelope.topic.value,
-                    "aggregate_id": envelope.aggregate_id,
-                    "trace_id": envelope.trace_id,
-                    "parent_event_id": envelope.parent_event_id,
-                    "payload": envelope_to_bytes(envelope),
-                    "created_at": envelope.timestamp,
-                },
+                envelope.event_id,
+                envelope.event_type.value,
+                envelope.topic.value,
+                envelope.aggregate_id,
+                envelope.trace_id,
+                envelope.parent_event_id,
+                envelope_to_bytes(envelope),
+                envelope.timestamp,
             )
 
     async def schedule_status_check(
         self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str, now: datetime
     ) -> None:
-        await self._conn.execute(
-            _SCHEDULE_CHECK,
-            {
-                "id": payment_order_id,
-                "attempt": attempt,
-                "check_number": check_number,
-                "due_at": due_at,
-                "trace_id": trace_id[:64],
-                "now": now,
-            },
-        )
+        await self._conn.execute(_SCHEDULE_CHECK, payment_order_id, attempt, check_number, due_at, trace_id[:64], now)
 
     async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
-        rows = (await self._conn.execute(_ORDER_STATUSES, {"payment_id": payment_id})).all()
-        status = roll_up(PaymentOrderStatus(r.status) for r in rows)
-        await self._conn.execute(_SET_PAYMENT_STATUS, {"status": status.value, "now": now, "payment_id": payment_id})
+        rows = await self._conn.fetch(_ORDER_STATUSES, payment_id)
+        status = roll_up(PaymentOrderStatus(r["status"]) for r in rows)
+        await self._conn.execute(_SET_PAYMENT_STATUS, status.value, now, payment_id)
         return status
 
     async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
         await self._conn.execute(
             _AUDIT,
-            {
-                "id": entry.payment_order_id,
-                "attempt": entry.attempt,
-                "from_status": entry.from_status.value,
-                "to_status": entry.to_status.value,
-                "source": entry.source,
-                "actor": entry.actor[:255],
-                "note": entry.note,
-                "at": entry.at,
-            },
+            entry.payment_order_id,
+            entry.attempt,
+            entry.from_status.value,
+            entry.to_status.value,
+            entry.source,
+            entry.actor[:255],
+            entry.note,
+            entry.at,
         )
 
 
@@ -235,16 +213,16 @@ class PostgresResultStore:
     def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
         self._engine = engine
         # One round trip: both timeouts for this transaction only, and the database's clock for everything it writes.
-        self._begin = text(
+        self._begin = (
             f"SELECT set_config('statement_timeout', '{int(statement_timeout_ms)}', true), "
             f"set_config('lock_timeout', '{int(lock_timeout_ms)}', true), now() AS now"
         )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresResultTransaction]:
-        async with translated_errors(), self._engine.begin() as conn:
-            started = (await conn.execute(self._begin)).one()
-            yield PostgresResultTransaction(conn, started.now)
+        async with translated_errors(), _driver_connection(self._engine) as conn, conn.transaction():
+            now = (await conn.fetchrow(self._begin))["now"]
+            yield PostgresResultTransaction(conn, now)
 
 
 class PostgresStatusCheckQueue:
