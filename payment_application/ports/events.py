@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 
 
 class EventSink(Protocol):
-    async def emit(self, envelope: EventEnvelope) -> None:
+    async def emit(self, envelope: AnyEnvelope) -> None:
         """Return once the broker acknowledged it (topic from the event type, key = aggregateId); else raise."""
         ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from payment_application.ports.publisher import EventPublisher
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_infrastructure.kafka.producer import outbound_message
 
 
@@ -11,6 +11,6 @@ class KafkaEventSink:
     def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher
 
-    async def emit(self, envelope: EventEnvelope) -> None:
+    async def emit(self, envelope: AnyEnvelope) -> None:
         message = outbound_message(envelope)
         await self._publisher.publish(message.topic, message.key, message.value, message.headers)

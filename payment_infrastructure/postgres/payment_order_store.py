@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
@@ -178,7 +178,7 @@ class PostgresResultTransaction:
             },
         )
 
-    async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
+    async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:
         for envelope in envelopes:
             await self._conn.execute(
                 _OUTBOX,
