@@ -22,12 +22,12 @@ from payment_domain.backoff import equal_jitter_backoff_ms
 from payment_domain.events import (
     EventEnvelope,
     EventType,
-    payment_order_from_data,
+    PspResultUpdated,
     payment_order_settled,
     psp_call_requested,
 )
 from payment_domain.payment import PaymentOrder
-from payment_domain.psp_result import Action, Decision, Policy, PspOutcome, ResultSource, decide
+from payment_domain.psp_result import Action, Decision, Policy, decide
 from payment_domain.status import RETRYABLE, PaymentOrderStatus
 
 log = structlog.get_logger(__name__)
@@ -62,24 +62,6 @@ class Applied:
     order: PaymentOrder
 
 
-def outcome_of(result: EventEnvelope) -> PspOutcome:
-    data = result.data
-    raw_status = data.get("pspStatus")
-    attempt = data.get("retryCount")
-    check_number = data.get("statusCheckNumber", 0)
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
-        raise ValueError("data.retryCount must be a non-negative integer")
-    if isinstance(check_number, bool) or not isinstance(check_number, int):
-        raise ValueError("data.statusCheckNumber must be an integer")
-    return PspOutcome(
-        attempt=attempt,
-        source=ResultSource(str(data.get("resultSource", ResultSource.CHARGE.value))),
-        status=PaymentOrderStatus(raw_status) if isinstance(raw_status, str) else None,
-        found=data.get("foundAtPsp", True) is not False,
-        check_number=check_number,
-    )
-
-
 class ApplyPspResult:
     def __init__(
         self,
@@ -96,12 +78,12 @@ class ApplyPspResult:
         self._randint = randint
         self._consumer = consumer
 
-    async def __call__(self, result: EventEnvelope) -> Applied:
+    async def __call__(self, result: EventEnvelope[PspResultUpdated]) -> Applied:
         if result.event_type is not EventType.PSP_RESULT_UPDATED:
             raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
-        outcome = outcome_of(result)
-        order_id = payment_order_from_data(result.data).payment_order_id.value
-        error = result.data.get("pspErrorDetail")
+        outcome = result.payload.outcome
+        order_id = result.payload.order.payment_order_id.value
+        error = result.payload.error_detail
         async with self._store.transaction() as tx:
             now = tx.now
             first = await tx.first_time(self._consumer, result.event_id, now)
@@ -116,7 +98,7 @@ class ApplyPspResult:
                     status=decision.status,
                     retry_count=decision.attempt,
                     retry_reason=decision.reason,
-                    last_error_message=error if isinstance(error, str) else order.last_error_message,
+                    last_error_message=error if error is not None else order.last_error_message,
                     updated_at=now,
                 )
                 await self._write(tx, locked, order, decision, result)
@@ -142,7 +124,7 @@ class ApplyPspResult:
         locked: LockedOrder,
         order: PaymentOrder,
         decision: Decision,
-        result: EventEnvelope,
+        result: EventEnvelope[PspResultUpdated],
     ) -> None:
         now = order.updated_at
         check_number = {
@@ -183,10 +165,14 @@ class ApplyPspResult:
                 reason=decision.reason,
             )
 
-    async def _audit_reconciled(self, txn: ResultTransaction, order: PaymentOrder, result: EventEnvelope) -> None:
-        source = result.data.get("resultSource")
-        note = f"PSP answered {result.data.get('pspStatus')} ({source}, event {result.event_id})"
-        if result.data.get("foundAtPsp") is False:
+    async def _audit_reconciled(
+        self, txn: ResultTransaction, order: PaymentOrder, result: EventEnvelope[PspResultUpdated]
+    ) -> None:
+        answer = result.payload
+        source = answer.source.value
+        status = answer.psp_status.value if answer.psp_status is not None else None
+        note = f"PSP answered {status} ({source}, event {result.event_id})"
+        if not answer.found:
             note = f"PSP has no charge under the attempt's key ({source}, event {result.event_id})"
         await txn.record_reconciliation(
             ReconciliationEntry(
@@ -209,7 +195,7 @@ class ApplyPspResult:
             note=note,
         )
 
-    async def _queue_retry(self, order: PaymentOrder, result: EventEnvelope) -> None:
+    async def _queue_retry(self, order: PaymentOrder, result: EventEnvelope[PspResultUpdated]) -> None:
         attempt = order.retry_count
         request = psp_call_requested(
             order, attempt=attempt, trace_id=result.trace_id, parent_event_id=result.event_id, now=result.timestamp

@@ -9,7 +9,7 @@ from payment_application.errors import DependencyUnavailable, IdCollision, Idemp
 from payment_application.ports.clock import Clock
 from payment_application.ports.ids import IdGenerator, IdNamespace
 from payment_application.ports.payments import IdempotencyRecord, PaymentPresenter, PaymentRepository
-from payment_domain.events import EventEnvelope, payment_order_created
+from payment_domain.events import EventEnvelope, PaymentOrderCreated, payment_order_created
 from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.money import Amount
 from payment_domain.payment import Payment, PaymentLine, create_payment, validate_request
@@ -90,7 +90,7 @@ class CreatePayment:
 
     async def _prepare(
         self, cmd: CreatePaymentCommand
-    ) -> tuple[Payment, list[EventEnvelope], bytes, IdempotencyRecord | None]:
+    ) -> tuple[Payment, list[EventEnvelope[PaymentOrderCreated]], bytes, IdempotencyRecord | None]:
         """The payment with fresh ids, its outbox events, the 202 body and (keyed requests) the key's record."""
         order_ids = await self._ids.next_ids(IdNamespace.PAYMENT_ORDER, len(cmd.lines))
         (payment_id,) = await self._ids.next_ids(IdNamespace.PAYMENT, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from payment_application.ports.clock import Clock
 from payment_application.ports.events import EventSink
-from payment_domain.events import EventEnvelope, EventType, payment_order_from_data, psp_call_requested
+from payment_domain.events import EventEnvelope, EventType, PaymentOrderCreated, PspCallRequested, psp_call_requested
 from payment_domain.status import PaymentOrderStatus
 
 
@@ -14,10 +14,10 @@ class EnqueuePspCall:
         self._events = events
         self._clock = clock
 
-    async def __call__(self, created: EventEnvelope) -> EventEnvelope | None:
+    async def __call__(self, created: EventEnvelope[PaymentOrderCreated]) -> EventEnvelope[PspCallRequested] | None:
         if created.event_type is not EventType.PAYMENT_ORDER_CREATED:
             raise ValueError(f"expected {EventType.PAYMENT_ORDER_CREATED}, got {created.event_type}")
-        order = payment_order_from_data(created.data)
+        order = created.payload.order
         if order.status is not PaymentOrderStatus.INITIATED_PENDING:
             return None
         request = psp_call_requested(

@@ -11,7 +11,7 @@ from payment_application.ports.clock import Clock
 from payment_application.ports.events import EventSink
 from payment_application.ports.payment_orders import PaymentOrderClaims
 from payment_application.ports.psp import PspChargeRequest, PspGateway
-from payment_domain.events import EventEnvelope, EventType, payment_order_from_data, psp_result_updated
+from payment_domain.events import EventEnvelope, EventType, PspCallRequested, PspResultUpdated, psp_result_updated
 from payment_domain.psp_result import ResultSource
 
 log = structlog.get_logger(__name__)
@@ -45,13 +45,14 @@ class ExecutePspCall:
         self._lease_seconds = lease_seconds
         self._start_within = lease_seconds - call_budget_seconds
 
-    async def __call__(self, request: EventEnvelope, *, delivery: str) -> EventEnvelope | None:
+    async def __call__(
+        self, request: EventEnvelope[PspCallRequested], *, delivery: str
+    ) -> EventEnvelope[PspResultUpdated] | None:
         """`delivery` identifies this delivery of the message (topic/partition/offset): the same delivery may
         re-take its own claim after a crash or an in-place retry; a duplicate message may not."""
         if request.event_type is not EventType.PSP_CALL_REQUESTED:
             raise ValueError(f"expected {EventType.PSP_CALL_REQUESTED}, got {request.event_type}")
-        requested = payment_order_from_data(request.data)
-        attempt = requested.retry_count
+        requested, attempt = request.payload.order, request.payload.attempt
         while True:
             asked_at = self._clock.now()
             claimed = await self._claims.claim_attempt(
@@ -89,7 +90,7 @@ class ExecutePspCall:
             attempt=attempt,
             psp_status=result.status,
             latency_ms=result.latency_ms,
-            source=ResultSource.CHARGE.value,
+            source=ResultSource.CHARGE,
             call_number=claimed.call_number,
             error_code=result.error_code,
             error_detail=result.error_detail,

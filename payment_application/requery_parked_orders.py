@@ -49,7 +49,7 @@ class RequeryParkedOrders:
                 attempt=order.retry_count,
                 psp_status=answer.status,
                 latency_ms=answer.latency_ms,
-                source=ResultSource.STATUS_CHECK.value,
+                source=ResultSource.STATUS_CHECK,
                 check_number=parked.query_number,
                 found=answer.found,
                 error_code=answer.error_code,

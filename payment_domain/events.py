@@ -1,11 +1,13 @@
-"""Domain events and the EventEnvelope, with the original's wire field names.
+"""Domain events: a typed payload per event kind, carried by the EventEnvelope.
 
-Event ids are deterministic (UUIDv5 of the event type and what makes the event unique), so a re-published or
-re-derived event carries the same id and every consumer can recognise the duplicate.
+Payloads hold domain types only; their wire form (the original's camelCase field names) is the serialization
+adapter's business. Event ids are deterministic (UUIDv5 of the event type and what makes the event unique), so a
+re-published or re-derived event carries the same id and every consumer can recognise the duplicate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -14,16 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import ClassVar, Generic, TypeVar, cast
 
-from payment_domain.ids import PaymentId, PaymentOrderId
-from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import PspOutcome, ResultSource
 from payment_domain.status import PaymentOrderStatus
 from payment_domain.topics import Topic
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a8e-4b57-5d0e-9a3c-2f0b7d9e8c41")
-
-JsonValue = str | int | float | bool | None
 
 
 class EventType(StrEnum):
@@ -75,170 +75,183 @@ def iso_utc(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def payment_order_data(
-    order: PaymentOrder,
-    *,
-    status: PaymentOrderStatus | None = None,
-    retry_count: int | None = None,
-    extra: Mapping[str, JsonValue] | None = None,
-) -> dict[str, JsonValue]:
-    """The payload every payment order event shares (`PaymentOrderEvent` in the original)."""
-    data: dict[str, JsonValue] = {
-        "paymentOrderId": str(order.payment_order_id.value),
-        "publicPaymentOrderId": order.payment_order_id.public,
-        "paymentId": str(order.payment_id.value),
-        "publicPaymentId": order.payment_id.public,
-        "sellerId": order.seller_id,
-        "amountValue": order.amount.value,
-        "currency": order.amount.currency.value,
-        "status": (status or order.status).value,
-        "createdAt": iso_utc(order.created_at),
-        "updatedAt": iso_utc(order.updated_at),
-        "retryCount": order.retry_count if retry_count is None else retry_count,
-        "retryReason": order.retry_reason,
-        "lastErrorMessage": order.last_error_message,
-    }
-    if extra:
-        data.update(extra)
-    return data
+# --- payloads ---------------------------------------------------------------------------------------------------
+# Every payload carries the payment order as the event saw it (the original's PaymentOrderEvent fields). Where an
+# event is about one attempt, the order's retry_count is that attempt: the wire has a single field for both.
 
 
 @dataclass(frozen=True, slots=True)
-class EventEnvelope:
-    """The original's envelope: eventId, eventType, aggregateId, data, timestamp, traceId, parentEventId.
+class PaymentOrderCreated:
+    """An order was accepted and waits for its first charge (retry_count 0)."""
+
+    event_type: ClassVar[EventType] = EventType.PAYMENT_ORDER_CREATED
+    order: PaymentOrder
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        return (self.order.public_id,)
+
+
+@dataclass(frozen=True, slots=True)
+class PspCallRequested:
+    """Charge attempt `attempt` (0 = the first charge)."""
+
+    event_type: ClassVar[EventType] = EventType.PSP_CALL_REQUESTED
+    order: PaymentOrder
+
+    @property
+    def attempt(self) -> int:
+        return self.order.retry_count
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        return (self.order.public_id, self.attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class PspResultUpdated:
+    """What the PSP said about an attempt, and where the answer came from (a charge or the n-th status check).
+
+    `psp_status` None means no usable answer; `found` False means a status check found no charge under the key;
+    `call_number` counts the charge calls made under the attempt's key."""
+
+    event_type: ClassVar[EventType] = EventType.PSP_RESULT_UPDATED
+    order: PaymentOrder
+    psp_status: PaymentOrderStatus | None
+    source: ResultSource
+    latency_ms: int
+    check_number: int = 0
+    call_number: int = 1
+    found: bool = True
+    error_code: str | None = None
+    error_detail: str | None = None
+
+    @property
+    def attempt(self) -> int:
+        return self.order.retry_count
+
+    @property
+    def outcome(self) -> PspOutcome:
+        return PspOutcome(
+            attempt=self.attempt,
+            source=self.source,
+            status=self.psp_status,
+            found=self.found,
+            check_number=self.check_number,
+        )
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        # Two calls under one key are two answers (the first may say "not processed", the second "charged"): the
+        # call number is part of the id, so neither is dropped as the other's duplicate; the same call's answer
+        # re-sent is.
+        return (self.order.public_id, self.attempt, self.source.value, self.check_number, self.call_number)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCheckRequested:
+    """Ask the PSP what became of attempt `attempt`: the `check_number`-th check of the schedule (1-based)."""
+
+    event_type: ClassVar[EventType] = EventType.STATUS_CHECK_REQUESTED
+    order: PaymentOrder
+    check_number: int
+
+    @property
+    def attempt(self) -> int:
+        return self.order.retry_count
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        return (self.order.public_id, self.attempt, self.check_number)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentOrderSettled:
+    """A terminal order: PaymentOrderSucceeded when it succeeded, PaymentOrderFailed otherwise."""
+
+    order: PaymentOrder
+
+    @property
+    def event_type(self) -> EventType:
+        if self.order.status is PaymentOrderStatus.SUCCESSFUL_FINAL:
+            return EventType.PAYMENT_ORDER_SUCCEEDED
+        return EventType.PAYMENT_ORDER_FAILED
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        return (self.order.public_id,)
+
+
+EventPayload = PaymentOrderCreated | PspCallRequested | PspResultUpdated | StatusCheckRequested | PaymentOrderSettled
+
+P = TypeVar("P", bound=EventPayload)
+P_co = TypeVar("P_co", bound=EventPayload, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EventEnvelope(Generic[P_co]):
+    """The original's envelope (eventId, eventType, aggregateId, data, timestamp, traceId, parentEventId) around a
+    typed payload; the event type is the payload's, so the two cannot disagree.
 
     aggregateId is always the numeric paymentOrderId as a string, and it is the Kafka key on every topic.
     """
 
     event_id: str
-    event_type: EventType
     aggregate_id: str
-    data: Mapping[str, JsonValue]
+    payload: P_co
     timestamp: datetime
     trace_id: str
     parent_event_id: str
 
-    @classmethod
-    def create(
-        cls,
-        *,
-        event_type: EventType,
-        aggregate_id: str,
-        data: Mapping[str, JsonValue],
-        timestamp: datetime,
-        trace_id: str,
-        id_parts: tuple[object, ...],
-        parent_event_id: str | None = None,
-    ) -> EventEnvelope:
-        """Root events (no parent) point at themselves, as in the original."""
-        event_id = deterministic_event_id(event_type, *id_parts)
-        return cls(
-            event_id=event_id,
-            event_type=event_type,
-            aggregate_id=aggregate_id,
-            data=data,
-            timestamp=timestamp,
-            trace_id=trace_id,
-            parent_event_id=parent_event_id or event_id,
-        )
+    @property
+    def event_type(self) -> EventType:
+        return self.payload.event_type
 
     @property
     def topic(self) -> Topic:
-        return self.event_type.topic
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "eventId": self.event_id,
-            "eventType": self.event_type.value,
-            "aggregateId": self.aggregate_id,
-            "data": dict(self.data),
-            "timestamp": iso_utc(self.timestamp),
-            "traceId": self.trace_id,
-            "parentEventId": self.parent_event_id,
-        }
+        return self.payload.event_type.topic
 
 
-def payment_order_created(order: PaymentOrder, *, trace_id: str, now: datetime) -> EventEnvelope:
-    return EventEnvelope.create(
-        event_type=EventType.PAYMENT_ORDER_CREATED,
-        aggregate_id=str(order.payment_order_id.value),
-        data=payment_order_data(order, retry_count=0),
+AnyEnvelope = EventEnvelope[EventPayload]
+
+
+def envelope_of(payload: P, *, trace_id: str, now: datetime, parent_event_id: str | None = None) -> EventEnvelope[P]:
+    """A new event with its deterministic id; a root event (no parent) points at itself, as in the original."""
+    event_id = deterministic_event_id(payload.event_type, *payload.id_parts)
+    return EventEnvelope(
+        event_id=event_id,
+        aggregate_id=str(payload.order.payment_order_id.value),
+        payload=payload,
         timestamp=now,
         trace_id=trace_id,
-        id_parts=(order.payment_order_id.public,),
+        parent_event_id=parent_event_id or event_id,
     )
 
 
-def payment_order_from_data(data: Mapping[str, JsonValue]) -> PaymentOrder:
-    """The inverse of `payment_order_data`; raises ValueError/KeyError/TypeError for a malformed payload."""
-
-    def text(name: str) -> str:
-        value = data[name]
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"data.{name} must be a non-empty string")
-        return value
-
-    def integer(name: str) -> int:
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"data.{name} must be an integer")
-        return value
-
-    def moment(name: str) -> datetime:
-        parsed = datetime.fromisoformat(text(name).replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError(f"data.{name} must carry a zone")
-        return parsed
-
-    reason, error = data.get("retryReason"), data.get("lastErrorMessage")
-    return PaymentOrder(
-        payment_order_id=PaymentOrderId(int(text("paymentOrderId"))),
-        payment_id=PaymentId(int(text("paymentId"))),
-        seller_id=text("sellerId"),
-        amount=Amount(integer("amountValue"), Currency.parse(text("currency"))),
-        status=PaymentOrderStatus(text("status")),
-        created_at=moment("createdAt"),
-        updated_at=moment("updatedAt"),
-        retry_count=integer("retryCount"),
-        retry_reason=reason if isinstance(reason, str) else None,
-        last_error_message=error if isinstance(error, str) else None,
-    )
+def narrowed(envelope: AnyEnvelope, kind: type[P]) -> EventEnvelope[P]:
+    """The envelope typed by its payload kind; ValueError when it carries another kind."""
+    if not isinstance(envelope.payload, kind):
+        raise ValueError(f"expected a {kind.__name__} payload, got eventType {envelope.event_type.value}")
+    return cast("EventEnvelope[P]", envelope)
 
 
-def _order_event(
-    event_type: EventType,
-    order: PaymentOrder,
-    *,
-    trace_id: str,
-    parent_event_id: str,
-    now: datetime,
-    id_parts: tuple[object, ...],
-    retry_count: int | None = None,
-    extra: Mapping[str, JsonValue] | None = None,
-) -> EventEnvelope:
-    return EventEnvelope.create(
-        event_type=event_type,
-        aggregate_id=str(order.payment_order_id.value),
-        data=payment_order_data(order, retry_count=retry_count, extra=extra),
-        timestamp=now,
-        trace_id=trace_id,
-        parent_event_id=parent_event_id,
-        id_parts=id_parts,
-    )
+def _at_attempt(order: PaymentOrder, attempt: int) -> PaymentOrder:
+    return order if order.retry_count == attempt else dataclasses.replace(order, retry_count=attempt)
+
+
+# --- builders: the events the use cases publish ------------------------------------------------------------------
+
+
+def payment_order_created(order: PaymentOrder, *, trace_id: str, now: datetime) -> EventEnvelope[PaymentOrderCreated]:
+    return envelope_of(PaymentOrderCreated(_at_attempt(order, 0)), trace_id=trace_id, now=now)
 
 
 def psp_call_requested(
     order: PaymentOrder, *, attempt: int, trace_id: str, parent_event_id: str, now: datetime
-) -> EventEnvelope:
-    """Attempt `attempt` (0 = first charge); `retryCount` carries the attempt, as in the original."""
-    return _order_event(
-        EventType.PSP_CALL_REQUESTED,
-        order,
-        trace_id=trace_id,
-        parent_event_id=parent_event_id,
-        now=now,
-        id_parts=(order.payment_order_id.public, attempt),
-        retry_count=attempt,
+) -> EventEnvelope[PspCallRequested]:
+    """Attempt `attempt` (0 = first charge); the order's retry_count carries the attempt, as in the original."""
+    return envelope_of(
+        PspCallRequested(_at_attempt(order, attempt)), trace_id=trace_id, now=now, parent_event_id=parent_event_id
     )
 
 
@@ -248,7 +261,7 @@ def psp_result_updated(
     attempt: int,
     psp_status: PaymentOrderStatus | None,
     latency_ms: int,
-    source: str,
+    source: ResultSource,
     check_number: int = 0,
     call_number: int = 1,
     found: bool = True,
@@ -257,59 +270,31 @@ def psp_result_updated(
     trace_id: str,
     parent_event_id: str,
     now: datetime,
-) -> EventEnvelope:
-    """The original's PspResultUpdated, plus where the answer came from (a charge or the n-th status check).
-
-    Two calls under one key are two answers (the first may say "not processed", the second "charged"): the call
-    number is part of the id, so neither is dropped as the other's duplicate; the same call's answer re-sent is."""
-    return _order_event(
-        EventType.PSP_RESULT_UPDATED,
-        order,
-        trace_id=trace_id,
-        parent_event_id=parent_event_id,
-        now=now,
-        id_parts=(order.payment_order_id.public, attempt, source, check_number, call_number),
-        retry_count=attempt,
-        extra={
-            "pspStatus": psp_status.value if psp_status is not None else None,
-            "pspErrorCode": error_code,
-            "pspErrorDetail": error_detail,
-            "latencyMs": latency_ms,
-            "resultSource": source,
-            "statusCheckNumber": check_number,
-            "pspCallNumber": call_number,
-            "foundAtPsp": found,
-        },
+) -> EventEnvelope[PspResultUpdated]:
+    """The original's PspResultUpdated, plus where the answer came from (a charge or the n-th status check)."""
+    payload = PspResultUpdated(
+        order=_at_attempt(order, attempt),
+        psp_status=psp_status,
+        source=source,
+        latency_ms=latency_ms,
+        check_number=check_number,
+        call_number=call_number,
+        found=found,
+        error_code=error_code,
+        error_detail=error_detail,
     )
+    return envelope_of(payload, trace_id=trace_id, now=now, parent_event_id=parent_event_id)
 
 
 def status_check_requested(
     order: PaymentOrder, *, attempt: int, check_number: int, trace_id: str, parent_event_id: str, now: datetime
-) -> EventEnvelope:
-    return _order_event(
-        EventType.STATUS_CHECK_REQUESTED,
-        order,
-        trace_id=trace_id,
-        parent_event_id=parent_event_id,
-        now=now,
-        id_parts=(order.payment_order_id.public, attempt, check_number),
-        retry_count=attempt,
-        extra={"statusCheckNumber": check_number},
-    )
+) -> EventEnvelope[StatusCheckRequested]:
+    payload = StatusCheckRequested(_at_attempt(order, attempt), check_number)
+    return envelope_of(payload, trace_id=trace_id, now=now, parent_event_id=parent_event_id)
 
 
-def payment_order_settled(order: PaymentOrder, *, trace_id: str, parent_event_id: str, now: datetime) -> EventEnvelope:
+def payment_order_settled(
+    order: PaymentOrder, *, trace_id: str, parent_event_id: str, now: datetime
+) -> EventEnvelope[PaymentOrderSettled]:
     """PaymentOrderSucceeded or PaymentOrderFailed for a terminal order; one per order, ever (deterministic id)."""
-    event_type = (
-        EventType.PAYMENT_ORDER_SUCCEEDED
-        if order.status is PaymentOrderStatus.SUCCESSFUL_FINAL
-        else EventType.PAYMENT_ORDER_FAILED
-    )
-    return _order_event(
-        event_type,
-        order,
-        trace_id=trace_id,
-        parent_event_id=parent_event_id,
-        now=now,
-        id_parts=(order.payment_order_id.public,),
-    )
+    return envelope_of(PaymentOrderSettled(order), trace_id=trace_id, now=now, parent_event_id=parent_event_id)

@@ -15,33 +15,37 @@ from datetime import UTC, datetime
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_application.ports.retry_queue import ClaimedRetry, retry_member
-from payment_domain.events import EventEnvelope, EventType
+from payment_domain.events import AnyEnvelope, EventEnvelope, PspCallRequested, psp_call_requested
+from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.money import Amount, Currency
+from payment_domain.payment import PaymentOrder
+from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.serialization import envelope_to_bytes
 
 
-def retry_envelope(payment_order_id: int | str, attempt: int, *, trace_id: str = "trace-retry") -> EventEnvelope:
+def retry_envelope(
+    payment_order_id: int | str, attempt: int, *, trace_id: str = "trace-retry"
+) -> EventEnvelope[PspCallRequested]:
     """A PSP-call-requested envelope for `attempt` of one order, as the result applier would queue it."""
-    order = str(payment_order_id)
-    return EventEnvelope.create(
-        event_type=EventType.PSP_CALL_REQUESTED,
-        aggregate_id=order,
-        data={
-            "paymentOrderId": order,
-            "publicPaymentOrderId": f"paymentorder-{order}",
-            "status": "FAILED_TRANSIENT_ERROR",
-            "retryCount": attempt,
-            "retryReason": "PSP_UNAVAILABLE",
-            "amountValue": 1250,
-            "currency": "EUR",
-        },
-        timestamp=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
-        trace_id=trace_id,
-        id_parts=(order, attempt),
-        parent_event_id=f"parent-{order}-{attempt}",
+    order_id = int(payment_order_id)
+    moment = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # whole milliseconds: survives the wire unchanged
+    order = PaymentOrder(
+        payment_order_id=PaymentOrderId(order_id),
+        payment_id=PaymentId(order_id),
+        seller_id="seller-1",
+        amount=Amount(1250, Currency.EUR),
+        status=PaymentOrderStatus.FAILED_TRANSIENT_ERROR,
+        created_at=moment,
+        updated_at=moment,
+        retry_count=attempt,
+        retry_reason="PSP_UNAVAILABLE",
+    )
+    return psp_call_requested(
+        order, attempt=attempt, trace_id=trace_id, parent_event_id=f"parent-{order_id}-{attempt}", now=moment
     )
 
 
-def message_of(envelope: EventEnvelope) -> OutboundMessage:
+def message_of(envelope: AnyEnvelope) -> OutboundMessage:
     """What a claim of this envelope hands out: its wire bytes, addressed to its topic, keyed by its order."""
     return OutboundMessage(
         topic=envelope.topic.value,
@@ -53,7 +57,7 @@ def message_of(envelope: EventEnvelope) -> OutboundMessage:
 
 @dataclasses.dataclass
 class QueuedRetry:
-    envelope: EventEnvelope
+    envelope: EventEnvelope[PspCallRequested]
     delay_ms: int
     due_ms: int
 
@@ -72,11 +76,11 @@ class FakeRetryQueue:
         self.fail_with: Exception | None = None
         self.claim_failures: list[Exception] = []
 
-    async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
+    async def schedule(self, envelope: EventEnvelope[PspCallRequested], *, delay_ms: int) -> bool:
         if delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
-        if "retryCount" not in envelope.data:
-            raise ValueError("a retry envelope needs data.retryCount (the attempt)")
+        if not isinstance(envelope.payload, PspCallRequested):
+            raise ValueError(f"only a PSP call request can be retried, not {envelope.event_type.value}")
         member = retry_member(envelope)
         self.schedule_calls.append((member, delay_ms))
         if self.fail_with is not None:

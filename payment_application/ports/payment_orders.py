@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import OrderState
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
@@ -84,7 +84,7 @@ class ResultTransaction(Protocol):
         now: datetime,
     ) -> None: ...
 
-    async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
+    async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:
         """Into the outbox, published by the dispatcher after commit."""
         ...
 

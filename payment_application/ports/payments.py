@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_domain.ids import PaymentId
 from payment_domain.payment import Payment
 
@@ -30,7 +30,7 @@ class PaymentRepository(Protocol):
     async def create(
         self,
         payment: Payment,
-        outbox: Sequence[EventEnvelope],
+        outbox: Sequence[AnyEnvelope],
         *,
         client_id: str,
         trace_id: str,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class EventHeaders:
     aggregate_id: str
 
     @classmethod
-    def of(cls, envelope: EventEnvelope) -> EventHeaders:
+    def of(cls, envelope: AnyEnvelope) -> EventHeaders:
         return cls(
             event_id=envelope.event_id,
             event_type=envelope.event_type.value,

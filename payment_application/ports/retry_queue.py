@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from payment_application.ports.publisher import OutboundMessage
-from payment_domain.events import EventEnvelope
+from payment_domain.events import EventEnvelope, PspCallRequested
 
 
-def retry_member(envelope: EventEnvelope) -> str:
+def retry_member(envelope: EventEnvelope[PspCallRequested]) -> str:
     """`<paymentOrderId>:<attempt>`: the same attempt of the same order is always the same member."""
-    return f"{envelope.aggregate_id}:{envelope.data['retryCount']}"
+    return f"{envelope.aggregate_id}:{envelope.payload.attempt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +31,8 @@ class ClaimedRetry:
 
 
 class RetryQueue(Protocol):
-    async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
-        """Queue the envelope, due `delay_ms` from now. True if newly queued.
+    async def schedule(self, envelope: EventEnvelope[PspCallRequested], *, delay_ms: int) -> bool:
+        """Queue the PSP call request, due `delay_ms` from now. True if newly queued; ValueError for another kind.
 
         A member already queued keeps its due time and payload (a duplicate never pushes a retry back); a member
         in flight is not queued again.

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_infrastructure.kafka.lifecycle import OwnsProducer
 from payment_infrastructure.kafka.metrics import (
     kafka_messages_published_total,
@@ -35,7 +35,7 @@ def kafka_headers(headers: EventHeaders) -> list[Header]:
     ]
 
 
-def outbound_message(envelope: EventEnvelope) -> OutboundMessage:
+def outbound_message(envelope: AnyEnvelope) -> OutboundMessage:
     """Serialize the envelope once (orjson) and address it: its topic, keyed by its aggregate (paymentOrderId)."""
     return OutboundMessage(
         topic=envelope.topic.value,

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
@@ -170,7 +170,7 @@ class PostgresResultTransaction:
             now,
         )
 
-    async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:
+    async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:
         for envelope in envelopes:
             await self._conn.execute(
                 _OUTBOX,

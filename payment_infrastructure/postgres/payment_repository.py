@@ -13,7 +13,7 @@ import asyncpg
 
 from payment_application.errors import DependencyUnavailable, IdempotencyKeyInFlight, OrderAlreadyHasPayment
 from payment_application.ports.payments import IdempotencyRecord
-from payment_domain.events import EventEnvelope
+from payment_domain.events import AnyEnvelope
 from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import Payment
@@ -117,7 +117,7 @@ class PaymentWrite:
     """One create: what the use case handed the repository."""
 
     payment: Payment
-    outbox: Sequence[EventEnvelope]
+    outbox: Sequence[AnyEnvelope]
     client_id: str
     trace_id: str
     idempotency: IdempotencyRecord | None
@@ -154,7 +154,7 @@ class PostgresPaymentRepository:
     async def create(
         self,
         payment: Payment,
-        outbox: Sequence[EventEnvelope],
+        outbox: Sequence[AnyEnvelope],
         *,
         client_id: str,
         trace_id: str,

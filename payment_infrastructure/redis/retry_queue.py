@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from payment_application.errors import DependencyUnavailable
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_application.ports.retry_queue import ClaimedRetry, retry_member
-from payment_domain.events import EventEnvelope
+from payment_domain.events import EventEnvelope, PspCallRequested
 from payment_infrastructure.redis.retry_metrics import redis_retry_dropped_total
 from payment_infrastructure.redis.retry_settings import RetrySettings
 from payment_infrastructure.serialization import EnvelopeDecodeError, envelope_from_bytes, envelope_to_bytes
@@ -170,11 +170,11 @@ class RedisRetryQueue:
             redis, queue_key=settings.queue_key, inflight_key=settings.inflight_key, payloads_key=settings.payloads_key
         )
 
-    async def schedule(self, envelope: EventEnvelope, *, delay_ms: int) -> bool:
+    async def schedule(self, envelope: EventEnvelope[PspCallRequested], *, delay_ms: int) -> bool:
         if delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
-        if "retryCount" not in envelope.data:
-            raise ValueError("a retry envelope needs data.retryCount (the attempt)")
+        if not isinstance(envelope.payload, PspCallRequested):
+            raise ValueError(f"only a PSP call request can be retried, not {envelope.event_type.value}")
         member = retry_member(envelope)
         try:
             queued = await self._schedule(keys=self._keys, args=[member, envelope_to_bytes(envelope), int(delay_ms)])

@@ -1,8 +1,8 @@
-"""One handler per topic, all the same shape: decode the envelope, bind the ids to the log context, call the use
-case. Input that can never succeed (undecodable, invalid, about an unknown order) is a PoisonMessage: it goes to
-the DLQ at once and the partition keeps flowing. A dependency that is down (DependencyUnavailable, a broker
-timeout...) is retried in place until it is back, holding the partition; anything else is retried a few times,
-then dead-lettered (see payment_infrastructure.kafka.failures)."""
+"""One handler per topic, all the same shape: decode the envelope (to the one payload kind the topic carries),
+bind the ids to the log context, call the use case. Input that can never succeed (undecodable, invalid, about an
+unknown order) is a PoisonMessage: it goes to the DLQ at once and the partition keeps flowing. A dependency that is
+down (DependencyUnavailable, a broker timeout...) is retried in place until it is back, holding the partition;
+anything else is retried a few times, then dead-lettered (see payment_infrastructure.kafka.failures)."""
 
 from __future__ import annotations
 
@@ -15,28 +15,32 @@ from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
 from payment_domain.errors import DomainError
-from payment_domain.events import EventEnvelope, EventType
+from payment_domain.events import (
+    EventEnvelope,
+    P,
+    PaymentOrderCreated,
+    PspCallRequested,
+    PspResultUpdated,
+    StatusCheckRequested,
+)
 from payment_domain.psp_result import Action
 from payment_infrastructure.kafka.records import ConsumedRecord, PoisonMessage
-from payment_infrastructure.serialization import EnvelopeDecodeError, envelope_from_bytes
+from payment_infrastructure.serialization import EnvelopeDecodeError, typed_envelope_from_bytes
 from services.payment_consumers.metrics import PAYMENT_ORDERS_NEEDING_RECONCILIATION, PSP_RESULTS_APPLIED
 
 Handler = Callable[[ConsumedRecord], Awaitable[None]]
 
 
-def decode(record: ConsumedRecord, expected: EventType) -> EventEnvelope:
+def decode(record: ConsumedRecord, kind: type[P]) -> EventEnvelope[P]:
     try:
-        envelope = envelope_from_bytes(record.value)
+        return typed_envelope_from_bytes(record.value, kind)
     except EnvelopeDecodeError as error:
         raise PoisonMessage(str(error)) from error
-    if envelope.event_type is not expected:
-        raise PoisonMessage(f"expected eventType {expected.value}, got {envelope.event_type.value}")
-    return envelope
 
 
-def _guarded(expected: EventType, call: Callable[[EventEnvelope, ConsumedRecord], Awaitable[object]]) -> Handler:
+def _guarded(kind: type[P], call: Callable[[EventEnvelope[P], ConsumedRecord], Awaitable[object]]) -> Handler:
     async def handle(record: ConsumedRecord) -> None:
-        envelope = decode(record, expected)
+        envelope = decode(record, kind)
         with structlog.contextvars.bound_contextvars(
             event_id=envelope.event_id,
             trace_id=envelope.trace_id,
@@ -53,26 +57,26 @@ def _guarded(expected: EventType, call: Callable[[EventEnvelope, ConsumedRecord]
 
 
 def enqueuer_handler(use_case: EnqueuePspCall) -> Handler:
-    return _guarded(EventType.PAYMENT_ORDER_CREATED, lambda envelope, _record: use_case(envelope))
+    return _guarded(PaymentOrderCreated, lambda envelope, _record: use_case(envelope))
 
 
 def psp_call_handler(use_case: ExecutePspCall) -> Handler:
     return _guarded(
-        EventType.PSP_CALL_REQUESTED,
+        PspCallRequested,
         lambda envelope, record: use_case(envelope, delivery=f"{record.topic}/{record.partition}/{record.offset}"),
     )
 
 
 def result_handler(use_case: ApplyPspResult) -> Handler:
-    async def apply(envelope: EventEnvelope, _record: ConsumedRecord) -> None:
+    async def apply(envelope: EventEnvelope[PspResultUpdated], _record: ConsumedRecord) -> None:
         applied = await use_case(envelope)
         if applied.decision is not None:
             PSP_RESULTS_APPLIED.labels(applied.decision.action.value).inc()
             if applied.decision.action is Action.RECONCILE:
                 PAYMENT_ORDERS_NEEDING_RECONCILIATION.inc()
 
-    return _guarded(EventType.PSP_RESULT_UPDATED, apply)
+    return _guarded(PspResultUpdated, apply)
 
 
 def status_check_handler(use_case: CheckPaymentStatus) -> Handler:
-    return _guarded(EventType.STATUS_CHECK_REQUESTED, lambda envelope, _record: use_case(envelope))
+    return _guarded(StatusCheckRequested, lambda envelope, _record: use_case(envelope))

@@ -54,9 +54,8 @@ def _event_order(world: World) -> list[str]:
             if envelope.event_id in seen:
                 continue
             seen.add(envelope.event_id)
-            attempt = envelope.data.get("retryCount")
             first_seen.setdefault((topic, envelope.aggregate_id), []).append(
-                (envelope.event_id, attempt if isinstance(attempt, int) else 0, envelope.event_type.value)
+                (envelope.event_id, envelope.payload.order.retry_count, envelope.event_type.value)
             )
     for (topic, aggregate), events in first_seen.items():
         attempts = [attempt for _, attempt, _ in events]

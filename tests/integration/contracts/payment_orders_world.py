@@ -39,7 +39,7 @@ from payment_infrastructure.postgres.payment_order_store import (
     PostgresStatusCheckQueue,
 )
 from payment_infrastructure.postgres.rows import order_from_row
-from payment_infrastructure.serialization import envelope_from_bytes
+from payment_infrastructure.serialization import envelope_from_bytes, envelope_to_bytes
 from tests.fakes import FakeClock
 from tests.fakes_consumers import (
     ConsumerTables,
@@ -80,6 +80,11 @@ class Order:
 class OutboxLine:
     status: str
     envelope: EventEnvelope  # as the dispatcher would publish it
+
+
+def as_published(envelope: EventEnvelope) -> EventEnvelope:
+    """The envelope as it reads back from the wire (instants there are whole milliseconds)."""
+    return envelope_from_bytes(envelope_to_bytes(envelope))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +162,7 @@ class FakeWorld:
         self.clock.advance(timedelta(seconds=seconds, microseconds=1))
 
     async def outbox(self, aggregate_id: str) -> list[OutboxLine]:
-        return [OutboxLine("NEW", e) for e in self.tables.outbox if e.aggregate_id == aggregate_id]
+        return [OutboxLine("NEW", as_published(e)) for e in self.tables.outbox if e.aggregate_id == aggregate_id]
 
     async def scheduled_checks(self, payment_order_id: int) -> list[ScheduledCheck]:
         return sorted(

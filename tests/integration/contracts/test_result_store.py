@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.ports.payment_orders import LockedOrder, ReconciliationEntry, ResultTransaction
 from payment_domain.events import EventEnvelope, payment_order_settled, psp_result_updated
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.integration.contracts.payment_orders_world import (
     LEASE,
@@ -23,6 +24,7 @@ from tests.integration.contracts.payment_orders_world import (
     ScheduledCheck,
     a_consumer,
     add_order,
+    as_published,
     backend_of,
     open_world,
 )
@@ -78,7 +80,7 @@ def answer(order: PaymentOrder, status: PaymentOrderStatus) -> EventEnvelope:
         attempt=order.retry_count,
         psp_status=status,
         latency_ms=40,
-        source="charge",
+        source=ResultSource.CHARGE,
         trace_id=f"trace-{order.payment_order_id.value}",
         parent_event_id=an_event_id(1),
         now=EVENT_TIME,
@@ -184,10 +186,10 @@ async def test_events_land_in_the_outbox_unpublished_in_the_order_written(world:
         await tx.add_events(envelopes)
 
     assert await world.outbox(str(order.payment_order_id.value)) == [
-        OutboxLine("NEW", envelopes[0]),
-        OutboxLine("NEW", envelopes[2]),
+        OutboxLine("NEW", as_published(envelopes[0])),
+        OutboxLine("NEW", as_published(envelopes[2])),
     ]
-    assert await world.outbox(str(other.payment_order_id.value)) == [OutboxLine("NEW", envelopes[1])]
+    assert await world.outbox(str(other.payment_order_id.value)) == [OutboxLine("NEW", as_published(envelopes[1]))]
 
 
 async def test_a_status_check_is_scheduled_once_per_order_attempt_and_check_number(world: OrdersWorld) -> None:

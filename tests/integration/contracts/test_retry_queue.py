@@ -5,7 +5,6 @@ case lets pass by polling the server's clock."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -14,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from payment_application.ports.retry_queue import ClaimedRetry, RetryQueue
+from payment_domain.events import status_check_requested
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
 from payment_infrastructure.serialization import envelope_from_bytes
 from tests.fakes_retry import FakeRetryQueue, message_of, retry_envelope
@@ -218,12 +218,14 @@ async def test_concurrent_claims_never_hand_out_one_item_twice(world: RetryWorld
 
 async def test_invalid_arguments_are_refused(world: RetryWorld) -> None:
     envelope = retry_envelope(8070, 1)
-    no_attempt = dataclasses.replace(envelope, data={k: v for k, v in envelope.data.items() if k != "retryCount"})
+    order = envelope.payload.order
+    now = envelope.timestamp
+    not_a_call = status_check_requested(order, attempt=1, check_number=1, trace_id="t", parent_event_id="", now=now)
 
     with pytest.raises(ValueError):
         await world.queue.schedule(envelope, delay_ms=-1)
     with pytest.raises(ValueError):
-        await world.queue.schedule(no_attempt, delay_ms=0)
+        await world.queue.schedule(not_a_call, delay_ms=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         await world.queue.claim_due(0)
     with pytest.raises(ValueError):

@@ -23,6 +23,7 @@ from payment_domain.events import EventEnvelope, psp_result_updated
 from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus
 from payment_domain.topics import dlq_of
 from payment_infrastructure.kafka.consumer import ConsumedRecord
@@ -129,7 +130,7 @@ def a_result(order_id: int, status: PaymentOrderStatus | None, *, check_number: 
         attempt=0,
         psp_status=status,
         latency_ms=40,
-        source="status_check" if check_number else "charge",
+        source=ResultSource.STATUS_CHECK if check_number else ResultSource.CHARGE,
         check_number=check_number,
         found=found,
         trace_id=f"trace-{order_id}",

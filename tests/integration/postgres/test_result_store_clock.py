@@ -15,6 +15,7 @@ import pytest
 
 from payment_application.apply_psp_result import ApplyPspResult, ResultPolicy
 from payment_domain.events import psp_result_updated
+from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.payment_order_store import PostgresResultStore
@@ -50,7 +51,7 @@ async def test_a_status_check_is_due_on_the_databases_clock_whatever_the_results
         attempt=0,
         psp_status=PaymentOrderStatus.TIMEOUT_EXCEEDED_1S_TRANSIENT,
         latency_ms=1_000,
-        source="charge",
+        source=ResultSource.CHARGE,
         call_number=1,
         trace_id="trace-clock",
         parent_event_id="request-1",

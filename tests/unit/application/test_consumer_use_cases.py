@@ -29,7 +29,7 @@ from payment_domain.events import (
     status_check_requested,
 )
 from payment_domain.payment import PaymentOrder
-from payment_domain.psp_result import NO_CHARGE_AT_PSP, Action
+from payment_domain.psp_result import NO_CHARGE_AT_PSP, Action, ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from payment_domain.topics import Topic
 from tests.fakes import FakeClock
@@ -123,7 +123,7 @@ def charge_result(
         attempt=order.retry_count if attempt is None else attempt,
         psp_status=status,
         latency_ms=12,
-        source="charge",
+        source=ResultSource.CHARGE,
         error_detail=error,
         trace_id=TRACE,
         parent_event_id="request-1",
@@ -139,7 +139,7 @@ def check_result(
         attempt=order.retry_count,
         psp_status=status,
         latency_ms=9,
-        source="status_check",
+        source=ResultSource.STATUS_CHECK,
         check_number=check_number,
         found=found,
         trace_id=TRACE,
@@ -167,7 +167,7 @@ async def test_a_created_order_becomes_a_request_for_attempt_0_with_a_determinis
     assert request.topic is Topic.PSP_CALL_REQUESTED
     assert request.event_id == deterministic_event_id(EventType.PSP_CALL_REQUESTED, "paymentorder-7", 0)
     assert (request.parent_event_id, request.trace_id, request.aggregate_id) == (created.event_id, TRACE, "7")
-    assert request.data["retryCount"] == 0
+    assert request.payload.attempt == 0
 
 
 async def test_enqueueing_the_same_created_event_twice_emits_the_same_event_id(world: World) -> None:
@@ -218,13 +218,14 @@ async def test_execute_claims_the_attempt_charges_under_its_key_and_emits_the_an
     assert result.event_type is EventType.PSP_RESULT_UPDATED
     assert result.event_id == deterministic_event_id(EventType.PSP_RESULT_UPDATED, "paymentorder-7", 2, "charge", 0, 1)
     assert (result.parent_event_id, result.trace_id, result.aggregate_id) == (request.event_id, TRACE, "7")
-    assert {k: result.data[k] for k in ("retryCount", "pspStatus", "resultSource", "pspErrorCode", "latencyMs")} == {
-        "retryCount": 2,
-        "pspStatus": "DECLINED_FINAL",
-        "resultSource": "charge",
-        "pspErrorCode": "DO_NOT_HONOR",
-        "latencyMs": 40,
-    }
+    answer = result.payload
+    assert (answer.attempt, answer.psp_status, answer.source, answer.error_code, answer.latency_ms) == (
+        2,
+        S.DECLINED_FINAL,
+        ResultSource.CHARGE,
+        "DO_NOT_HONOR",
+        40,
+    )
 
 
 async def test_a_duplicate_request_from_another_delivery_while_the_claim_is_live_makes_no_psp_call(
@@ -277,7 +278,7 @@ async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_cha
     charged = await world.execute(call_request(order), delivery="p1-o10")  # redelivered after a crash
     assert refused is not None and charged is not None
     assert refused.event_id != charged.event_id
-    assert (refused.data["pspCallNumber"], charged.data["pspCallNumber"]) == (1, 2)
+    assert (refused.payload.call_number, charged.payload.call_number) == (1, 2)
 
     after_refusal = await world.apply(refused)
     assert after_refusal.decision is not None and after_refusal.decision.action is Action.CHECK_STATUS
@@ -307,7 +308,7 @@ async def test_a_refused_call_on_a_first_claim_stays_retryable(world: World) -> 
 
     result = await world.execute(call_request(order), delivery="p1-o10")
 
-    assert result is not None and result.data["pspStatus"] == "PSP_UNAVAILABLE_TRANSIENT"
+    assert result is not None and result.payload.psp_status is S.PSP_UNAVAILABLE_TRANSIENT
 
 
 async def test_a_request_for_a_stale_attempt_makes_no_psp_call(world: World) -> None:
@@ -346,7 +347,7 @@ async def test_a_successful_charge_settles_the_order_and_writes_one_succeeded_ev
     assert event.aggregate_id == "7"
     assert event.event_id == deterministic_event_id(EventType.PAYMENT_ORDER_SUCCEEDED, "paymentorder-7")
     assert (event.parent_event_id, event.trace_id) == (result.event_id, TRACE)
-    assert event.data["status"] == "SUCCESSFUL_FINAL"
+    assert event.payload.order.status is S.SUCCESSFUL_FINAL
     assert world.tables.payments[PAYMENT] is PaymentStatus.INITIATED  # order 8 has not answered yet
     assert world.retries.schedule_calls == []
     assert world.tables.checks == []
@@ -374,7 +375,7 @@ async def test_the_payment_rolls_up_to_partially_succeeded_when_outcomes_are_mix
     ]
     failed = world.tables.outbox[1]
     assert failed.topic is Topic.PAYMENT_ORDER_FAILED
-    assert (failed.data["status"], failed.data["retryReason"]) == ("DECLINED_FINAL", "DECLINED_FINAL")
+    assert (failed.payload.order.status, failed.payload.order.retry_reason) == (S.DECLINED_FINAL, "DECLINED_FINAL")
     assert world.tables.order(8).last_error_message == "card declined"
 
 
@@ -442,7 +443,7 @@ async def test_a_transient_answer_queues_exactly_one_retry_within_the_equal_jitt
     assert retry.event_type is EventType.PSP_CALL_REQUESTED
     assert retry.event_id == deterministic_event_id(EventType.PSP_CALL_REQUESTED, "paymentorder-7", 3)
     assert (retry.parent_event_id, retry.trace_id) == (result.event_id, TRACE)
-    assert (retry.data["retryCount"], retry.data["status"]) == (3, "PSP_UNAVAILABLE_TRANSIENT")
+    assert (retry.payload.attempt, retry.payload.order.status) == (3, S.PSP_UNAVAILABLE_TRANSIENT)
     saved = world.tables.orders[7]
     assert (saved.order.status, saved.order.retry_count, saved.status_check_number) == (
         S.PSP_UNAVAILABLE_TRANSIENT,
@@ -624,14 +625,9 @@ async def test_the_status_check_asks_about_the_attempts_key_and_never_charges(
     assert world.sink.emitted == [result]
     assert result.event_type is EventType.PSP_RESULT_UPDATED
     assert result.parent_event_id == request.event_id
-    assert {k: result.data[k] for k in ("retryCount", "resultSource", "statusCheckNumber", "foundAtPsp")} == {
-        "retryCount": 2,
-        "resultSource": "status_check",
-        "statusCheckNumber": 1,
-        "foundAtPsp": answer.found,
-    }
-    assert result.data["pspStatus"] == (answer.status.value if answer.status is not None else None)
-    assert result.data["pspErrorCode"] == answer.error_code
+    said = result.payload
+    assert (said.attempt, said.source, said.check_number, said.found) == (2, ResultSource.STATUS_CHECK, 1, answer.found)
+    assert (said.psp_status, said.error_code) == (answer.status, answer.error_code)
 
 
 async def test_a_status_check_request_without_a_check_number_is_refused(world: World) -> None:
@@ -672,7 +668,7 @@ async def test_dispatch_publishes_due_checks_as_status_check_requests_and_marks_
     assert event.topic.value == "payment_status_check_scheduler_topic"
     assert event.event_id == deterministic_event_id(EventType.STATUS_CHECK_REQUESTED, "paymentorder-7", 0, 1)
     assert (event.parent_event_id, event.trace_id, event.aggregate_id) == (event.event_id, "t-7", "7")
-    assert (event.data["statusCheckNumber"], event.data["retryCount"]) == (1, 0)
+    assert (event.payload.check_number, event.payload.attempt) == (1, 0)
 
 
 async def test_a_publish_failure_leaves_only_its_own_check_claimed_and_the_rest_are_marked(world: World) -> None:

@@ -21,7 +21,7 @@ from payment_application.errors import (
 )
 from payment_application.ports.ids import IdNamespace
 from payment_domain.errors import InvalidPayment
-from payment_domain.events import EventType, iso_utc, payment_order_created
+from payment_domain.events import EventType, payment_order_created
 from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentLine
@@ -116,7 +116,7 @@ async def test_one_payment_order_created_event_per_order_goes_to_the_outbox(worl
     assert [e.aggregate_id for e in outbox] == ["100", "101", "102"]
     assert {e.timestamp for e in outbox} == {START}
     assert {e.trace_id for e in outbox} == {"trace-1"}
-    assert {e.data["createdAt"] for e in outbox} == {iso_utc(START)}
+    assert {e.payload.order.created_at for e in outbox} == {START}
     orders = outcome.payment.payment_orders
     assert outbox == [payment_order_created(o, trace_id="trace-1", now=START) for o in orders]
     assert len({e.event_id for e in outbox}) == 3

@@ -15,6 +15,7 @@ from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import NotParked, SettleParkedOrder
 from payment_domain.events import EventEnvelope, EventType, psp_result_updated
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.fakes import FakeClock
 from tests.fakes_consumers import (
@@ -66,7 +67,7 @@ def world() -> Parked:
 
 
 def late(
-    order: PaymentOrder, status: PaymentOrderStatus, *, source: str = "charge", found: bool = True
+    order: PaymentOrder, status: PaymentOrderStatus, *, source: ResultSource = ResultSource.CHARGE, found: bool = True
 ) -> EventEnvelope:
     return psp_result_updated(
         order,
@@ -74,7 +75,7 @@ def late(
         psp_status=status if found else None,
         latency_ms=900,
         source=source,
-        check_number=2 if source == "status_check" else 0,
+        check_number=2 if source is ResultSource.STATUS_CHECK else 0,
         found=found,
         trace_id="trace-parked",
         parent_event_id="request-1",
@@ -102,7 +103,7 @@ async def test_a_late_success_settles_a_parked_order_with_its_event_roll_up_and_
 async def test_a_late_status_check_saying_no_such_charge_fails_a_parked_order(world: Parked) -> None:
     order = world.park()
 
-    applied = await world.apply(late(order, S.SUCCESSFUL_FINAL, source="status_check", found=False))
+    applied = await world.apply(late(order, S.SUCCESSFUL_FINAL, source=ResultSource.STATUS_CHECK, found=False))
 
     assert applied.order.status is S.FAILED_FINAL
     assert world.settled_events() == [EventType.PAYMENT_ORDER_FAILED]
@@ -133,7 +134,7 @@ async def test_the_requery_asks_each_parked_order_once_per_interval_and_numbers_
     assert [len(r.published) for r in (first, again, later)] == [2, 0, 2]
     assert world.psp.status_queries == ["paymentorder-7-1", "paymentorder-8-1"] * 2
     answers = [e for e in world.sink.emitted if e.aggregate_id == "7"]
-    assert [e.data["statusCheckNumber"] for e in answers] == [4, 5]
+    assert [e.payload.check_number for e in answers] == [4, 5]
     assert len({e.event_id for e in answers}) == 2  # each answer its own event: neither is dropped as a duplicate
 
 

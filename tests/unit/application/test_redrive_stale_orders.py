@@ -98,7 +98,7 @@ async def test_an_order_whose_first_psp_call_was_lost_is_requested_again_under_a
     assert request.event_type is EventType.PSP_CALL_REQUESTED
     # The enqueuer's own event id: a late original and the re-drive are one event downstream.
     assert request.event_id == deterministic_event_id(EventType.PSP_CALL_REQUESTED, "paymentorder-7", 0)
-    assert (request.aggregate_id, request.trace_id, request.data["retryCount"]) == ("7", TRACE, 0)
+    assert (request.aggregate_id, request.trace_id, request.payload.attempt) == ("7", TRACE, 0)
 
     await world.execute(request, delivery="psp_call_requested/0/1")
 
@@ -119,7 +119,7 @@ async def test_an_order_whose_retry_was_lost_gets_it_back_on_the_queue_due_now_u
     queued = world.retries.queued["7:2"]
     assert (queued.delay_ms, queued.due_ms) == (0, world.retries.now_ms)
     assert queued.envelope.event_id == deterministic_event_id(EventType.PSP_CALL_REQUESTED, "paymentorder-7", 2)
-    assert queued.envelope.data["retryCount"] == 2
+    assert queued.envelope.payload.attempt == 2
 
 
 @pytest.mark.parametrize("where", ["queued", "in flight"])
@@ -165,7 +165,7 @@ async def test_a_status_check_sent_but_never_answered_is_asked_again_under_the_s
     (request,) = world.sink.emitted
     # The scheduler's own event id for that check.
     assert request.event_id == deterministic_event_id(EventType.STATUS_CHECK_REQUESTED, "paymentorder-7", 1, 2)
-    assert (request.data["statusCheckNumber"], request.data["retryCount"]) == (2, 1)
+    assert (request.payload.check_number, request.payload.attempt) == (2, 1)
 
     await world.check_status(request)
 

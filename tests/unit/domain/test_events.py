@@ -14,20 +14,30 @@ from hypothesis import strategies as st
 from payment_domain.events import (
     EventEnvelope,
     EventType,
+    PaymentOrderCreated,
+    PaymentOrderSettled,
+    PspCallRequested,
+    PspResultUpdated,
+    StatusCheckRequested,
     deterministic_event_id,
+    envelope_of,
     iso_utc,
+    narrowed,
     payment_order_created,
-    payment_order_data,
+    payment_order_settled,
+    psp_call_requested,
+    psp_result_updated,
+    status_check_requested,
 )
 from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_result import PspOutcome, ResultSource
 from payment_domain.status import PaymentOrderStatus
 from payment_domain.topics import DLQ_SUFFIX, Topic, dlq_of
 
 CREATED_AT = datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 PUBLISHED_AT = datetime(2025, 3, 1, 12, 30, 16, tzinfo=UTC)
-WIRE_FIELDS = {"eventId", "eventType", "aggregateId", "data", "timestamp", "traceId", "parentEventId"}
 
 
 def an_order(order_id: int = 17, payment_id: int = 4) -> PaymentOrder:
@@ -42,14 +52,11 @@ def an_order(order_id: int = 17, payment_id: int = 4) -> PaymentOrder:
     )
 
 
-def an_envelope(*, parent_event_id: str | None = None) -> EventEnvelope:
-    return EventEnvelope.create(
-        event_type=EventType.PSP_CALL_REQUESTED,
-        aggregate_id="17",
-        data={"retryCount": 2},
-        timestamp=PUBLISHED_AT,
+def an_envelope(*, parent_event_id: str | None = None) -> EventEnvelope[PspCallRequested]:
+    return envelope_of(
+        PspCallRequested(replace(an_order(), retry_count=2)),
         trace_id="trace-1",
-        id_parts=("paymentorder-17", 2),
+        now=PUBLISHED_AT,
         parent_event_id=parent_event_id,
     )
 
@@ -98,76 +105,40 @@ def test_a_root_envelope_is_its_own_parent() -> None:
 
 def test_a_child_envelope_points_at_its_parent() -> None:
     parent = an_envelope()
-    child = EventEnvelope.create(
-        event_type=EventType.PSP_RESULT_UPDATED,
-        aggregate_id="17",
-        data={},
-        timestamp=PUBLISHED_AT,
+    child = payment_order_settled(
+        replace(an_order(), status=PaymentOrderStatus.SUCCESSFUL_FINAL),
         trace_id="trace-1",
-        id_parts=("paymentorder-17", 2),
         parent_event_id=parent.event_id,
+        now=PUBLISHED_AT,
     )
     assert child.parent_event_id == parent.event_id
     assert child.event_id != parent.event_id
 
 
-def test_the_wire_form_has_exactly_the_original_field_names() -> None:
-    assert set(an_envelope().to_wire()) == WIRE_FIELDS
-
-
-def test_the_wire_form_carries_the_envelope_values() -> None:
-    envelope = an_envelope()
-    assert envelope.to_wire() == {
-        "eventId": envelope.event_id,
-        "eventType": "payment_order_psp_call_requested",
-        "aggregateId": "17",
-        "data": {"retryCount": 2},
-        "timestamp": "2025-03-01T12:30:16.000Z",
-        "traceId": "trace-1",
-        "parentEventId": envelope.event_id,
-    }
-
-
-def test_the_wire_data_is_a_copy_not_the_envelope_own_mapping() -> None:
-    envelope = an_envelope()
-    wire = envelope.to_wire()
-    data = wire["data"]
-    assert isinstance(data, dict)
-    data["retryCount"] = 99
-    assert envelope.data["retryCount"] == 2
+def test_an_empty_parent_makes_a_root_event() -> None:
+    envelope = an_envelope(parent_event_id="")
+    assert envelope.parent_event_id == envelope.event_id
 
 
 def test_an_envelope_is_published_on_its_event_type_topic() -> None:
+    assert an_envelope().event_type is EventType.PSP_CALL_REQUESTED
     assert an_envelope().topic is Topic.PSP_CALL_REQUESTED
 
 
-# --- PaymentOrderCreated --------------------------------------------------------------------------
+def test_an_envelope_narrows_to_the_payload_kind_it_carries_and_refuses_another() -> None:
+    envelope = an_envelope()
+    assert narrowed(envelope, PspCallRequested) is envelope
+    with pytest.raises(ValueError, match="PspResultUpdated"):
+        narrowed(envelope, PspResultUpdated)
 
 
-def test_payment_order_created_carries_the_original_payload_fields_and_values() -> None:
-    envelope = payment_order_created(an_order(), trace_id="trace-7", now=PUBLISHED_AT)
-    assert envelope.data == {
-        "paymentOrderId": "17",
-        "publicPaymentOrderId": "paymentorder-17",
-        "paymentId": "4",
-        "publicPaymentId": "payment-4",
-        "sellerId": "seller-9",
-        "amountValue": 2599,
-        "currency": "GBP",
-        "status": "INITIATED_PENDING",
-        "createdAt": "2025-03-01T12:30:15.123Z",
-        "updatedAt": "2025-03-01T12:30:15.123Z",
-        "retryCount": 0,
-        "retryReason": None,
-        "lastErrorMessage": None,
-    }
-    assert type(envelope.data["amountValue"]) is int
+# --- payloads and their builders ------------------------------------------------------------------
 
 
-def test_payment_order_created_is_keyed_by_the_numeric_payment_order_id() -> None:
+def test_payment_order_created_carries_the_order_and_is_keyed_by_the_numeric_payment_order_id() -> None:
     envelope = payment_order_created(an_order(order_id=123456789), trace_id="t", now=PUBLISHED_AT)
+    assert envelope.payload == PaymentOrderCreated(an_order(order_id=123456789))
     assert envelope.aggregate_id == "123456789"
-    assert envelope.aggregate_id == envelope.data["paymentOrderId"]
 
 
 def test_payment_order_created_is_a_root_event_on_the_created_topic() -> None:
@@ -176,27 +147,84 @@ def test_payment_order_created_is_a_root_event_on_the_created_topic() -> None:
     assert envelope.topic is Topic.PAYMENT_ORDER_CREATED
     assert envelope.parent_event_id == envelope.event_id
     assert (envelope.trace_id, envelope.timestamp) == ("trace-7", PUBLISHED_AT)
-    assert envelope.to_wire()["eventType"] == "payment_order_created"
 
 
 def test_payment_order_created_for_the_same_order_always_has_the_same_event_id() -> None:
     first = payment_order_created(an_order(), trace_id="trace-1", now=PUBLISHED_AT)
     again = payment_order_created(an_order(), trace_id="trace-2", now=PUBLISHED_AT + timedelta(minutes=5))
     assert first.event_id == again.event_id
+    assert first.event_id == deterministic_event_id(EventType.PAYMENT_ORDER_CREATED, "paymentorder-17")
     other_order = payment_order_created(an_order(order_id=18), trace_id="t", now=PUBLISHED_AT)
     assert first.event_id != other_order.event_id
 
 
 def test_payment_order_created_always_says_retry_count_zero() -> None:
     retried = replace(an_order(), retry_count=3)
-    assert payment_order_created(retried, trace_id="t", now=PUBLISHED_AT).data["retryCount"] == 0
+    assert payment_order_created(retried, trace_id="t", now=PUBLISHED_AT).payload.order.retry_count == 0
 
 
-def test_payment_order_data_lets_a_caller_override_status_and_add_fields() -> None:
-    data = payment_order_data(
-        an_order(), status=PaymentOrderStatus.SUCCESSFUL_FINAL, retry_count=2, extra={"pspStatus": "X"}
+def test_a_psp_call_request_carries_its_attempt_as_the_order_retry_count() -> None:
+    request = psp_call_requested(an_order(), attempt=3, trace_id="t", parent_event_id="p", now=PUBLISHED_AT)
+    assert (request.payload.attempt, request.payload.order.retry_count) == (3, 3)
+    assert request.event_id == deterministic_event_id(EventType.PSP_CALL_REQUESTED, "paymentorder-17", 3)
+
+
+def test_a_psp_result_carries_the_answer_and_its_outcome() -> None:
+    result = psp_result_updated(
+        an_order(),
+        attempt=2,
+        psp_status=None,
+        latency_ms=9,
+        source=ResultSource.STATUS_CHECK,
+        check_number=3,
+        call_number=2,
+        found=False,
+        error_code="NOT_FOUND",
+        error_detail="no such charge",
+        trace_id="t",
+        parent_event_id="p",
+        now=PUBLISHED_AT,
     )
-    assert (data["status"], data["retryCount"], data["pspStatus"]) == ("SUCCESSFUL_FINAL", 2, "X")
+    answer = result.payload
+    assert (answer.latency_ms, answer.call_number, answer.error_code, answer.error_detail) == (
+        9,
+        2,
+        "NOT_FOUND",
+        "no such charge",
+    )
+    assert answer.outcome == PspOutcome(
+        attempt=2, source=ResultSource.STATUS_CHECK, status=None, found=False, check_number=3
+    )
+    assert result.event_id == deterministic_event_id(
+        EventType.PSP_RESULT_UPDATED, "paymentorder-17", 2, "status_check", 3, 2
+    )
+
+
+def test_a_status_check_request_carries_its_attempt_and_check_number() -> None:
+    check = status_check_requested(
+        an_order(), attempt=1, check_number=2, trace_id="t", parent_event_id="", now=PUBLISHED_AT
+    )
+    assert check.payload == StatusCheckRequested(replace(an_order(), retry_count=1), check_number=2)
+    assert check.payload.attempt == 1
+    assert check.event_id == deterministic_event_id(EventType.STATUS_CHECK_REQUESTED, "paymentorder-17", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("status", "event_type"),
+    [
+        (PaymentOrderStatus.SUCCESSFUL_FINAL, EventType.PAYMENT_ORDER_SUCCEEDED),
+        (PaymentOrderStatus.DECLINED_FINAL, EventType.PAYMENT_ORDER_FAILED),
+        (PaymentOrderStatus.FAILED_FINAL, EventType.PAYMENT_ORDER_FAILED),
+    ],
+)
+def test_a_settled_order_is_a_succeeded_or_failed_event_by_its_status(
+    status: PaymentOrderStatus, event_type: EventType
+) -> None:
+    order = replace(an_order(), status=status, retry_count=4)
+    settled = payment_order_settled(order, trace_id="t", parent_event_id="p", now=PUBLISHED_AT)
+    assert settled.payload == PaymentOrderSettled(order)
+    assert (settled.event_type, settled.topic) == (event_type, event_type.topic)
+    assert settled.event_id == deterministic_event_id(event_type, "paymentorder-17")
 
 
 # --- timestamps -----------------------------------------------------------------------------------
@@ -232,19 +260,6 @@ def test_iso_utc_is_the_utc_isoformat_with_a_z(moment: datetime) -> None:
 def test_iso_utc_rejects_naive_datetimes() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         iso_utc(datetime(2025, 3, 1, 12, 0))
-
-
-def test_an_envelope_with_a_naive_timestamp_cannot_go_on_the_wire() -> None:
-    envelope = EventEnvelope.create(
-        event_type=EventType.PAYMENT_ORDER_CREATED,
-        aggregate_id="1",
-        data={},
-        timestamp=datetime(2025, 3, 1, 12, 0),
-        trace_id="t",
-        id_parts=("paymentorder-1",),
-    )
-    with pytest.raises(ValueError):
-        envelope.to_wire()
 
 
 # --- topics ---------------------------------------------------------------------------------------
