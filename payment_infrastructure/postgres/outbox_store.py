@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.outbox import OutboxClaim, OutboxRecord
+from payment_infrastructure.postgres.driver import driver_connection
 
 _CLAIM = """
 WITH floor AS MATERIALIZED (
@@ -40,8 +41,8 @@ WITH floor AS MATERIALIZED (
     FOR UPDATE OF e SKIP LOCKED
 )
 UPDATE outbox_event AS o
-SET lease_token = :token,
-    lease_expires_at = now() + make_interval(secs => :lease_seconds),
+SET lease_token = $1,
+    lease_expires_at = now() + make_interval(secs => $2),
     publish_attempts = o.publish_attempts + 1
 WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
   AND o.created_at >= (SELECT min(created_at) FROM picked)
@@ -50,23 +51,19 @@ RETURNING o.id, o.created_at, o.event_id::text, o.event_type, o.topic, o.aggrega
           o.parent_event_id::text, o.payload, o.publish_attempts
 """
 
-_MARK_SENT = text(
-    """
+_MARK_SENT = """
 UPDATE outbox_event
 SET status = 'SENT', sent_at = now(), lease_token = NULL, lease_expires_at = NULL
-WHERE id = ANY (CAST(:ids AS bigint[])) AND created_at >= :lo AND created_at <= :hi
-  AND lease_token = :token AND status = 'NEW'
+WHERE id = ANY ($1::bigint[]) AND created_at >= $2 AND created_at <= $3
+  AND lease_token = $4 AND status = 'NEW'
 """
-)
 
-_RELEASE = text(
-    """
+_RELEASE = """
 UPDATE outbox_event
 SET lease_token = NULL, lease_expires_at = NULL
-WHERE id = ANY (CAST(:ids AS bigint[])) AND created_at >= :lo AND created_at <= :hi
-  AND lease_token = :token AND status = 'NEW'
+WHERE id = ANY ($1::bigint[]) AND created_at >= $2 AND created_at <= $3
+  AND lease_token = $4 AND status = 'NEW'
 """
-)
 
 _PENDING_STATS = text("SELECT count(*), min(created_at) FROM outbox_event WHERE status = 'NEW'")
 
@@ -75,8 +72,7 @@ _PENDING_STATS = text("SELECT count(*), min(created_at) FROM outbox_event WHERE 
 # statistics yet (it otherwise sorts the whole backlog: ~400 ms instead of ~10 ms for 100k rows).
 # synchronous_commit=off: a claim, mark or release lost in a database crash only makes a row publish again
 # (at-least-once is the contract anyway), so these commits need not wait for the WAL flush.
-_SESSION = text(
-    """
+_SESSION = """
     SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
            set_config('synchronous_commit', 'off', true),
            set_config('enable_sort', 'off', true),
@@ -84,9 +80,8 @@ _SESSION = text(
            set_config('enable_hashjoin', 'off', true),
            set_config('enable_hashagg', 'off', true),
            set_config('enable_seqscan', 'off', true),
-           set_config('statement_timeout', :statement_ms, true)
-    """
-)
+           set_config('statement_timeout', $1, true)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +91,19 @@ class PendingStats:
 
 
 class PostgresOutboxStore:
-    """`OutboxStore` over the shared AsyncEngine. Each method is one short transaction."""
+    """`OutboxStore` over the shared AsyncEngine. Each method is one short transaction; the claim and the settle
+    statements run on the pooled connection's asyncpg driver (`driver_connection`): they are the relay's hot path."""
 
     def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5_000) -> None:
         self._engine = engine
         self._statement_ms = str(statement_timeout_ms)
-        self._claims: dict[int, TextClause] = {}
+        self._claims: dict[int, str] = {}
 
     async def claim(self, *, lease_token: uuid.UUID, limit: int, lease_seconds: float) -> OutboxClaim:
         statement = self._claim_statement(limit)
-        async with self._engine.begin() as conn:
-            await self._session(conn)
-            result = await conn.execute(statement, {"token": lease_token, "lease_seconds": lease_seconds})
-            rows = result.all()
+        async with driver_connection(self._engine) as conn, conn.transaction():
+            await conn.execute(_SESSION, self._statement_ms)
+            rows = await conn.fetch(statement, lease_token, float(lease_seconds))
         records = [
             OutboxRecord(
                 id=row[0],
@@ -139,27 +134,21 @@ class PostgresOutboxStore:
             row = (await conn.execute(_PENDING_STATS)).one()
         return PendingStats(count=int(row[0]), oldest_created_at=row[1])
 
-    async def _settle(self, statement: TextClause, lease_token: uuid.UUID, records: Sequence[OutboxRecord]) -> int:
+    async def _settle(self, statement: str, lease_token: uuid.UUID, records: Sequence[OutboxRecord]) -> int:
         if not records:
             return 0
-        params = {
-            "ids": [r.id for r in records],
-            "lo": min(r.created_at for r in records),
-            "hi": max(r.created_at for r in records),
-            "token": lease_token,
-        }
-        async with self._engine.begin() as conn:
-            await self._session(conn)
-            result = await conn.execute(statement, params)
-            return int(result.rowcount)
+        ids = [r.id for r in records]
+        lo = min(r.created_at for r in records)
+        hi = max(r.created_at for r in records)
+        async with driver_connection(self._engine) as conn, conn.transaction():
+            await conn.execute(_SESSION, self._statement_ms)
+            status = await conn.execute(statement, ids, lo, hi, lease_token)
+        return int(status.rsplit(" ", 1)[-1])
 
-    async def _session(self, conn: AsyncConnection) -> None:
-        await conn.execute(_SESSION, {"statement_ms": self._statement_ms})
-
-    def _claim_statement(self, limit: int) -> TextClause:
+    def _claim_statement(self, limit: int) -> str:
         statement = self._claims.get(limit)
         if statement is None:
             # LIMIT is a literal so the generic plan knows it reads a handful of rows (it is an int, not input).
-            statement = text(_CLAIM.format(limit=int(limit)))
+            statement = _CLAIM.format(limit=int(limit))
             self._claims[limit] = statement
         return statement
