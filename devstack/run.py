@@ -225,6 +225,9 @@ class Stack:
             "PAYMENTS_DB__SSL": "disable" if _on_loopback(c.database_url) else "prefer",
             "PAYMENTS_REDIS__URL": c.redis_url,
             "PAYMENTS_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            # The broker is this machine's: compressing for a loopback link only spends CPU in every producer, the
+            # broker and every consumer (about 0.4 ms per order at 300 payments/s, measured with bench-e2e).
+            "PAYMENTS_KAFKA__COMPRESSION_TYPE": "none",
             "PAYMENTS_AUTH__ISSUER_URL": self.keycloak.issuer_url,
             "PAYMENTS_PSP__BASE_URL": c.psp_url,
             "PAYMENTS_API__PORT": str(p.api),
