@@ -6,6 +6,7 @@
 import http from "k6/http";
 import { check } from "k6";
 import { Counter, Trend } from "k6/metrics";
+import { paymentBody } from "./payment_body.js";
 
 const BASE = __ENV.BASE_URL;
 const TOKEN = __ENV.TOKEN;
@@ -40,25 +41,8 @@ const other = new Counter("other_statuses");
 const timeouts = new Counter("client_timeouts");
 const REQUEST_TIMEOUT_ERROR = 1050;
 
-function cents() {
-  return 1000 + Math.floor(Math.random() * 19000);
-}
-
 export default function () {
-  const lines = [];
-  const n = 2 + Math.floor(Math.random() * 2);
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    const value = cents();
-    total += value;
-    lines.push({ sellerId: `SELLER-${Math.floor(Math.random() * 1000)}`, amount: { value, currency: "EUR" } });
-  }
-  const body = JSON.stringify({
-    buyerId: `BUYER-${__VU}`,
-    orderId: `ORDER-${RUN}-${__VU}-${__ITER}`,
-    totalAmount: { value: total, currency: "EUR" },
-    paymentOrders: lines,
-  });
+  const body = paymentBody(RUN, 2 + Math.floor(Math.random() * 2));
   const headers = { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` };
   if (__ENV.IDEMPOTENCY_KEYS === "1") headers["Idempotency-Key"] = `k6-${__VU}-${__ITER}-${Math.random()}`;
   const res = http.post(`${BASE}/payments`, body, OVERLOAD ? { headers, timeout: TIMEOUT } : { headers });

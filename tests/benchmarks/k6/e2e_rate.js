@@ -6,6 +6,7 @@
 // Tokens: TOKEN (from Keycloak, issued at TOKEN_ISSUED_MS) to start with; each VU fetches its own from TOKEN_URL
 // before that one expires, at a moment of its own so the refreshes are spread out.
 import http from "k6/http";
+import { paymentBody } from "./payment_body.js";
 
 const BASE = __ENV.BASE_URL;
 const RUN = __ENV.RUN_ID || Date.now().toString(36);
@@ -48,25 +49,9 @@ function currentToken() {
   return token;
 }
 
-function cents() {
-  return 1000 + Math.floor(Math.random() * 19000);
-}
-
 export default function () {
-  const lines = [];
   const n = SELLERS_MIN + Math.floor(Math.random() * (SELLERS_MAX - SELLERS_MIN + 1));
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    const value = cents();
-    total += value;
-    lines.push({ sellerId: `SELLER-${Math.floor(Math.random() * 1000)}`, amount: { value, currency: "EUR" } });
-  }
-  const body = JSON.stringify({
-    buyerId: `BUYER-${__VU}`,
-    orderId: `ORDER-${RUN}-${__VU}-${__ITER}`,
-    totalAmount: { value: total, currency: "EUR" },
-    paymentOrders: lines,
-  });
+  const body = paymentBody(RUN, n);
   const headers = { "Content-Type": "application/json", Authorization: `Bearer ${currentToken()}` };
   const sent = Date.now();
   const res = http.post(`${BASE}/payments`, body, { headers, timeout: __ENV.TIMEOUT || "10s" });
