@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 _LOGGED_HEADERS = {
     "eventId": "event_id",
     "traceId": "trace_id",
+    "parentEventId": "parent_event_id",
     "aggregateId": "aggregate_id",
     "eventType": "event_type",
 }
