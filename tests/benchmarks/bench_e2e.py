@@ -46,6 +46,7 @@ from devstack.process import ServerProcess, free_port
 from devstack.run import Ports, Stack, StackConfig
 from payment_infrastructure.postgres.database import drop_database
 from payment_infrastructure.postgres.pool import plain_dsn
+from tests.benchmarks import e2e_profile
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
 from tests.benchmarks.e2e_report import Context, chart, markdown, stem
 from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, summarise
@@ -85,6 +86,7 @@ class Options:
     timeout: str
     keep_run_dir: bool
     idle: float = 5.0
+    profile: int = 0
 
     def command(self) -> str:
         s = self.settings
@@ -266,6 +268,7 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
             start_new_session=True,
         )
         print(f"  k6: {s.rate} payments/s for {s.warmup} + {s.duration} s ...")
+        profiling = asyncio.create_task(_profile(options, stack, scratch)) if options.profile else None
         _, k6_errors = await k6_process.communicate()
         if k6_process.returncode not in (0, 99):  # 99: a threshold failed (there are none) — anything else: broken
             raise RuntimeError(f"k6 failed ({k6_process.returncode}): {k6_errors.decode(errors='replace')[-2000:]}")
@@ -278,6 +281,7 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         await sampling
         drain_end = sampler.samples[-1].at
         rows = await conn.fetch(ORDERS)
+        profiles = await profiling if profiling is not None else []
     finally:
         stop.set()
         await conn.close()
@@ -297,7 +301,23 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         drain_end=drain_end,
         dropped_iterations=_dropped_iterations(summary),
         psp=_psp_summary(stack.config.psp_url),
+        profiles=profiles,
     )
+
+
+async def _profile(options: Options, stack: Stack, scratch: Path) -> list[e2e_profile.Profile]:
+    """py-spy on the Python parts for `--profile` seconds, centred in the measured window."""
+    s = options.settings
+    await asyncio.sleep(s.warmup + max(s.duration - options.profile, 0) / 2)
+    by_name = {part.name: part for part in stack.parts}
+    pids = {
+        name: pid
+        for name in ("payment-service", "outbox-dispatcher", "payment-consumers")
+        if (pid := by_name[name].pid()) is not None
+    }
+    print(f"  profiling {', '.join(pids)} for {options.profile} s ...")
+    raw = await e2e_profile.record(pids, options.profile, scratch)
+    return [e2e_profile.summarise(part, path) for part, path in raw.items()]
 
 
 def _k6_command(console: Path, summary: Path) -> list[str]:
@@ -450,6 +470,10 @@ async def bench(options: Options) -> Path:
     page = options.out / f"{name}.md"
     page.write_text(markdown(run, summary, context, f"{name}.png"))
     chart(run, options.out / f"{name}.png")
+    if run.profiles:
+        profile_page = options.out / f"{name}-profile.md"
+        profile_page.write_text(e2e_profile.markdown(run.profiles, options.command(), options.profile))
+        print(f"  wrote {profile_page}")
     print(
         f"  accepted {summary.accepted_per_s:.1f} payments/s, settled {summary.settled_orders_per_s:.1f} orders/s, "
         f"create→final p50/p95/p99 {summary.latency_s[50]:.3f}/{summary.latency_s[95]:.3f}/"
@@ -485,6 +509,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the .md/.png go")
     parser.add_argument("--idle", type=float, default=5, help="seconds sampled before the load (default 5)")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the stack's logs after the run")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="py-spy the API, dispatcher and consumers for N s mid-window (off)"
+    )
     args = parser.parse_args(argv)
     vus = args.vus or max(args.rate, 20)
     settings = Settings(
@@ -497,7 +524,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         vus=vus,
         max_vus=max(args.max_vus or 4 * args.rate, vus),
     )
-    return Options(settings, args.out, args.timeout, args.keep_run_dir, args.idle)
+    return Options(settings, args.out, args.timeout, args.keep_run_dir, args.idle, args.profile)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from tests.benchmarks.e2e_figures import (
     percentile,
     slope,
 )
+from tests.benchmarks.e2e_profile import Profile
 from tests.benchmarks.proc_usage import PartUsage
 
 
@@ -70,6 +71,7 @@ class Run:
     drain_end: float
     dropped_iterations: int = 0
     psp: dict[str, object] = field(default_factory=dict)
+    profiles: list[Profile] = field(default_factory=list)
 
     @property
     def idle(self) -> Window:
