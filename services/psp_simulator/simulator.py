@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from services.psp_simulator.ledger import Charge, ChargeRequest, ChargeStatus, Ledger
+from services.psp_simulator.ledger import DECIDED, Charge, ChargeRequest, ChargeStatus, Ledger
 from services.psp_simulator.profiles import Outcome, ScenarioProfile
 from services.psp_simulator.sampling import ChargePlan, plan_charge, plan_pending_resolution
 
@@ -135,6 +135,7 @@ class PspSimulator:
         ledger.by_outcome[plan.outcome.value] += 1
         self._settle(ledger, charge, ChargeStatus(plan.outcome.value))
         charge.decided.set()
+        charge.decided = DECIDED  # waiters hold the charge's own event; later callers need none
         if charge.status is ChargeStatus.PENDING:
             resolution = plan_pending_resolution(self.profile, self._rng)
             await asyncio.sleep(resolution.delay_ms / 1000)
