@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -16,6 +17,7 @@ from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
+from payment_infrastructure.runtime.batcher import Batcher
 from payment_infrastructure.serialization import envelope_to_bytes
 
 _CHARGEABLE = sorted({PaymentOrderStatus.INITIATED_PENDING.value, *(s.value for s in RETRYABLE)})
@@ -35,6 +37,29 @@ _CLAIM = """
        AND o.retry_count = $2
        AND o.status = ANY($5::text[])
        AND (o.psp_claim_token IS NULL OR o.psp_claim_token = $3 OR o.psp_claim_expires_at < now())
+    RETURNING o.*
+"""
+
+# The same claim for many orders at once (concurrent calls coalesced): each row is judged by exactly the single
+# claim's rules, against its own attempt and token; rows are locked in id order, so two batches cannot deadlock.
+_CLAIM_MANY = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[]) AS w(id, attempt, token, lease)
+    ), previous AS (
+        SELECT o.payment_order_id FROM payment_orders o
+         WHERE o.payment_order_id = ANY($1::bigint[])
+         ORDER BY o.payment_order_id
+           FOR UPDATE
+    )
+    UPDATE payment_orders o
+       SET psp_claim_token = w.token, psp_claim_expires_at = now() + make_interval(secs => w.lease),
+           psp_call_count = o.psp_call_count + 1
+      FROM previous, wanted w
+     WHERE o.payment_order_id = previous.payment_order_id
+       AND w.id = o.payment_order_id
+       AND o.retry_count = w.attempt
+       AND o.status = ANY($5::text[])
+       AND (o.psp_claim_token IS NULL OR o.psp_claim_token = w.token OR o.psp_claim_expires_at < now())
     RETURNING o.*
 """
 
@@ -113,19 +138,54 @@ async def _driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Conne
                 await conn.invalidate()
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    payment_order_id: int
+    attempt: int
+    token: str
+    lease_seconds: float
+
+
 class PostgresPaymentOrderClaims:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Concurrent claims (a consumer batch's PSP calls) are coalesced into one statement for many orders
+    (`Batcher`: distinct orders per statement, two statements in flight); alone, a claim is the single statement."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 32) -> None:
         self._engine = engine
+        self._claims: Batcher[int, _Claim, ClaimedAttempt | None] = Batcher(
+            self._claim_many, key=lambda claim: claim.payment_order_id, concurrency=2, max_batch=max_batch
+        )
 
     async def claim_attempt(
         self, payment_order_id: int, *, attempt: int, claim_token: str, lease_seconds: float
     ) -> ClaimedAttempt | None:
-        # One statement, so no transaction of our own: the row lock and the update commit together.
+        return await self._claims.submit(_Claim(payment_order_id, attempt, claim_token, float(lease_seconds)))
+
+    async def _claim_many(self, claims: Sequence[_Claim]) -> list[ClaimedAttempt | None]:
+        # One statement, so no transaction of our own: the row locks and the updates commit together.
         async with translated_errors(), _driver_connection(self._engine) as conn:
-            row = await conn.fetchrow(_CLAIM, payment_order_id, attempt, claim_token, float(lease_seconds), _CHARGEABLE)
-        if row is None:
-            return None
-        return ClaimedAttempt(order=order_from_row(row), call_number=row["psp_call_count"])
+            if len(claims) == 1:
+                (one,) = claims
+                row = await conn.fetchrow(
+                    _CLAIM, one.payment_order_id, one.attempt, one.token, one.lease_seconds, _CHARGEABLE
+                )
+                rows = [] if row is None else [row]
+            else:
+                rows = await conn.fetch(
+                    _CLAIM_MANY,
+                    [claim.payment_order_id for claim in claims],
+                    [claim.attempt for claim in claims],
+                    [claim.token for claim in claims],
+                    [claim.lease_seconds for claim in claims],
+                    _CHARGEABLE,
+                )
+        claimed = {row["payment_order_id"]: row for row in rows}
+        return [
+            None
+            if (row := claimed.get(claim.payment_order_id)) is None
+            else ClaimedAttempt(order=order_from_row(row), call_number=row["psp_call_count"])
+            for claim in claims
+        ]
 
 
 class PostgresResultTransaction:

@@ -6,6 +6,7 @@ FakeClock, Postgres now())."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -169,3 +170,49 @@ async def test_a_result_moving_the_order_to_another_attempt_starts_the_count_aga
     next_attempt = await claim(world, order, "delivery-b", attempt=1)
     assert next_attempt is not None and next_attempt.call_number == 1
     assert next_attempt.order.retry_count == 1 and next_attempt.order.status is S.FAILED_TRANSIENT_ERROR
+
+
+async def test_claims_made_at_once_are_each_judged_by_their_own_attempt_token_and_state(world: OrdersWorld) -> None:
+    """A consumer batch asks for many claims at once (Postgres coalesces them into one statement for many orders):
+    every claim still gets exactly the answer it would get alone."""
+    fresh = [await add_order(world) for _ in range(5)]
+    retrying = await add_order(world, Order(S.PSP_UNAVAILABLE_TRANSIENT, attempt=2))
+    settled = await add_order(world, Order(S.SUCCESSFUL_FINAL))
+    held = await add_order(world)
+    await claim(world, held, "delivery-held")
+    mine = await add_order(world)
+    await claim(world, mine, "delivery-mine")
+
+    answers = await asyncio.gather(
+        *(claim(world, order, f"delivery-{n}") for n, order in enumerate(fresh)),
+        claim(world, retrying, "delivery-r"),
+        claim(world, retrying, "delivery-r2", attempt=1),
+        claim(world, settled, "delivery-s"),
+        claim(world, held, "delivery-other"),
+        claim(world, mine, "delivery-mine"),
+    )
+
+    assert answers[:5] == [ClaimedAttempt(order=order, call_number=1) for order in fresh]
+    assert answers[5] == ClaimedAttempt(order=retrying, call_number=1)
+    assert answers[6:9] == [None, None, None]  # not at attempt 1 / not chargeable / held by another delivery
+    assert answers[9] is not None and answers[9].call_number == 2  # the same delivery takes its claim again
+    assert [await calls_on_record(world, order) for order in (*fresh, retrying, settled, held, mine)] == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        1,
+        2,
+    ]
+
+
+async def test_deliveries_racing_for_one_order_get_one_claim(world: OrdersWorld) -> None:
+    order = await add_order(world)
+
+    answers = await asyncio.gather(*(claim(world, order, f"delivery-{n}") for n in range(4)))
+
+    assert sum(answer is not None for answer in answers) == 1
+    assert await calls_on_record(world, order) == 1
