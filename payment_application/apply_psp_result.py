@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from payment_application.errors import DependencyUnavailable
 from payment_application.ports.payment_orders import LockedOrder, ReconciliationEntry, ResultStore, ResultTransaction
 from payment_application.ports.retry_queue import RetryQueue
 from payment_domain.backoff import equal_jitter_backoff_ms
@@ -101,14 +102,18 @@ class ApplyPspResult:
     async def apply_many(self, results: Sequence[EventEnvelope[PspResultUpdated]]) -> list[Applied | Exception]:
         """Results for distinct orders in one transaction (one inbox insert, one lock of each kind, then each order
         exactly as `__call__` would): per-statement cost, not the rules, is what batching saves. If the batch
-        cannot apply whole (an unknown order, any error), each result is applied alone, so every caller gets its
-        own outcome and one bad result cannot fail its neighbours."""
+        cannot apply whole (an unknown order, any error but an unreachable database), each result is applied alone,
+        so every caller gets its own outcome and one bad result cannot fail its neighbours."""
         order_ids = [r.payload.order.payment_order_id.value for r in results]
         if len(set(order_ids)) != len(order_ids):
             raise ValueError("a batch holds at most one result per payment order")
         if len(results) > 1:
             try:
                 applied = await self._apply_batch(results, order_ids)
+            except DependencyUnavailable as error:
+                # The database could not be had (nothing written): alone, each would only wait for it again, one
+                # after another. Every record is retried in place.
+                return [error] * len(results)
             except Exception as error:
                 log.warning("psp_result_batch_applied_one_by_one", results=len(results), error=repr(error))
             else:

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from payment_application.apply_psp_result import Applied, ApplyPspResult, UnknownPaymentOrder
+from payment_application.errors import DependencyUnavailable
 from payment_domain.events import EventEnvelope, EventType
 from payment_domain.psp_result import Action
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
@@ -134,6 +135,21 @@ async def test_a_batch_that_fails_inside_its_transaction_applies_each_result_alo
         assert all(isinstance(o, RuntimeError) for o in outcomes)
         assert world.tables.outbox == [] and world.tables.inbox == set()
     assert world.store.rollbacks >= 1
+
+
+async def test_a_batch_the_database_could_not_begin_fails_every_result_at_once() -> None:
+    world = World()
+    seven, eight = world.tables.add_order(an_order(7)), world.tables.add_order(an_order(8))
+    down = DependencyUnavailable("database", "connection pool exhausted")
+    world.store.failures["first_times"] = down
+
+    outcomes = await world.apply.apply_many(
+        [charge_result(seven, S.SUCCESSFUL_FINAL), charge_result(eight, S.SUCCESSFUL_FINAL)]
+    )
+
+    assert outcomes == [down, down]
+    assert world.store.rollbacks == 1  # not tried again one by one
+    assert world.tables.outbox == []
 
 
 async def test_a_result_seen_before_is_ignored_in_a_batch_and_its_neighbours_apply() -> None:
