@@ -5,17 +5,20 @@ the attempt), writes the succeeded/failed event to the outbox, schedules a statu
 unknown, and rolls the payment up once every order is final. A retry goes to the Redis queue only after that
 commit (no network I/O inside the transaction); a redelivered answer finds the inbox entry and makes sure the
 retry is queued, so a crash between commit and queueing loses nothing (queueing is idempotent per attempt).
+`apply_many` does the same for results of distinct orders in one transaction (most of a result's cost is per
+statement); each order keeps its own guard, and a batch that cannot apply whole falls back to one result at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
+from payment_application.errors import DependencyUnavailable
 from payment_application.ports.payment_orders import LockedOrder, ReconciliationEntry, ResultStore, ResultTransaction
 from payment_application.ports.retry_queue import RetryQueue
 from payment_domain.backoff import equal_jitter_backoff_ms
@@ -62,6 +65,11 @@ class Applied:
     order: PaymentOrder
 
 
+def _check_type(result: EventEnvelope[PspResultUpdated]) -> None:
+    if result.event_type is not EventType.PSP_RESULT_UPDATED:
+        raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
+
+
 class ApplyPspResult:
     def __init__(
         self,
@@ -79,44 +87,110 @@ class ApplyPspResult:
         self._consumer = consumer
 
     async def __call__(self, result: EventEnvelope[PspResultUpdated]) -> Applied:
-        if result.event_type is not EventType.PSP_RESULT_UPDATED:
-            raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
-        outcome = result.payload.outcome
+        _check_type(result)
         order_id = result.payload.order.payment_order_id.value
-        error = result.payload.error_detail
         async with self._store.transaction() as tx:
             now = tx.now
             first = await tx.first_time(self._consumer, result.event_id, now)
             locked = await tx.lock(order_id)
             if locked is None:
                 raise UnknownPaymentOrder(f"payment order {order_id} does not exist")
-            decision = decide(locked.state, outcome, self._policy.domain) if first else None
-            order = locked.order
-            if decision is not None:
-                order = dataclasses.replace(
-                    order,
-                    status=decision.status,
-                    retry_count=decision.attempt,
-                    retry_reason=decision.reason,
-                    last_error_message=error if error is not None else order.last_error_message,
-                    updated_at=now,
-                )
-                await self._write(tx, locked, order, decision, result)
+            applied = await self._apply_locked(tx, locked, result, first=first, now=now)
+        await self._after_commit(result, applied)
+        return applied
+
+    async def apply_many(self, results: Sequence[EventEnvelope[PspResultUpdated]]) -> list[Applied | Exception]:
+        """Results for distinct orders in one transaction (one inbox insert, one lock of each kind, then each order
+        exactly as `__call__` would): per-statement cost, not the rules, is what batching saves. If the batch
+        cannot apply whole (an unknown order, any error but an unreachable database), each result is applied alone,
+        so every caller gets its own outcome and one bad result cannot fail its neighbours."""
+        order_ids = [r.payload.order.payment_order_id.value for r in results]
+        if len(set(order_ids)) != len(order_ids):
+            raise ValueError("a batch holds at most one result per payment order")
+        if len(results) > 1:
+            try:
+                applied = await self._apply_batch(results, order_ids)
+            except DependencyUnavailable as error:
+                # The database could not be had (nothing written): alone, each would only wait for it again, one
+                # after another. Every record is retried in place.
+                return [error] * len(results)
+            except Exception as error:
+                log.warning("psp_result_batch_applied_one_by_one", results=len(results), error=repr(error))
+            else:
+                return [await self._after_commit_of(result, one) for result, one in zip(results, applied, strict=True)]
+        outcomes: list[Applied | Exception] = []
+        for result in results:
+            try:
+                outcomes.append(await self(result))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+    async def _apply_batch(
+        self, results: Sequence[EventEnvelope[PspResultUpdated]], order_ids: list[int]
+    ) -> list[Applied]:
+        for result in results:
+            _check_type(result)
+        async with self._store.transaction() as tx:
+            now = tx.now
+            first = await tx.first_times(self._consumer, [r.event_id for r in results], now)
+            locked = await tx.lock_many(order_ids)
+            if missing := [i for i in order_ids if i not in locked]:
+                raise UnknownPaymentOrder(f"payment orders {missing} do not exist")
+            return [
+                await self._apply_locked(tx, locked[order_id], result, first=result.event_id in first, now=now)
+                for order_id, result in zip(order_ids, results, strict=True)
+            ]
+
+    async def _apply_locked(
+        self,
+        tx: ResultTransaction,
+        locked: LockedOrder,
+        result: EventEnvelope[PspResultUpdated],
+        *,
+        first: bool,
+        now: datetime,
+    ) -> Applied:
+        """The decision and its writes for one locked order (a redelivery decides nothing)."""
+        error = result.payload.error_detail
+        decision = decide(locked.state, result.payload.outcome, self._policy.domain) if first else None
+        order = locked.order
+        if decision is not None:
+            order = dataclasses.replace(
+                order,
+                status=decision.status,
+                retry_count=decision.attempt,
+                retry_reason=decision.reason,
+                last_error_message=error if error is not None else order.last_error_message,
+                updated_at=now,
+            )
+            await self._write(tx, locked, order, decision, result)
+        return Applied(decision=decision, duplicate=not first, order=order)
+
+    async def _after_commit_of(self, result: EventEnvelope[PspResultUpdated], applied: Applied) -> Applied | Exception:
+        try:
+            await self._after_commit(result, applied)
+        except Exception as error:
+            return error
+        return applied
+
+    async def _after_commit(self, result: EventEnvelope[PspResultUpdated], applied: Applied) -> None:
+        """Log what the commit did; if the order waits for attempt n+1, make sure that retry is queued (first
+        time or a redelivery)."""
+        order, decision, attempt = applied.order, applied.decision, result.payload.outcome.attempt
         if decision is not None:
             log.info(
                 "psp_result_applied",
                 payment_order_id=order.public_id,
-                attempt=outcome.attempt,
+                attempt=attempt,
                 action=decision.action.value,
                 status=decision.status.value,
                 reason=decision.reason,
             )
-        elif first:
-            log.info("psp_result_ignored", payment_order_id=order.public_id, attempt=outcome.attempt)
-        # First time or a redelivery: if the order waits for attempt n+1, make sure that retry is queued.
-        if order.status in RETRYABLE and order.retry_count == outcome.attempt + 1:
+        elif not applied.duplicate:
+            log.info("psp_result_ignored", payment_order_id=order.public_id, attempt=attempt)
+        if order.status in RETRYABLE and order.retry_count == attempt + 1:
             await self._queue_retry(order, result)
-        return Applied(decision=decision, duplicate=not first, order=order)
 
     async def _write(
         self,

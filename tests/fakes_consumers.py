@@ -229,10 +229,21 @@ class FakeResultTransaction:
         self._inbox.add(entry)
         return True
 
+    async def first_times(self, consumer: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        self._maybe_fail("first_times")
+        first = {e for e in event_ids if (consumer, e) not in self.tables.inbox | self._inbox}
+        self._inbox |= {(consumer, e) for e in first}
+        return first
+
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         self._maybe_fail("lock")
         row = self._row(payment_order_id)
         return LockedOrder(row.order, row.status_check_number, row.psp_calls) if row is not None else None
+
+    async def lock_many(self, payment_order_ids: Sequence[int]) -> dict[int, LockedOrder]:
+        self._maybe_fail("lock_many")
+        rows = {i: self._row(i) for i in sorted(set(payment_order_ids))}
+        return {i: LockedOrder(r.order, r.status_check_number, r.psp_calls) for i, r in rows.items() if r is not None}
 
     async def save(
         self,

@@ -68,8 +68,17 @@ class ResultTransaction(Protocol):
         """Record the event in the inbox; False if this consumer already processed it."""
         ...
 
+    async def first_times(self, consumer: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        """Record many events in the inbox in one go; the ones this consumer sees for the first time."""
+        ...
+
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         """Lock the order and its payment (so sibling orders roll up one at a time)."""
+        ...
+
+    async def lock_many(self, payment_order_ids: Sequence[int]) -> dict[int, LockedOrder]:
+        """Lock the orders' payments, then the orders, each set in id order (so concurrent batches, and `lock`,
+        which takes a payment before its order, cannot deadlock); the orders found, by id (unknown ones absent)."""
         ...
 
     async def save(

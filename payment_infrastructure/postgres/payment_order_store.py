@@ -67,6 +67,19 @@ _INBOX = """
     INSERT INTO processed_events (consumer_group, event_id, processed_at) VALUES ($1, $2, $3)
     ON CONFLICT DO NOTHING RETURNING 1
 """
+_INBOX_MANY = """
+    INSERT INTO processed_events (consumer_group, event_id, processed_at)
+    SELECT DISTINCT $1::text, e, $3::timestamptz FROM unnest($2::uuid[]) AS e
+    ON CONFLICT DO NOTHING RETURNING event_id
+"""
+_LOCK_PAYMENTS = """
+    SELECT payment_id FROM payments
+     WHERE payment_id IN (SELECT payment_id FROM payment_orders WHERE payment_order_id = ANY($1::bigint[]))
+     ORDER BY payment_id FOR UPDATE
+"""
+_LOCK_ORDERS = (
+    "SELECT * FROM payment_orders WHERE payment_order_id = ANY($1::bigint[]) ORDER BY payment_order_id FOR UPDATE"
+)
 _LOCK_PAYMENT = (
     "SELECT payment_id FROM payments WHERE payment_id = (SELECT payment_id FROM payment_orders "
     "WHERE payment_order_id = $1) FOR UPDATE"
@@ -188,6 +201,12 @@ class PostgresPaymentOrderClaims:
         ]
 
 
+def _locked(row: asyncpg.Record) -> LockedOrder:
+    return LockedOrder(
+        order=order_from_row(row), status_check_number=row["status_check_number"], psp_calls=row["psp_call_count"]
+    )
+
+
 class PostgresResultTransaction:
     def __init__(self, conn: asyncpg.Connection, now: datetime) -> None:
         self._conn = conn
@@ -196,17 +215,24 @@ class PostgresResultTransaction:
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
         return await self._conn.fetchval(_INBOX, consumer, event_id, now) is not None
 
+    async def first_times(self, consumer: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = await self._conn.fetch(_INBOX_MANY, consumer, list(event_ids), now)
+        recorded = {row["event_id"] for row in rows}
+        return {e for e in event_ids if uuid.UUID(e) in recorded}
+
+    async def lock_many(self, payment_order_ids: Sequence[int]) -> dict[int, LockedOrder]:
+        # Both sets in id order (the ORDER BY runs below the row locks): two batches meet in the same order.
+        ids = sorted(set(payment_order_ids))
+        await self._conn.execute(_LOCK_PAYMENTS, ids)
+        return {row["payment_order_id"]: _locked(row) for row in await self._conn.fetch(_LOCK_ORDERS, ids)}
+
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         # Payment first, then order: every applier locks in this order, so sibling orders cannot deadlock.
         await self._conn.execute(_LOCK_PAYMENT, payment_order_id)
         row = await self._conn.fetchrow(_LOCK_ORDER, payment_order_id)
-        if row is None:
-            return None
-        return LockedOrder(
-            order=order_from_row(row),
-            status_check_number=row["status_check_number"],
-            psp_calls=row["psp_call_count"],
-        )
+        return _locked(row) if row is not None else None
 
     async def save(
         self,

@@ -71,6 +71,11 @@ class Batcher(Generic[Key, Item, Result]):
         """Items waiting for a batch (withdrawn ones may still be counted until a batch skips them)."""
         return len(self._queue)
 
+    async def drain(self) -> None:
+        """Wait for the running batches (once callers stopped submitting), so none is cut off at shutdown."""
+        while self._runners:
+            await asyncio.wait(set(self._runners))
+
     async def submit(self, item: Item) -> Result:
         pending: _Pending[Key, Item, Result] = _Pending(
             item, self._key(item), asyncio.get_running_loop().create_future()

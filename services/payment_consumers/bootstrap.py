@@ -54,8 +54,10 @@ from payment_infrastructure.runtime.pacing import Worker as RuntimeWorker
 from services.payment_consumers import rounds
 from services.payment_consumers.groups import GROUPS
 from services.payment_consumers.handlers import (
+    ResultBatcher,
     enqueuer_handler,
     psp_call_handler,
+    result_batcher,
     result_handler,
     status_check_handler,
 )
@@ -64,6 +66,9 @@ from services.payment_consumers.settings import ConsumersSettings, Worker
 
 INBOX_PURGE_INTERVAL_SECONDS = 3_600
 RECONCILIATION_GAUGE_INTERVAL_SECONDS = 15
+RESULT_BATCHES_IN_FLIGHT = 2
+"""Result transactions at once (each holds a pooled connection); answers arriving meanwhile wait to form the next."""
+RESULT_BATCH_MAX = 32
 
 
 class ManagedPublisher(EventPublisher, Protocol):
@@ -85,6 +90,8 @@ class Container:
     enqueue: EnqueuePspCall
     execute: ExecutePspCall
     apply: ApplyPspResult
+    apply_results: ResultBatcher
+    """The result applier's answers, coalesced into `apply.apply_many` batches."""
     check_status: CheckPaymentStatus
     dispatch_status_checks: DispatchStatusChecks
     sweep_stale_orders: RedriveStaleOrders
@@ -106,6 +113,7 @@ class Container:
         await self.psp.start()
 
     async def close(self) -> None:
+        await self.apply_results.drain()
         await self.psp.close()
         await self.dead_letters.stop()
         await self.publisher.stop()
@@ -146,6 +154,17 @@ def build_container(
         await redis.ping()
 
     parked = PostgresParkedOrders(engine)
+    apply = ApplyPspResult(
+        store=PostgresResultStore(
+            engine,
+            statement_timeout_ms=settings.db.statement_timeout_ms,
+            lock_timeout_ms=settings.db.lock_timeout_ms,
+        ),
+        retries=retry_queue,
+        policy=policy,
+        randint=random.Random(seed).randint,
+        consumer=GROUPS[Worker.RESULT_APPLIER][0],
+    )
     return Container(
         settings=settings,
         clock=clock,
@@ -162,17 +181,8 @@ def build_container(
             lease_seconds=settings.process.psp_claim_lease_seconds,
             call_budget_seconds=settings.psp.call_timeout_ms / 1000,
         ),
-        apply=ApplyPspResult(
-            store=PostgresResultStore(
-                engine,
-                statement_timeout_ms=settings.db.statement_timeout_ms,
-                lock_timeout_ms=settings.db.lock_timeout_ms,
-            ),
-            retries=retry_queue,
-            policy=policy,
-            randint=random.Random(seed).randint,
-            consumer=GROUPS[Worker.RESULT_APPLIER][0],
-        ),
+        apply=apply,
+        apply_results=result_batcher(apply, concurrency=RESULT_BATCHES_IN_FLIGHT, max_batch=RESULT_BATCH_MAX),
         check_status=CheckPaymentStatus(psp=psp, events=events, clock=clock),
         dispatch_status_checks=DispatchStatusChecks(
             checks=PostgresStatusCheckQueue(engine),
@@ -234,7 +244,7 @@ def kafka_workers(container: Container) -> dict[str, PartitionOrderedConsumer]:
     by_worker = {
         Worker.ENQUEUER: enqueuer_handler(container.enqueue),
         Worker.PSP_CALL_EXECUTOR: psp_call_handler(container.execute),
-        Worker.RESULT_APPLIER: result_handler(container.apply),
+        Worker.RESULT_APPLIER: result_handler(container.apply_results.submit),
         Worker.STATUS_CHECK_EXECUTOR: status_check_handler(container.check_status),
     }
     return {

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from payment_application.apply_psp_result import ApplyPspResult, UnknownPaymentOrder
+from payment_application.apply_psp_result import Applied, ApplyPspResult, UnknownPaymentOrder
 from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
@@ -25,8 +25,13 @@ from payment_domain.events import (
 )
 from payment_domain.psp_result import Action
 from payment_infrastructure.kafka.records import ConsumedRecord, PoisonMessage
+from payment_infrastructure.runtime.batcher import Batcher
 from payment_infrastructure.serialization import EnvelopeDecodeError, typed_envelope_from_bytes
-from services.payment_consumers.metrics import PAYMENT_ORDERS_NEEDING_RECONCILIATION, PSP_RESULTS_APPLIED
+from services.payment_consumers.metrics import (
+    PAYMENT_ORDERS_NEEDING_RECONCILIATION,
+    PSP_RESULTS_APPLIED,
+    PSP_RESULTS_BATCH_SIZE,
+)
 
 Handler = Callable[[ConsumedRecord], Awaitable[None]]
 
@@ -75,9 +80,27 @@ def psp_call_handler(use_case: ExecutePspCall) -> Handler:
     )
 
 
-def result_handler(use_case: ApplyPspResult) -> Handler:
+ResultBatcher = Batcher[int, EventEnvelope[PspResultUpdated], Applied]
+
+
+def result_batcher(use_case: ApplyPspResult, *, concurrency: int, max_batch: int) -> ResultBatcher:
+    """Answers of distinct orders that arrive together are applied in one transaction (`apply_many`); one order's
+    answers never share a batch or run side by side."""
+    return Batcher(
+        use_case.apply_many,
+        key=lambda envelope: envelope.payload.order.payment_order_id.value,
+        concurrency=concurrency,
+        max_batch=max_batch,
+        observe=PSP_RESULTS_BATCH_SIZE.observe,
+    )
+
+
+def result_handler(apply_one: Callable[[EventEnvelope[PspResultUpdated]], Awaitable[Applied]]) -> Handler:
+    """`apply_one`: a ResultBatcher's `submit` (or the use case itself); an answer's own error is raised here, so
+    it is judged per record (poison or retried) whatever batch it ran in."""
+
     async def apply(envelope: EventEnvelope[PspResultUpdated], _record: ConsumedRecord) -> None:
-        applied = await use_case(envelope)
+        applied = await apply_one(envelope)
         if applied.decision is not None:
             PSP_RESULTS_APPLIED.labels(applied.decision.action.value).inc()
             if applied.decision.action is Action.RECONCILE:

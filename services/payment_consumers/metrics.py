@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 STATUS_CHECKS_DISPATCHED = Counter("status_checks_dispatched_total", "Status checks published for execution")
 STATUS_CHECK_DISPATCH_FAILURES = Counter("status_check_dispatch_failures_total", "Failed status-check rounds")
 PSP_RESULTS_APPLIED = Counter(
     "psp_results_applied_total", "PSP answers applied to payment orders, by action", ["action"]
+)
+PSP_RESULTS_BATCH_SIZE = Histogram(
+    "psp_results_batch_size",
+    "PSP answers applied per database transaction by the result applier (1: the plain path at low load)",
+    buckets=(1, 2, 4, 8, 16, 32),
 )
 PAYMENT_ORDERS_NEEDING_RECONCILIATION = Counter(
     "payment_orders_needs_reconciliation_total",

@@ -12,15 +12,26 @@ from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+Condition = Callable[[], bool]
+
 
 class _Checkpoint:
-    def __await__(self) -> Generator[None, None, None]:
-        yield None
+    def __init__(self, until: Condition | None = None) -> None:
+        self.until = until
+
+    def __await__(self) -> Generator[Condition | None, None, None]:
+        yield self.until
 
 
 async def checkpoint() -> None:
     """Suspend here; the scheduler decides what happens next (another task, time, a crash)."""
     await _Checkpoint()
+
+
+async def wait_for(condition: Condition) -> None:
+    """Suspend until `condition` holds; the scheduler does not step the task before (it may still kill it)."""
+    while not condition():
+        await _Checkpoint(condition)
 
 
 Done = Callable[[Any, BaseException | None], None]
@@ -33,6 +44,11 @@ class Task:
     coro: Coroutine[None, None, Any]
     on_done: Done
     steps: int = 0
+    until: Condition | None = None  # what the task waits for at its checkpoint (None: nothing)
+
+    @property
+    def runnable(self) -> bool:
+        return self.until is None or self.until()
 
 
 @dataclass
@@ -48,7 +64,7 @@ class Scheduler:
         """Run `task` to its next checkpoint, or to its end (then its `on_done` gets the value or the error)."""
         task.steps += 1
         try:
-            task.coro.send(None)
+            task.until = task.coro.send(None)
         except StopIteration as stop:
             self.tasks.remove(task)
             task.on_done(stop.value, None)

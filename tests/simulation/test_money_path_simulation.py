@@ -72,6 +72,7 @@ def test_the_faults_happen() -> None:
         "could not ask",
         "retry in place",
         "side by side",  # a consumer batch running several orders of one partition at once
+        "answers in one transaction",  # the result applier's batches (apply_many) of several orders
         "CRASH api",
         "(try 2)",  # a client sending a create again after the API died under it
     ):

@@ -6,6 +6,8 @@ consumers' tables (the contract-tested fakes), the Redis retry queue, and every 
 process with its own (possibly skewed) clock. While faults are on, the scheduler interleaves the workers at every
 await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
 faults stop and the world runs until it settles; the invariants are checked on what is left.
+The result applier's answers go through the coalescer as deployed (batches.py): answers of distinct orders share
+one `apply_many` transaction.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.fakes_consumers import (
     FakeStatusCheckQueue,
 )
 from tests.fakes_retry import FakeRetryQueue
+from tests.simulation.batches import SimBatcher
 from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
 from tests.simulation.invariants import check_invariants
@@ -184,6 +187,7 @@ class World:
             randint=self.random.randint,
             consumer=consumer,
         )
+        self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
         self.groups = [
             Group("enqueuer", EventType.PAYMENT_ORDER_CREATED.topic.value, lambda r: enqueue(r.envelope)),
@@ -192,7 +196,7 @@ class World:
                 EventType.PSP_CALL_REQUESTED.topic.value,
                 lambda r: execute(r.envelope, delivery=r.delivery),
             ),
-            Group("applier", EventType.PSP_RESULT_UPDATED.topic.value, lambda r: apply(r.envelope)),
+            Group("applier", EventType.PSP_RESULT_UPDATED.topic.value, lambda r: self.results.submit(r.envelope)),
             Group("checker", EventType.STATUS_CHECK_REQUESTED.topic.value, lambda r: check(r.envelope)),
         ]
         for group in self.groups:
@@ -273,7 +277,10 @@ class World:
     def _actions(self) -> list[tuple[float, Callable[[], None]]]:
         actions: list[tuple[float, Callable[[], None]]] = []
         for task in self.scheduler.tasks:
-            actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
+            if task.runnable:
+                actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
+        if self.results.can_start():
+            actions.append((5.0, self.results.start))
         for group in self.groups:
             for partition, cursor in group.cursors.items():
                 name = f"{group.name}/{partition}"

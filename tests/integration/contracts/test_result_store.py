@@ -110,6 +110,40 @@ async def test_an_event_is_processed_once_per_consumer(world: OrdersWorld) -> No
         assert await tx.first_time(other_consumer, an_event_id(1), tx.now) is True
 
 
+async def test_many_events_are_recorded_at_once_and_the_new_ones_returned(world: OrdersWorld) -> None:
+    consumer, other_consumer = a_consumer(), a_consumer()
+    async with world.results.transaction() as tx:
+        assert await tx.first_time(consumer, an_event_id(1), tx.now) is True
+        assert await tx.first_times(consumer, [an_event_id(1), an_event_id(2), an_event_id(3)], tx.now) == {
+            an_event_id(2),
+            an_event_id(3),
+        }
+        assert await tx.first_times(consumer, [], tx.now) == set()
+
+    async with world.results.transaction() as tx:
+        assert await tx.first_times(consumer, [an_event_id(3), an_event_id(4)], tx.now) == {an_event_id(4)}
+        assert await tx.first_time(consumer, an_event_id(4), tx.now) is False
+        assert await tx.first_times(other_consumer, [an_event_id(1)], tx.now) == {an_event_id(1)}
+
+
+async def test_lock_many_finds_the_known_orders_by_id_as_the_transaction_sees_them(world: OrdersWorld) -> None:
+    first, second = await world.add_payment(Order(), Order(S.PENDING_STATUS_CHECK_LATER, status_check_number=2))
+    [elsewhere] = await world.add_payment(Order(S.PSP_UNAVAILABLE_TRANSIENT, attempt=1, psp_calls=1))
+    ids = [o.payment_order_id.value for o in (elsewhere, first, second)]
+
+    async with world.results.transaction() as tx:
+        await save(tx, first, S.SUCCESSFUL_FINAL)
+        found = await tx.lock_many([*ids, first.payment_order_id.value + 9])
+        saved = await tx.lock(first.payment_order_id.value)
+
+    assert saved is not None
+    assert found == {
+        first.payment_order_id.value: saved,
+        second.payment_order_id.value: LockedOrder(second, status_check_number=2, psp_calls=0),
+        elsewhere.payment_order_id.value: LockedOrder(elsewhere, status_check_number=0, psp_calls=1),
+    }
+
+
 async def test_lock_finds_no_unknown_order_and_a_known_one_with_its_check_number_and_calls(
     world: OrdersWorld,
 ) -> None:

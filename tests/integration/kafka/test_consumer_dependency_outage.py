@@ -36,7 +36,7 @@ from payment_infrastructure.redis.retry_queue import RedisRetryQueue
 from payment_infrastructure.redis.retry_settings import RetrySettings
 from payment_infrastructure.redis.settings import RedisSettings
 from payment_infrastructure.serialization import envelope_to_bytes
-from services.payment_consumers.handlers import result_handler
+from services.payment_consumers.handlers import result_batcher, result_handler
 from tests.fixtures.broker import TopicReader, unique_topic
 from tests.fixtures.redis import RedisServer, start_redis_server
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -82,7 +82,7 @@ class Outage:
             randint=random.Random(7).randint,
             consumer=f"outage-{uuid.uuid4().hex[:8]}",
         )
-        self._handle = result_handler(apply)
+        self._handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)  # as deployed
         self.failures: list[tuple[int, float]] = []
         self.recorder = Recorder()
 

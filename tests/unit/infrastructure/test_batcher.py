@@ -253,3 +253,19 @@ def _done(task: asyncio.Task[int]) -> Callable[[], Awaitable[bool]]:
         return task.done()
 
     return condition
+
+
+async def test_drain_waits_for_the_running_batches() -> None:
+    backend = Backend()
+    batcher = a_batcher(backend)
+    calls = await hold_both_slots(batcher, backend)
+    draining = asyncio.create_task(batcher.drain())
+    backend.release(0)
+    await calls[0]
+    assert not draining.done()
+
+    backend.release(1)
+    await draining
+
+    assert all(c.done() for c in calls)
+    await batcher.drain()  # nothing running: returns at once
