@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
+from payment_infrastructure.postgres.driver import driver_connection
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.runtime.batcher import Batcher
@@ -136,21 +137,6 @@ _MARK_PUBLISHED = text(
 )
 
 
-@asynccontextmanager
-async def _driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg connection. SQLAlchemy never sees a transaction on it (its reset on return
-    is then a no-op), so one the block leaves open (a cancellation mid-rollback) costs the connection instead of
-    going back to the pool."""
-    async with engine.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        try:
-            yield raw
-        finally:
-            if raw.is_in_transaction():
-                await conn.invalidate()
-
-
 @dataclass(frozen=True, slots=True)
 class _Claim:
     payment_order_id: int
@@ -174,9 +160,13 @@ class PostgresPaymentOrderClaims:
     ) -> ClaimedAttempt | None:
         return await self._claims.submit(_Claim(payment_order_id, attempt, claim_token, float(lease_seconds)))
 
+    async def drain(self) -> None:
+        """Wait for the claims being made (at shutdown, before the engine goes)."""
+        await self._claims.drain()
+
     async def _claim_many(self, claims: Sequence[_Claim]) -> list[ClaimedAttempt | None]:
         # One statement, so no transaction of our own: the row locks and the updates commit together.
-        async with translated_errors(), _driver_connection(self._engine) as conn:
+        async with translated_errors(), driver_connection(self._engine) as conn:
             if len(claims) == 1:
                 (one,) = claims
                 row = await conn.fetchrow(
@@ -306,7 +296,7 @@ class PostgresResultStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresResultTransaction]:
-        async with translated_errors(), _driver_connection(self._engine) as conn, conn.transaction():
+        async with translated_errors(), driver_connection(self._engine) as conn, conn.transaction():
             now = (await conn.fetchrow(self._begin))["now"]
             yield PostgresResultTransaction(conn, now)
 

@@ -104,6 +104,7 @@ class Container:
     """Postgres and Redis answer (`readiness()` adds the Kafka consumers')."""
     _engine: AsyncEngine = field(repr=False)
     _redis: Redis = field(repr=False)
+    _claims: PostgresPaymentOrderClaims = field(repr=False)
 
     async def start(self) -> None:
         """Topics first (idempotent; the dev broker forgets them on restart), then the clients."""
@@ -114,6 +115,7 @@ class Container:
 
     async def close(self) -> None:
         await self.apply_results.drain()
+        await self._claims.drain()
         await self.psp.close()
         await self.dead_letters.stop()
         await self.publisher.stop()
@@ -154,6 +156,7 @@ def build_container(
         await redis.ping()
 
     parked = PostgresParkedOrders(engine)
+    claims = PostgresPaymentOrderClaims(engine)
     apply = ApplyPspResult(
         store=PostgresResultStore(
             engine,
@@ -174,7 +177,7 @@ def build_container(
         retry_queue=retry_queue,
         enqueue=EnqueuePspCall(events=events, clock=clock),
         execute=ExecutePspCall(
-            claims=PostgresPaymentOrderClaims(engine),
+            claims=claims,
             psp=psp,
             events=events,
             clock=clock,
@@ -209,6 +212,7 @@ def build_container(
         readiness={"postgres": postgres, "redis": redis_ping},
         _engine=engine,
         _redis=redis,
+        _claims=claims,
     )
 
 
