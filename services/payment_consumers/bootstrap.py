@@ -66,9 +66,9 @@ from services.payment_consumers.settings import ConsumersSettings, Worker
 
 INBOX_PURGE_INTERVAL_SECONDS = 3_600
 RECONCILIATION_GAUGE_INTERVAL_SECONDS = 15
-RESULT_BATCHES_IN_FLIGHT = 2
+RESULT_BATCHES_IN_FLIGHT = 4
 """Result transactions at once (each holds a pooled connection); answers arriving meanwhile wait to form the next."""
-RESULT_BATCH_MAX = 32
+RESULT_BATCH_MAX = 16
 
 
 class ManagedPublisher(EventPublisher, Protocol):

@@ -84,11 +84,13 @@ ResultBatcher = Batcher[int, EventEnvelope[PspResultUpdated], Applied]
 
 
 def result_batcher(use_case: ApplyPspResult, *, concurrency: int, max_batch: int) -> ResultBatcher:
-    """Answers of distinct orders that arrive together are applied in one transaction (`apply_many`); one order's
-    answers never share a batch or run side by side."""
+    """Answers that arrive together are applied in one transaction (`apply_many`), keyed by payment: a batch holds
+    its payments' row locks until it commits, so a sibling order's answer in another running batch would only wait
+    on them (and meet the lock timeout under load). One payment's answers, and so one order's, never share a batch
+    or run side by side."""
     return Batcher(
         use_case.apply_many,
-        key=lambda envelope: envelope.payload.order.payment_order_id.value,
+        key=lambda envelope: envelope.payload.order.payment_id.value,
         concurrency=concurrency,
         max_batch=max_batch,
         observe=PSP_RESULTS_BATCH_SIZE.observe,

@@ -1,7 +1,8 @@
 """The result applier's coalescer (payment_infrastructure/runtime/batcher.py) as the scheduler drives it.
 
 A consumer chain submits its answer and waits; a scheduler action starts a batch when a slot is free: up to
-MAX_BATCH queued answers of distinct orders none of which a running batch holds, in arrival order, applied by the
+MAX_BATCH queued answers of distinct payments none of which a running batch holds (keyed by payment, as the real
+one: a sibling order's answer never waits on another batch's payment lock), in arrival order, applied by the
 real `ApplyPspResult.apply_many` as a task of the applier process, so a crash or a rebalance kills it where it
 stands (before its transaction, or after the commit between two retries queued). Each chain then meets its own
 answer's outcome, as the real handler does.
@@ -24,7 +25,7 @@ MAX_BATCH = 6  # the real one takes 32; a small one is reached here
 @dataclass(eq=False)
 class _Submission:
     envelope: EventEnvelope[PspResultUpdated]
-    order_id: int
+    key: int  # the payment
     taken: bool = False
     done: bool = False
     outcome: Applied | BaseException | None = None
@@ -39,11 +40,11 @@ class SimBatcher:
         self._trace = trace
         self._process = process
         self._queue: list[_Submission] = []
-        self._running: dict[Task, set[int]] = {}  # batch task -> the orders it holds
+        self._running: dict[Task, set[int]] = {}  # batch task -> the payments it holds
         self.batch_sizes: list[int] = []
 
     async def submit(self, envelope: EventEnvelope[PspResultUpdated]) -> Applied:
-        submission = _Submission(envelope, envelope.payload.order.payment_order_id.value)
+        submission = _Submission(envelope, envelope.payload.order.payment_id.value)
         self._queue.append(submission)
         try:
             await wait_for(lambda: submission.done)
@@ -61,7 +62,7 @@ class SimBatcher:
     def start(self) -> None:
         batch: list[_Submission] = []
         for submission in self._takeable():
-            if len(batch) < MAX_BATCH and submission.order_id not in {s.order_id for s in batch}:
+            if len(batch) < MAX_BATCH and submission.key not in {s.key for s in batch}:
                 batch.append(submission)
         for submission in batch:
             submission.taken = True
@@ -79,7 +80,7 @@ class SimBatcher:
         task = self._scheduler.spawn(
             f"{self._process}/batch", self._process, self._apply.apply_many([s.envelope for s in batch]), done
         )
-        self._running[task] = {s.order_id for s in batch}
+        self._running[task] = {s.key for s in batch}
 
     def _live(self) -> dict[Task, set[int]]:
         """Batches still running (a killed one's on_done never comes: it holds nothing any more)."""
@@ -89,4 +90,4 @@ class SimBatcher:
 
     def _takeable(self) -> list[_Submission]:
         held = set().union(*self._live().values())
-        return [s for s in self._queue if s.order_id not in held]
+        return [s for s in self._queue if s.key not in held]

@@ -33,8 +33,8 @@ async def test_records_handled_together_share_a_transaction_and_an_unknown_order
         store=store, retries=FakeRetryQueue(), policy=POLICY, randint=random.Random(1).randint, consumer=CONSUMER
     )
     handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)
-    seven, eight = tables.add_order(an_order(7)), tables.add_order(an_order(8))
-    nine = tables.add_order(an_order(9))
+    seven, eight = tables.add_order(an_order(7)), tables.add_order(an_order(8, payment_id=5))
+    nine = tables.add_order(an_order(9, payment_id=6))
 
     together = [
         charge_result(seven, S.SUCCESSFUL_FINAL),
@@ -46,10 +46,16 @@ async def test_records_handled_together_share_a_transaction_and_an_unknown_order
     assert store.commits == 1
     assert tables.payments[PAYMENT] is PaymentStatus.SUCCESS
 
+    # Sibling orders (one payment) never share a batch: a batch holds its payments' locks until it commits.
+    siblings = [tables.add_order(an_order(n, payment_id=8)) for n in (11, 12)]
+    await asyncio.gather(*(handle(record(charge_result(o, S.SUCCESSFUL_FINAL), 5 + n)) for n, o in enumerate(siblings)))
+    assert store.commits == 3
+    assert [tables.order(n).status for n in (11, 12)] == [S.SUCCESSFUL_FINAL] * 2
+
     ten = tables.add_order(an_order(10, payment_id=4))
     outcomes = await asyncio.gather(
-        handle(record(charge_result(an_order(99), S.SUCCESSFUL_FINAL), 3)),
-        handle(record(charge_result(ten, S.DECLINED_FINAL), 4)),
+        handle(record(charge_result(an_order(99), S.SUCCESSFUL_FINAL), 30)),
+        handle(record(charge_result(ten, S.DECLINED_FINAL), 31)),
         return_exceptions=True,
     )
 
