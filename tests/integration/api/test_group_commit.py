@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 
 import asyncpg
 import httpx
@@ -36,17 +35,6 @@ async def _single_writer_api(api_factory: ApiFactory, **db: object) -> RunningAp
     )
 
 
-@asynccontextmanager
-async def _writer_held(api: RunningApi) -> AsyncIterator[None]:
-    """Hold the pool's only connection: creates queue until the block ends."""
-    # Reaches past the container's public face on purpose: the test starves the writer of its connection.
-    conn = await api.container._clients.pool.acquire()
-    try:
-        yield
-    finally:
-        await api.container._clients.pool.release(conn)
-
-
 async def _queued(api: RunningApi, requests: list[Awaitable[httpx.Response]]) -> list[asyncio.Task[httpx.Response]]:
     tasks = [asyncio.ensure_future(r) for r in requests]
 
@@ -63,7 +51,7 @@ async def test_creates_queued_behind_a_busy_writer_are_written_in_one_transactio
     api = await _single_writer_api(api_factory)
     before_rows, (before_batches, before_payments) = await row_counts(database_url), _batches()
     async with api.client() as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = await _queued(
                 api,
                 [
@@ -102,7 +90,7 @@ async def test_a_key_held_by_a_request_in_flight_fails_only_that_request_of_its_
     try:
         async with api.client() as client:
             headers = bearer(tokens["order-service"])
-            async with _writer_held(api):
+            async with api.writer_held():
                 tasks = await _queued(
                     api,
                     [
@@ -132,7 +120,7 @@ async def test_one_key_twice_in_a_queue_is_written_once_and_replayed_once(
     headers = {**bearer(tokens["order-service"]), "Idempotency-Key": key}
     before_rows, (before_batches, _) = await row_counts(database_url), _batches()
     async with api.client() as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = await _queued(api, [client.post("/payments", json=body, headers=headers) for _ in range(2)])
         first, second = await asyncio.gather(*tasks)
     assert first.status_code == second.status_code == 202
@@ -150,7 +138,7 @@ async def test_a_create_that_waits_past_the_pool_timeout_is_503_and_never_writte
     api = await api_factory(db={"pool_size": 1, "pool_timeout_seconds": 0.3}, api={"create_writers": 1})
     before = await row_counts(database_url)
     async with api.client() as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             waited = await client.post("/payments", json=valid_payment(), headers=bearer(tokens["order-service"]))
             assert api.container.payments.queued_creates == 0
         assert waited.status_code == 503, waited.text
@@ -170,7 +158,7 @@ async def test_an_order_already_paid_fails_only_that_request_of_its_batch(
     async with api.client() as client:
         first = await client.post("/payments", json=paid, headers=headers)
         before_rows = await row_counts(database_url)
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = await _queued(
                 api,
                 [
@@ -196,7 +184,7 @@ async def test_one_order_twice_in_a_queue_is_written_once_and_the_repeat_points_
     body, headers = valid_payment(), bearer(tokens["order-service"])
     before = await row_counts(database_url)
     async with api.client() as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = await _queued(api, [client.post("/payments", json=body, headers=headers) for _ in range(2)])
         first, second = await asyncio.gather(*tasks)
     assert first.status_code == 202, first.text

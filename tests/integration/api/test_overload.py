@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 from prometheus_client import REGISTRY
@@ -31,17 +29,6 @@ async def _bounded_api(api_factory: ApiFactory) -> RunningApi:
         db={"pool_size": 1, "pool_timeout_seconds": 30.0},
         api={"create_writers": 1, "create_batch_max_payments": 4, "create_queue_max": BOUND},
     )
-
-
-@asynccontextmanager
-async def _writer_held(api: RunningApi) -> AsyncIterator[None]:
-    """Hold the pool's only connection: admitted creates wait until the block ends."""
-    # Reaches past the container's public face on purpose: the test starves the writer of its connection.
-    conn = await api.container._clients.pool.acquire()
-    try:
-        yield
-    finally:
-        await api.container._clients.pool.release(conn)
 
 
 def _shed_total() -> float:
@@ -70,7 +57,7 @@ async def test_a_burst_past_the_bound_is_shed_at_once_and_the_admitted_creates_a
     headers = bearer(tokens["order-service"])
     before_rows, before_shed, before_measured = await row_counts(database_url), _shed_total(), _shed_answers_measured()
     async with api.client(limits=httpx.Limits(max_connections=BURST)) as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = [asyncio.create_task(_timed_post(client, headers)) for _ in range(BURST)]
 
             async def excess_answered() -> bool:
@@ -114,7 +101,7 @@ async def test_under_overload_the_refusal_comes_before_authentication(
     api = await _bounded_api(api_factory)
     headers = bearer(tokens["order-service"])
     async with api.client(limits=httpx.Limits(max_connections=BOUND + 1)) as client:
-        async with _writer_held(api):
+        async with api.writer_held():
             tasks = [
                 asyncio.create_task(client.post("/payments", json=valid_payment(), headers=headers))
                 for _ in range(BOUND)
