@@ -31,6 +31,7 @@ class ConsumerSettings(BaseModel):
     max_concurrent_records: int = Field(default=96, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=10)
     fetch_max_wait_ms: int = Field(default=100, ge=0)
+    fetch_min_bytes: int = Field(default=1, ge=1)
     commit_interval_ms: int = Field(default=500, ge=10)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)

@@ -46,11 +46,13 @@ from payment_infrastructure.postgres.outbox_partitions import (
 from payment_infrastructure.postgres.outbox_settings import check_lease_outlives_delivery
 from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
+from payment_infrastructure.postgres.pipeline_backlog import PostgresPipelineBacklog
 from payment_infrastructure.postgres.pool import acquire, create_pool
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
 from payment_infrastructure.runtime.pacing import Pacing, Worker, every
 from services.payment_service.api.admission import CreateAdmission
+from services.payment_service.api.pipeline_budget import PipelineBudget
 from services.payment_service.api.presenter import JsonPaymentPresenter
 from services.payment_service.outbox_relay import outbox_relay
 from services.payment_service.settings import ServiceSettings
@@ -86,6 +88,8 @@ class Container:
     create_payment: CreatePayment
     get_payment: GetPayment
     admission: CreateAdmission
+    pipeline: PipelineBudget | None
+    """Flow control from the pipeline's backlog; None when `admission.enabled` is off."""
     readiness: dict[str, ReadinessCheck]
     create_outbox_partitions: Callable[[datetime], Awaitable[list[str]]]
     """Windows ahead of `now` that are missing; returns the names created."""
@@ -99,6 +103,8 @@ class Container:
         await self.verifier.warm_up()
 
     async def close(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.close()
         await self._clients.http.aclose()
         await self.payments.close()
         await self._clients.redis.aclose()
@@ -165,6 +171,14 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
             settings.api.create_queue_max
             or writers * settings.api.create_batch_max_payments * ADMITTED_BATCHES_PER_WRITER
         ),
+        pipeline=PipelineBudget(
+            PostgresPipelineBacklog(pool, acquire_timeout_seconds=settings.db.pool_timeout_seconds),
+            budget=settings.admission.budget,
+            refresh_seconds=settings.admission.refresh_seconds,
+            stale_after_seconds=settings.admission.stale_after_seconds,
+        )
+        if settings.admission.enabled
+        else None,
         readiness={"postgres": postgres, "redis": redis_ping},
         create_outbox_partitions=create_outbox_partitions,
         purge_expired_keys=purge_expired_keys,

@@ -23,3 +23,18 @@ HTTP_REQUESTS_SHED = Counter(
     "http_requests_shed_total", "Requests refused at once with 503 overloaded, nothing done for them", ["reason"]
 )
 CREATES_SHED_QUEUE_FULL = HTTP_REQUESTS_SHED.labels("queue_full")  # also exported at 0 before the first refusal
+CREATES_SHED_PIPELINE_BEHIND = HTTP_REQUESTS_SHED.labels("pipeline_behind")
+PIPELINE_ORDERS_IN_FLIGHT = Gauge(
+    "payment_pipeline_orders_in_flight",
+    "Orders accepted and not yet answered by the PSP once, as admission control last read it",
+    multiprocess_mode="max",
+)
+PIPELINE_BUDGET = Gauge(
+    "payment_pipeline_in_flight_budget",
+    "Orders awaiting their first PSP answer past which creates are refused with 503 pipeline-behind",
+    multiprocess_mode="max",
+)
+PIPELINE_READING_FAILURES = Counter(
+    "payment_pipeline_backlog_read_failures_total",
+    "Readings of the pipeline's backlog that failed (admission then relies on its queue bound alone)",
+)

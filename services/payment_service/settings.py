@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import math
+from typing import Self
+
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.auth.settings import AuthSettings
@@ -41,12 +44,42 @@ class ApiSettings(BaseModel):
     )
 
 
+class AdmissionSettings(BaseModel):
+    """Flow control from the pipeline's state (services/payment_service/api/pipeline_budget.py).
+
+    The budget of orders awaiting their first PSP answer is, by Little's law, the rate the pipeline settles orders
+    times the wait allowed: `pipeline_orders_per_second x settle_target_seconds` unless `in_flight_budget` is set.
+    Measure the rate with `make bench-e2e` on the machines you deploy to; the target is the mean wait from accepted
+    to first answer, so keep it below the create->final bound you promise (the p95 sits above the mean).
+    """
+
+    pipeline_orders_per_second: float = Field(default=500, gt=0)
+    settle_target_seconds: float = Field(default=0.5, gt=0)
+    in_flight_budget: int | None = Field(default=None, ge=1, description="overrides rate x target")
+    refresh_seconds: float = Field(default=0.2, gt=0, description="how often the backlog is read while creates come")
+    stale_after_seconds: float = Field(default=3.0, gt=0, description="an older reading refuses nothing")
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.refresh_seconds >= self.stale_after_seconds:
+            raise ValueError("admission.refresh_seconds must be below admission.stale_after_seconds")
+        return self
+
+    @property
+    def budget(self) -> int:
+        if self.in_flight_budget is not None:
+            return self.in_flight_budget
+        return max(1, math.ceil(self.pipeline_orders_per_second * self.settle_target_seconds))
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYMENTS_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
     )
 
     api: ApiSettings = ApiSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     db: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     kafka: KafkaSettings = KafkaSettings()

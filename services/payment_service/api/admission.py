@@ -10,7 +10,8 @@ written), not only the writer's queue: when the CPU is short, creates pile up be
 happens in plain ASGI middleware, before routing, token verification or body parsing: under overload most
 requests are refused, so a refusal must cost a small fraction of a create (no dependency solving, no exception
 handling, no logging). That puts it before authentication: a request without a valid token is refused too, which
-tells it nothing.
+tells it nothing. The same middleware refuses a create while the pipeline behind the API is past its budget of
+orders in flight (`pipeline_budget.py`), with 503 `pipeline-behind`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import orjson
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.payment_service.api.pipeline_budget import PipelineBudget
 from services.payment_service.api.problems import PROBLEM_JSON, problem_document
-from services.payment_service.metrics import CREATE_QUEUE_DEPTH, CREATES_SHED_QUEUE_FULL
+from services.payment_service.metrics import CREATE_QUEUE_DEPTH, CREATES_SHED_PIPELINE_BEHIND, CREATES_SHED_QUEUE_FULL
 
 
 class Overloaded(Exception):
@@ -63,16 +65,39 @@ class CreateAdmission:
         CREATE_QUEUE_DEPTH.dec()
 
 
+_AT_CAPACITY = (
+    "Overloaded",
+    "overloaded",
+    "payment-service is at capacity: nothing was written. Send the same request again after Retry-After (with the "
+    "same Idempotency-Key, or the same orderId if it had none)",
+)
+_PIPELINE_BEHIND = (
+    "Payment pipeline behind",
+    "pipeline-behind",
+    "payments accepted earlier are still waiting for the payment provider: nothing was written. Send the same "
+    "request again after Retry-After (with the same Idempotency-Key, or the same orderId if it had none)",
+)
+
+
 class AdmissionMiddleware:
     """Holds a place in `admission` for each request to `route` (method `method`) while the app answers it, or
-    refuses the request at once. Sits inside the request context middleware, so a refusal still carries its trace
-    id and is measured under its route."""
+    refuses the request at once: when the process holds too many creates, or when `pipeline` is past its budget.
+    Sits inside the request context middleware, so a refusal still carries its trace id and is measured under its
+    route."""
 
     def __init__(
-        self, app: ASGIApp, *, admission: CreateAdmission, route: APIRoute, method: str, retry_after_seconds: int
+        self,
+        app: ASGIApp,
+        *,
+        admission: CreateAdmission,
+        pipeline: PipelineBudget | None,
+        route: APIRoute,
+        method: str,
+        retry_after_seconds: int,
     ) -> None:
         self.app = app
         self.admission = admission
+        self.pipeline = pipeline
         self.route = route
         self.path = route.path
         self.method = method
@@ -82,27 +107,31 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
             await self.app(scope, receive, send)
             return
+        if self.pipeline is not None and not self.pipeline.admits():
+            CREATES_SHED_PIPELINE_BEHIND.inc()
+            await self._refuse(scope, send, _PIPELINE_BEHIND)
+            return
         try:
             self.admission.__enter__()
         except Overloaded:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, _AT_CAPACITY)
             return
         try:
             await self.app(scope, receive, send)
         finally:
             self.admission.__exit__(None, None, None)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, why: tuple[str, str, str]) -> None:
         scope["route"] = self.route  # measured as the route it was meant for, though never routed
         state = scope.setdefault("state", {})
         state["shed"] = True  # counted by http_requests_shed_total; a log line each would flood the logs
+        title, kind, detail = why
         body = orjson.dumps(
             problem_document(
                 503,
-                "Overloaded",
-                "payment-service is at capacity: nothing was written. Send the same request again after "
-                "Retry-After (with the same Idempotency-Key, or the same orderId if it had none)",
-                kind="overloaded",
+                title,
+                detail,
+                kind=kind,
                 instance=self.path,
                 trace_id=str(state.get("trace_id", "")),
             )

@@ -34,6 +34,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(
         AdmissionMiddleware,
         admission=container.admission,
+        pipeline=container.pipeline,
         route=_route("POST", "/payments"),
         method="POST",
         retry_after_seconds=container.settings.api.retry_after_seconds,

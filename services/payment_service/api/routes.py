@@ -94,8 +94,9 @@ async def _parse_body(request: Request) -> CreatePaymentRequest:
         },
         422: {"description": "Invalid request, or Idempotency-Key reused with a different body"},
         503: {
-            "description": "A dependency is unavailable, or the service is at capacity (type `overloaded`, answered "
-            "before the token is checked); nothing was written: send the same request again after Retry-After"
+            "description": "A dependency is unavailable, the service is at capacity (type `overloaded`), or the "
+            "payments accepted earlier still wait for the PSP (type `pipeline-behind`); the last two are answered "
+            "before the token is checked. Nothing was written: send the same request again after Retry-After"
         },
         504: {
             "description": "A statement timed out (nothing was written), or the database stopped answering after "
@@ -110,10 +111,14 @@ async def create_payment(request: Request) -> Response:
     body = await _parse_body(request)
     key = _idempotency_key(request.headers.get("idempotency-key"))
     command = _command(body, client_id=principal.client_id, trace_id=trace_id_of(request), key=key)
-    outcome = await request.app.state.container.create_payment(command)
+    container = request.app.state.container
+    outcome = await container.create_payment(command)
     if isinstance(outcome, PaymentCreated):
+        orders = len(outcome.payment.payment_orders)
+        if container.pipeline is not None:
+            container.pipeline.accepted(orders)
         PAYMENTS_CREATED.inc()
-        PAYMENT_ORDERS_CREATED.inc(len(outcome.payment.payment_orders))
+        PAYMENT_ORDERS_CREATED.inc(orders)
         payment_id = outcome.payment.public_id
         log.info(
             "payment_created",

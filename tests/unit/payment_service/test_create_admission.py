@@ -172,7 +172,7 @@ async def test_the_middleware_refuses_creates_past_the_bound_without_calling_the
 ):
     app, admission = App(), CreateAdmission(limit=1)
     middleware = AdmissionMiddleware(
-        app, admission=admission, route=payments_route(), method="POST", retry_after_seconds=2
+        app, admission=admission, pipeline=None, route=payments_route(), method="POST", retry_after_seconds=2
     )
     held = asyncio.create_task(call(middleware, "POST", "/payments"))
 

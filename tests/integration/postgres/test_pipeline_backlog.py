@@ -1,0 +1,73 @@
+"""PostgresPipelineBacklog against the migrated schema: it counts the orders not yet answered by the PSP once
+(INITIATED_PENDING) and nothing else, stops at its limit, and is served by the partial index of orders in flight
+however many settled orders the table holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from payment_domain.status import PaymentOrderStatus
+from payment_infrastructure.postgres.pipeline_backlog import _COUNT, PostgresPipelineBacklog
+from payment_infrastructure.postgres.pool import create_pool
+from payment_infrastructure.postgres.settings import DatabaseSettings
+from tests.fixtures.database import migrated_database
+from tests.integration.api.helpers import dsn, fetch
+from tests.integration.postgres.order_rows import StoredOrder, insert_orders
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def database() -> AsyncIterator[str]:
+    async with migrated_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def backlog(database: str) -> AsyncIterator[PostgresPipelineBacklog]:
+    pool = await create_pool(DatabaseSettings(url=database, pool_size=2), application_name="backlog-tests")
+    yield PostgresPipelineBacklog(pool, acquire_timeout_seconds=1.0)
+    await pool.close()
+
+
+async def test_only_orders_awaiting_their_first_answer_are_counted_up_to_the_limit(
+    database: str, backlog: PostgresPipelineBacklog
+) -> None:
+    now = datetime.now(UTC)
+    statuses = [s for s in PaymentOrderStatus if s is not PaymentOrderStatus.INITIATED_PENDING]
+    others = [StoredOrder(1_000 + i, now, status=s.value) for i, s in enumerate(statuses)]
+    waiting = [StoredOrder(2_000 + i, now) for i in range(7)]
+    await insert_orders(database, [*others, *waiting])
+
+    assert await backlog.orders_awaiting_first_answer(limit=100) == 7
+    assert await backlog.orders_awaiting_first_answer(limit=5) == 5
+    with pytest.raises(ValueError, match="at least 1"):
+        await backlog.orders_awaiting_first_answer(limit=0)
+
+
+async def test_the_count_is_served_by_the_partial_index_of_orders_in_flight(database: str) -> None:
+    conn = await asyncpg.connect(dsn(database))
+    try:
+        await conn.execute(
+            """
+            INSERT INTO payments (payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency,
+                                  status, client_id, trace_id, created_at, updated_at)
+            SELECT i, 'payment-' || i, 'B', 'O-' || i, 100, 'EUR', 'SUCCESS', 'c', 't', now(), now()
+              FROM generate_series(100000, 120000) i;
+            INSERT INTO payment_orders (payment_order_id, public_payment_order_id, payment_id, public_payment_id,
+                                        seller_id, amount_value, amount_currency, status, retry_count, created_at,
+                                        updated_at)
+            SELECT i, 'paymentorder-' || i, i, 'payment-' || i, 'S', 100, 'EUR', 'SUCCESSFUL_FINAL', 0, now(), now()
+              FROM generate_series(100000, 120000) i;
+            ANALYZE payment_orders;
+            """
+        )
+    finally:
+        await conn.close()
+    rows = await fetch(database, "EXPLAIN " + _COUNT.replace("$1", "'INITIATED_PENDING'").replace("$2", "1000"))
+    plan = "\n".join(r["QUERY PLAN"] for r in rows)
+    assert "payment_orders_in_flight_idx" in plan, plan
