@@ -78,31 +78,37 @@ _LOCK_PAYMENTS = """
      WHERE payment_id IN (SELECT payment_id FROM payment_orders WHERE payment_order_id = ANY($1::bigint[]))
      ORDER BY payment_id FOR UPDATE
 """
-_LOCK_ORDERS = (
-    "SELECT * FROM payment_orders WHERE payment_order_id = ANY($1::bigint[]) ORDER BY payment_order_id FOR UPDATE"
-)
+# Every order of the locked payments, in id order: the ones asked for, and their siblings, whose statuses the
+# roll-up needs. An order's status changes only under its payment's lock, so what is read here stays true until
+# commit, except for what this transaction itself writes.
+_LOCK_ORDERS = "SELECT * FROM payment_orders WHERE payment_id = ANY($1::bigint[]) ORDER BY payment_order_id FOR UPDATE"
 _LOCK_PAYMENT = (
     "SELECT payment_id FROM payments WHERE payment_id = (SELECT payment_id FROM payment_orders "
     "WHERE payment_order_id = $1) FOR UPDATE"
 )
-_LOCK_ORDER = "SELECT * FROM payment_orders WHERE payment_order_id = $1 FOR UPDATE"
-_SAVE = """
-    UPDATE payment_orders
-       SET status = $2, retry_count = $3, retry_reason = $4, last_error_message = $5,
-           status_check_number = $6, updated_at = $7,
+_SAVE_MANY = """
+    UPDATE payment_orders AS o
+       SET status = v.status, retry_count = v.attempt, retry_reason = v.reason, last_error_message = v.error,
+           status_check_number = v.check_number, updated_at = v.now,
            psp_claim_token = NULL, psp_claim_expires_at = NULL,
-           psp_call_count = CASE WHEN retry_count = $3 THEN psp_call_count ELSE 0 END
-     WHERE payment_order_id = $1
+           psp_call_count = CASE WHEN o.retry_count = v.attempt THEN o.psp_call_count ELSE 0 END
+      FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::timestamptz[])
+           AS v(id, status, attempt, reason, error, check_number, now)
+     WHERE o.payment_order_id = v.id
 """
-_OUTBOX = """
+_OUTBOX_MANY = """
     INSERT INTO outbox_event (event_id, event_type, topic, aggregate_id, trace_id, parent_event_id, payload,
                               status, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 'NEW', $8)
+    SELECT e, t, tp, a, tr, pe, pl, 'NEW', c
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::bytea[],
+                  $8::timestamptz[]) AS v(e, t, tp, a, tr, pe, pl, c)
 """
-_SCHEDULE_CHECK = """
+_SCHEDULE_CHECKS = """
     INSERT INTO payment_order_status_checks (payment_order_id, attempt, check_number, scheduled_at, status,
                                              trace_id, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, 'SCHEDULED', $5, $6, $6)
+    SELECT id, attempt, check_number, due_at, 'SCHEDULED', trace_id, now, now
+      FROM unnest($1::bigint[], $2::int[], $3::int[], $4::timestamptz[], $5::text[], $6::timestamptz[])
+           AS v(id, attempt, check_number, due_at, trace_id, now)
     ON CONFLICT (payment_order_id, attempt, check_number) DO NOTHING
 """
 _AUDIT = """
@@ -110,8 +116,12 @@ _AUDIT = """
                                       created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
-_ORDER_STATUSES = "SELECT status FROM payment_orders WHERE payment_id = $1"
-_SET_PAYMENT_STATUS = "UPDATE payments SET status = $1, updated_at = $2 WHERE payment_id = $3 AND status <> $1"
+_ORDER_STATUSES = "SELECT payment_order_id, status FROM payment_orders WHERE payment_id = $1"
+_SET_PAYMENT_STATUSES = """
+    UPDATE payments AS p SET status = v.status, updated_at = v.now
+      FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS v(id, status, now)
+     WHERE p.payment_id = v.id AND p.status <> v.status
+"""
 
 _CLAIM_CHECKS = text(
     """
@@ -198,9 +208,20 @@ def _locked(row: asyncpg.Record) -> LockedOrder:
 
 
 class PostgresResultTransaction:
+    """Reads go to the database at once; writes are kept and sent at commit (`flush`), one statement per kind for
+    the whole transaction, so a batch of results costs a handful of round trips instead of several per order. The
+    roll-up needs no statement of its own: the statuses of every order of a locked payment are read when it is
+    locked, and what this transaction saved is laid over them."""
+
     def __init__(self, conn: asyncpg.Connection, now: datetime) -> None:
         self._conn = conn
         self.now = now
+        self._saves: dict[int, tuple[int, str, int, str | None, str | None, int, datetime]] = {}
+        self._events: list[AnyEnvelope] = []
+        self._checks: list[tuple[int, int, int, datetime, str, datetime]] = []
+        self._payment_statuses: dict[int, tuple[str, datetime]] = {}
+        self._orders_of: dict[int, dict[int, PaymentOrderStatus]] = {}
+        """Every order of each payment locked here, with its status as this transaction leaves it."""
 
     async def first_time(self, consumer: str, event_id: str, now: datetime) -> bool:
         return await self._conn.fetchval(_INBOX, consumer, event_id, now) is not None
@@ -215,14 +236,30 @@ class PostgresResultTransaction:
     async def lock_many(self, payment_order_ids: Sequence[int]) -> dict[int, LockedOrder]:
         # Both sets in id order (the ORDER BY runs below the row locks): two batches meet in the same order.
         ids = sorted(set(payment_order_ids))
-        await self._conn.execute(_LOCK_PAYMENTS, ids)
-        return {row["payment_order_id"]: _locked(row) for row in await self._conn.fetch(_LOCK_ORDERS, ids)}
+        await self._flush_saves()  # a read after a write of this transaction sees it
+        payments = [row["payment_id"] for row in await self._conn.fetch(_LOCK_PAYMENTS, ids)]
+        wanted = set(ids)
+        return {
+            row["payment_order_id"]: _locked(row)
+            for row in self._remember(await self._conn.fetch(_LOCK_ORDERS, payments))
+            if row["payment_order_id"] in wanted
+        }
 
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
-        # Payment first, then order: every applier locks in this order, so sibling orders cannot deadlock.
-        await self._conn.execute(_LOCK_PAYMENT, payment_order_id)
-        row = await self._conn.fetchrow(_LOCK_ORDER, payment_order_id)
-        return _locked(row) if row is not None else None
+        # Payment first, then its orders: every applier locks in this order, so sibling orders cannot deadlock.
+        await self._flush_saves()
+        payment_id = await self._conn.fetchval(_LOCK_PAYMENT, payment_order_id)
+        if payment_id is None:
+            return None
+        rows = self._remember(await self._conn.fetch(_LOCK_ORDERS, [payment_id]))
+        return next((_locked(row) for row in rows if row["payment_order_id"] == payment_order_id), None)
+
+    def _remember(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        for row in rows:
+            self._orders_of.setdefault(row["payment_id"], {})[row["payment_order_id"]] = PaymentOrderStatus(
+                row["status"]
+            )
+        return rows
 
     async def save(
         self,
@@ -235,8 +272,9 @@ class PostgresResultTransaction:
         status_check_number: int,
         now: datetime,
     ) -> None:
-        await self._conn.execute(
-            _SAVE,
+        if payment_order_id in self._saves:
+            await self._flush_saves()  # a second save of one order in one transaction: both, in order
+        self._saves[payment_order_id] = (
             payment_order_id,
             status.value,
             attempt,
@@ -245,30 +283,26 @@ class PostgresResultTransaction:
             status_check_number,
             now,
         )
+        for orders in self._orders_of.values():
+            if payment_order_id in orders:
+                orders[payment_order_id] = status
 
     async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:
-        for envelope in envelopes:
-            await self._conn.execute(
-                _OUTBOX,
-                envelope.event_id,
-                envelope.event_type.value,
-                envelope.topic.value,
-                envelope.aggregate_id,
-                envelope.trace_id,
-                envelope.parent_event_id,
-                envelope_to_bytes(envelope),
-                envelope.timestamp,
-            )
+        self._events.extend(envelopes)
 
     async def schedule_status_check(
         self, payment_order_id: int, *, attempt: int, check_number: int, due_at: datetime, trace_id: str, now: datetime
     ) -> None:
-        await self._conn.execute(_SCHEDULE_CHECK, payment_order_id, attempt, check_number, due_at, trace_id[:64], now)
+        self._checks.append((payment_order_id, attempt, check_number, due_at, trace_id[:64], now))
 
     async def roll_up(self, payment_id: int, now: datetime) -> PaymentStatus:
-        rows = await self._conn.fetch(_ORDER_STATUSES, payment_id)
-        status = roll_up(PaymentOrderStatus(r["status"]) for r in rows)
-        await self._conn.execute(_SET_PAYMENT_STATUS, status.value, now, payment_id)
+        orders = self._orders_of.get(payment_id)
+        if orders is None:  # not locked here: read what the database holds, with this transaction's writes
+            await self._flush_saves()
+            rows = await self._conn.fetch(_ORDER_STATUSES, payment_id)
+            orders = {row["payment_order_id"]: PaymentOrderStatus(row["status"]) for row in rows}
+        status = roll_up(orders.values())
+        self._payment_statuses[payment_id] = (status.value, now)
         return status
 
     async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
@@ -284,6 +318,39 @@ class PostgresResultTransaction:
             entry.at,
         )
 
+    async def flush(self) -> None:
+        """Send every kept write; called before commit (a failure here rolls the whole transaction back)."""
+        await self._flush_saves()
+        if self._events:
+            events, self._events = self._events, []
+            await self._conn.execute(
+                _OUTBOX_MANY,
+                [e.event_id for e in events],
+                [e.event_type.value for e in events],
+                [e.topic.value for e in events],
+                [e.aggregate_id for e in events],
+                [e.trace_id for e in events],
+                [e.parent_event_id for e in events],
+                [envelope_to_bytes(e) for e in events],
+                [e.timestamp for e in events],
+            )
+        if self._checks:
+            checks, self._checks = self._checks, []
+            await self._conn.execute(_SCHEDULE_CHECKS, *(list(column) for column in zip(*checks, strict=True)))
+        if self._payment_statuses:
+            statuses, self._payment_statuses = self._payment_statuses, {}
+            await self._conn.execute(
+                _SET_PAYMENT_STATUSES,
+                list(statuses),
+                [status for status, _ in statuses.values()],
+                [at for _, at in statuses.values()],
+            )
+
+    async def _flush_saves(self) -> None:
+        if self._saves:
+            saves, self._saves = list(self._saves.values()), {}
+            await self._conn.execute(_SAVE_MANY, *(list(column) for column in zip(*saves, strict=True)))
+
 
 class PostgresResultStore:
     def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
@@ -298,7 +365,9 @@ class PostgresResultStore:
     async def transaction(self) -> AsyncIterator[PostgresResultTransaction]:
         async with translated_errors(), driver_connection(self._engine) as conn, conn.transaction():
             now = (await conn.fetchrow(self._begin))["now"]
-            yield PostgresResultTransaction(conn, now)
+            txn = PostgresResultTransaction(conn, now)
+            yield txn
+            await txn.flush()
 
 
 class PostgresStatusCheckQueue:
