@@ -19,6 +19,8 @@ class OutboxSettings(BaseModel):
     idle_max_wait_seconds: float = Field(default=1.0, gt=0)
     failure_min_backoff_seconds: float = Field(default=0.1, gt=0)
     failure_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    # After a commit's wake-up, how long the relay waits for more commits before its round (at most idle_min).
+    linger_seconds: float = Field(default=0.02, ge=0)
     notify_channel: str = "outbox_event_new"
     # Partition maintenance (30-minute windows)
     windows_ahead: int = Field(default=4, ge=1, le=96)

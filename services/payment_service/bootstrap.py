@@ -251,6 +251,7 @@ def build_dispatcher_container(
             idle_max=max(outbox.idle_max_wait_seconds, outbox.idle_min_wait_seconds),
             failure_min=outbox.failure_min_backoff_seconds,
             failure_max=max(outbox.failure_max_backoff_seconds, outbox.failure_min_backoff_seconds),
+            linger=min(outbox.linger_seconds, outbox.idle_min_wait_seconds),
         ),
         workers=outbox.workers,
     )

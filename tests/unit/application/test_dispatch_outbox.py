@@ -144,18 +144,37 @@ def test_a_batch_size_below_one_is_rejected() -> None:
         DispatchOutbox(FakeOutboxStore(), FakePublisher(), batch_size=0, lease_seconds=LEASE)
 
 
-async def test_rounds_that_found_rows_are_followed_at_once_by_another_claim() -> None:
+async def test_full_rounds_are_followed_at_once_and_a_partial_one_looks_again_within_the_idle_minimum() -> None:
     store, publisher = FakeOutboxStore(), FakePublisher()
     for n in range(25):
         store.add(str(n))
     stop = asyncio.Event()
-    signal, observer = FakeOutboxSignal(stop=stop), RecordingObserver()
+    signal, observer = FakeOutboxSignal([False], stop=stop), RecordingObserver()
 
     await asyncio.wait_for(_loop(store, publisher, signal, observer)(stop), 5)
 
     assert [len(r.claimed) for r in observer.reports] == [10, 10, 5, 0]
-    assert len(signal.waits) == 1  # the only sleep came after the empty round
+    # No wait after a full batch; after the partial one at most idle_min (it may have unblocked an order's next
+    # event), sooner on a wake-up; none came, so the idle wait after the empty round has doubled.
+    assert signal.waits == [0.05, 0.1]
     assert signal.resets == 4  # every claim was preceded by a reset, so no wake-up is lost
+
+
+async def test_after_a_wake_up_the_relay_lingers_before_its_round() -> None:
+    store, publisher = FakeOutboxStore(), FakePublisher()
+    stop = asyncio.Event()
+    signal, pauses = FakeOutboxSignal([True], stop=stop), list[float]()
+    relay = outbox_relay(
+        _dispatch(store, publisher, 10),
+        signal,
+        RecordingObserver(),
+        Pacing(idle_min=0.05, idle_max=0.3, linger=0.02),
+        sleep=lambda _stop, seconds: _record(pauses, seconds),
+    )
+
+    await asyncio.wait_for(relay(stop), 5)
+
+    assert pauses == [0.02]  # woken once: one linger, then the round
 
 
 async def test_an_idle_loop_sleeps_longer_each_time_and_comes_back_at_once_when_woken() -> None:
@@ -219,3 +238,7 @@ async def test_stopping_lets_every_worker_finish_its_batch() -> None:
 
     assert {store.status(r.id) for r in records} == {"SENT"}
     assert publisher.batches == 2
+
+
+async def _record(pauses: list[float], seconds: float) -> None:
+    pauses.append(seconds)
