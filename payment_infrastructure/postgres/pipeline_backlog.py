@@ -1,20 +1,24 @@
-"""`PipelineBacklog` over Postgres: the orders not yet answered by the PSP, counted from the source of truth.
+"""`PipelineBacklog` over Postgres: the orders not yet answered by the PSP, read from the source of truth.
 
-The count walks the partial index of orders in flight (`payment_orders_in_flight_idx`) and stops at `limit`, so a
-reading costs well under a millisecond at the budgets admission uses, whatever the size of the table."""
+The read walks the partial index of orders in flight (`payment_orders_in_flight_idx`, on `updated_at`, which for an
+order still INITIATED_PENDING is its creation time) and stops at `limit`, so it costs about a millisecond at the
+sizes admission uses, whatever the size of the table. Waits are on the database's clock against the API hosts'
+creation stamps: a host clock off by a second shifts them by that second."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from payment_application.ports.pipeline import BacklogReading
 from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.pool import acquire
 
-_COUNT = """
-SELECT count(*) FROM (
-    SELECT 1 FROM payment_orders WHERE status = $1 LIMIT $2
-) AS waiting
+_READ = """
+SELECT count(*) AS orders,
+       coalesce(extract(epoch FROM now() - percentile_disc(0.95) WITHIN GROUP (ORDER BY updated_at DESC)), 0)
+           AS wait_p95
+  FROM (SELECT updated_at FROM payment_orders WHERE status = $1 ORDER BY updated_at LIMIT $2) AS waiting
 """
 
 
@@ -23,9 +27,10 @@ class PostgresPipelineBacklog:
         self._pool = pool
         self._acquire_timeout = acquire_timeout_seconds
 
-    async def orders_awaiting_first_answer(self, *, limit: int) -> int:
+    async def read(self, *, limit: int) -> BacklogReading:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         async with translated_errors(), acquire(self._pool, self._acquire_timeout) as conn:
-            count = await conn.fetchval(_COUNT, PaymentOrderStatus.INITIATED_PENDING.value, limit)
-        return int(count)
+            row = await conn.fetchrow(_READ, PaymentOrderStatus.INITIATED_PENDING.value, limit)
+        assert row is not None
+        return BacklogReading(orders=int(row["orders"]), wait_p95_seconds=max(float(row["wait_p95"]), 0.0))

@@ -173,7 +173,10 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         ),
         pipeline=PipelineBudget(
             PostgresPipelineBacklog(pool, acquire_timeout_seconds=settings.db.pool_timeout_seconds),
-            budget=settings.admission.budget,
+            target_seconds=settings.admission.settle_target_seconds,
+            min_in_flight=settings.admission.min_in_flight,
+            max_in_flight=settings.admission.max_in_flight,
+            fixed=settings.admission.in_flight_budget,
             refresh_seconds=settings.admission.refresh_seconds,
             stale_after_seconds=settings.admission.stale_after_seconds,
         )

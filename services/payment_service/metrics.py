@@ -34,6 +34,11 @@ PIPELINE_BUDGET = Gauge(
     "Orders awaiting their first PSP answer past which creates are refused with 503 pipeline-behind",
     multiprocess_mode="max",
 )
+PIPELINE_WAIT_P95 = Gauge(
+    "payment_pipeline_wait_p95_seconds",
+    "95th percentile of how long the orders awaiting their first PSP answer have waited, as last read",
+    multiprocess_mode="max",
+)
 PIPELINE_READING_FAILURES = Counter(
     "payment_pipeline_backlog_read_failures_total",
     "Readings of the pipeline's backlog that failed (admission then relies on its queue bound alone)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
@@ -45,17 +44,15 @@ class ApiSettings(BaseModel):
 
 
 class AdmissionSettings(BaseModel):
-    """Flow control from the pipeline's state (services/payment_service/api/pipeline_budget.py).
+    """Flow control from the pipeline's state (services/payment_service/api/pipeline_budget.py): creates are refused
+    with 503 `pipeline-behind` while more orders await their first PSP answer than the pipeline, at the rate it
+    shows, settles within `settle_target_seconds` (Little's law, re-sized on every reading). Keep the target under
+    the create->final bound you promise: it aims at the 95th-percentile wait of orders for their first answer."""
 
-    The budget of orders awaiting their first PSP answer is, by Little's law, the rate the pipeline settles orders
-    times the wait allowed: `pipeline_orders_per_second x settle_target_seconds` unless `in_flight_budget` is set.
-    Measure the rate with `make bench-e2e` on the machines you deploy to; the target is the mean wait from accepted
-    to first answer, so keep it below the create->final bound you promise (the p95 sits above the mean).
-    """
-
-    pipeline_orders_per_second: float = Field(default=500, gt=0)
     settle_target_seconds: float = Field(default=0.5, gt=0)
-    in_flight_budget: int | None = Field(default=None, ge=1, description="overrides rate x target")
+    min_in_flight: int = Field(default=50, ge=1, description="admitted whatever the waits (stuck orders never block)")
+    max_in_flight: int = Field(default=2_000, ge=1)
+    in_flight_budget: int | None = Field(default=None, ge=1, description="a fixed budget instead of the adaptive one")
     refresh_seconds: float = Field(default=0.2, gt=0, description="how often the backlog is read while creates come")
     stale_after_seconds: float = Field(default=3.0, gt=0, description="an older reading refuses nothing")
     enabled: bool = True
@@ -64,13 +61,9 @@ class AdmissionSettings(BaseModel):
     def _consistent(self) -> Self:
         if self.refresh_seconds >= self.stale_after_seconds:
             raise ValueError("admission.refresh_seconds must be below admission.stale_after_seconds")
+        if self.min_in_flight > self.max_in_flight:
+            raise ValueError("admission.min_in_flight must be at most admission.max_in_flight")
         return self
-
-    @property
-    def budget(self) -> int:
-        if self.in_flight_budget is not None:
-            return self.in_flight_budget
-        return max(1, math.ceil(self.pipeline_orders_per_second * self.settle_target_seconds))
 
 
 class ServiceSettings(BaseSettings):

@@ -2,14 +2,17 @@
 
 The API can write far more payments than the dispatcher, the consumers and the PSP can settle; what it accepts
 beyond that only waits, and every order behind it waits longer. So admission also bounds the orders accepted and not
-yet answered by the PSP once (Little's law: orders in flight = the rate they settle x the time each waits, so a
-budget of `rate x target` keeps the wait near the target). Past the budget a create is refused at once with 503
+yet answered by the PSP once. Little's law sizes the bound: orders in flight = the rate they settle x the time each
+waits, so with L orders waiting for W (their 95th-percentile wait), the pipeline settles about L / W a second and
+`L / W x target` orders keep the wait at the target. The budget follows each reading (between `min_in_flight`,
+so that a few stuck orders never close the door, and `max_in_flight`): a slow PSP or stopped consumers raise W and
+shrink it within seconds; a faster pipeline grows it. Past the budget a create is refused at once with 503
 `pipeline-behind` and Retry-After: nothing was written, and the client retries with the same Idempotency-Key.
 
-The count comes from the database (every API process sees every process's orders), read at most every
+The reading comes from the database (every API process sees every process's orders), taken at most every
 `refresh_seconds` and only while creates arrive; between readings a process adds the orders it accepted itself. A
-reading older than `stale_after_seconds` (the count failed) does not refuse anything: the create's own write then
-says whether the database is there. Knobs and figures: docs/operations.md, "Flow control".
+reading older than `stale_after_seconds` (it failed) refuses nothing: the create's own write then says whether the
+database is there. Knobs and figures: docs/operations.md, "Flow control".
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from collections.abc import Callable
 
 import structlog
 
-from payment_application.ports.pipeline import PipelineBacklog
+from payment_application.ports.pipeline import BacklogReading, PipelineBacklog
 from services.payment_service.metrics import (
     PIPELINE_BUDGET,
     PIPELINE_ORDERS_IN_FLIGHT,
     PIPELINE_READING_FAILURES,
+    PIPELINE_WAIT_P95,
 )
 
 log = structlog.get_logger(__name__)
 
-# A reading counts up to this many budgets: enough for the gauge to show how far past the budget the pipeline is.
-_READ_UP_TO_BUDGETS = 4
+# A reading looks at up to this many times `max_in_flight` orders: enough for the gauge to show how far past the
+# budget the pipeline is.
+_READ_UP_TO = 2
 
 
 class PipelineBudget:
@@ -41,16 +46,24 @@ class PipelineBudget:
         self,
         backlog: PipelineBacklog,
         *,
-        budget: int,
+        target_seconds: float,
+        min_in_flight: int,
+        max_in_flight: int,
         refresh_seconds: float,
         stale_after_seconds: float,
+        fixed: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if budget < 1:
-            raise ValueError("the in-flight budget must be at least 1 order")
-        if not 0 < refresh_seconds < stale_after_seconds:
-            raise ValueError("need 0 < refresh_seconds < stale_after_seconds")
-        self.budget = budget
+        """`fixed`: a budget that does not follow the readings (`min_in_flight` and `max_in_flight` are then it)."""
+        if fixed is not None:
+            min_in_flight = max_in_flight = fixed
+        if not 1 <= min_in_flight <= max_in_flight:
+            raise ValueError("need 1 <= min_in_flight <= max_in_flight")
+        if target_seconds <= 0 or not 0 < refresh_seconds < stale_after_seconds:
+            raise ValueError("need target_seconds > 0 and 0 < refresh_seconds < stale_after_seconds")
+        self.budget = max_in_flight
+        self._target = target_seconds
+        self._min, self._max = min_in_flight, max_in_flight
         self._backlog = backlog
         self._refresh_seconds = refresh_seconds
         self._stale_after = stale_after_seconds
@@ -60,7 +73,7 @@ class PipelineBudget:
         self._asked_at = -math.inf
         self._accepted_since = 0
         self._refreshing: asyncio.Task[None] | None = None
-        PIPELINE_BUDGET.set(budget)
+        PIPELINE_BUDGET.set(self.budget)
 
     @property
     def in_flight(self) -> int:
@@ -86,13 +99,23 @@ class PipelineBudget:
     async def refresh(self) -> None:
         """Read the count now (the first reading of a test, or a start-up check); raises what the read raised."""
         counted = self._accepted_since
-        reading = await self._backlog.orders_awaiting_first_answer(limit=self.budget * _READ_UP_TO_BUDGETS)
+        reading = await self._backlog.read(limit=self._max * _READ_UP_TO)
         # Orders accepted before the read began are in the reading; those accepted while it ran may be too, and
         # stay counted until the next one (an over-count, never an under-count).
         self._accepted_since -= counted
-        self._reading = reading
+        self._reading = reading.orders
         self._read_at = self._monotonic()
-        PIPELINE_ORDERS_IN_FLIGHT.set(reading)
+        self.budget = self._budget_for(reading)
+        PIPELINE_ORDERS_IN_FLIGHT.set(reading.orders)
+        PIPELINE_WAIT_P95.set(reading.wait_p95_seconds)
+        PIPELINE_BUDGET.set(self.budget)
+
+    def _budget_for(self, reading: BacklogReading) -> int:
+        """Little's law on the reading: the rate it shows (orders / wait) times the target wait."""
+        if reading.orders == 0 or reading.wait_p95_seconds <= 0:
+            return self._max  # nothing waits: no evidence the pipeline is short of anything
+        settling = reading.orders / reading.wait_p95_seconds
+        return min(max(math.ceil(settling * self._target), self._min), self._max)
 
     async def _refresh(self) -> None:
         try:

@@ -1,17 +1,17 @@
 """PostgresPipelineBacklog against the migrated schema: it counts the orders not yet answered by the PSP once
-(INITIATED_PENDING) and nothing else, stops at its limit, and is served by the partial index of orders in flight
-however many settled orders the table holds."""
+(INITIATED_PENDING) and nothing else, stops at its limit (keeping the oldest), gives how long the oldest 5 % of them
+waited, and is served by the partial index of orders in flight however many settled orders the table holds."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from payment_domain.status import PaymentOrderStatus
-from payment_infrastructure.postgres.pipeline_backlog import _COUNT, PostgresPipelineBacklog
+from payment_infrastructure.postgres.pipeline_backlog import _READ, PostgresPipelineBacklog
 from payment_infrastructure.postgres.pool import create_pool
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from tests.fixtures.database import migrated_database
@@ -34,19 +34,25 @@ async def backlog(database: str) -> AsyncIterator[PostgresPipelineBacklog]:
     await pool.close()
 
 
-async def test_only_orders_awaiting_their_first_answer_are_counted_up_to_the_limit(
+async def test_only_orders_awaiting_their_first_answer_are_read_up_to_the_limit_with_the_wait_of_the_oldest(
     database: str, backlog: PostgresPipelineBacklog
 ) -> None:
     now = datetime.now(UTC)
+    long_ago = now - timedelta(hours=3)
     statuses = [s for s in PaymentOrderStatus if s is not PaymentOrderStatus.INITIATED_PENDING]
-    others = [StoredOrder(1_000 + i, now, status=s.value) for i, s in enumerate(statuses)]
-    waiting = [StoredOrder(2_000 + i, now) for i in range(7)]
+    others = [StoredOrder(1_000 + i, long_ago, status=s.value) for i, s in enumerate(statuses)]
+    # 19 orders created a minute ago and one ten minutes ago (stuck): the 95th percentile of their waits is a minute.
+    waiting = [StoredOrder(2_000 + i, now - timedelta(minutes=1)) for i in range(19)]
+    waiting.append(StoredOrder(2_100, now - timedelta(minutes=10)))
     await insert_orders(database, [*others, *waiting])
 
-    assert await backlog.orders_awaiting_first_answer(limit=100) == 7
-    assert await backlog.orders_awaiting_first_answer(limit=5) == 5
+    reading = await backlog.read(limit=100)
+    assert reading.orders == 20
+    assert 60 <= reading.wait_p95_seconds < 70
+    oldest = await backlog.read(limit=5)  # the oldest five: the ten-minute one among them
+    assert oldest.orders == 5 and oldest.wait_p95_seconds >= 600
     with pytest.raises(ValueError, match="at least 1"):
-        await backlog.orders_awaiting_first_answer(limit=0)
+        await backlog.read(limit=0)
 
 
 async def test_the_count_is_served_by_the_partial_index_of_orders_in_flight(database: str) -> None:
@@ -68,6 +74,6 @@ async def test_the_count_is_served_by_the_partial_index_of_orders_in_flight(data
         )
     finally:
         await conn.close()
-    rows = await fetch(database, "EXPLAIN " + _COUNT.replace("$1", "'INITIATED_PENDING'").replace("$2", "1000"))
+    rows = await fetch(database, "EXPLAIN " + _READ.replace("$1", "'INITIATED_PENDING'").replace("$2", "4000"))
     plan = "\n".join(r["QUERY PLAN"] for r in rows)
     assert "payment_orders_in_flight_idx" in plan, plan

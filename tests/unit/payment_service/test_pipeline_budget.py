@@ -1,7 +1,8 @@
 """Flow control from the pipeline's backlog: creates are admitted while the orders awaiting their first PSP answer
 stay under the budget, counting what this process accepted since the last reading; a create past it is refused at
-once with 503 `pipeline-behind` before the app (token check, body, write) runs. A reading that failed or grew old
-refuses nothing. (Over the whole real pipeline: tests/e2e/test_flow_control.py.)"""
+once with 503 `pipeline-behind` before the app (token check, body, write) runs. The budget follows Little's law on
+each reading (the rate the pipeline shows times the target wait) between its bounds. A reading that failed or grew
+old refuses nothing. (Over the whole real pipeline: tests/e2e/test_flow_control.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from payment_application.ports.pipeline import BacklogReading
 from services.payment_service.api.admission import AdmissionMiddleware, CreateAdmission
 from services.payment_service.api.pipeline_budget import PipelineBudget
 from services.payment_service.settings import AdmissionSettings
@@ -19,23 +21,25 @@ from tests.unit.payment_service.test_create_admission import App, call, payments
 
 
 class FakeBacklog:
-    """Answers `count` (or raises `error`); `gate`, when set, holds each reading until it is opened."""
+    """Answers `count` orders waiting `wait` (or raises `error`); `gate`, when set, holds each reading until it is
+    opened."""
 
-    def __init__(self, count: int = 0) -> None:
+    def __init__(self, count: int = 0, wait: float = 0.1) -> None:
         self.count = count
+        self.wait = wait
         self.error: Exception | None = None
         self.reads = 0
         self.limits: list[int] = []
         self.gate: asyncio.Event | None = None
 
-    async def orders_awaiting_first_answer(self, *, limit: int) -> int:
+    async def read(self, *, limit: int) -> BacklogReading:
         self.reads += 1
         self.limits.append(limit)
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return min(self.count, limit)
+        return BacklogReading(min(self.count, limit), self.wait if self.count else 0.0)
 
 
 class Clock:
@@ -47,7 +51,28 @@ class Clock:
 
 
 def budget(backlog: FakeBacklog, clock: Clock, size: int = 10) -> PipelineBudget:
-    return PipelineBudget(backlog, budget=size, refresh_seconds=0.2, stale_after_seconds=3.0, monotonic=clock)
+    return PipelineBudget(
+        backlog,
+        target_seconds=0.5,
+        min_in_flight=1,
+        max_in_flight=1,
+        fixed=size,
+        refresh_seconds=0.2,
+        stale_after_seconds=3.0,
+        monotonic=clock,
+    )
+
+
+def adaptive(backlog: FakeBacklog, clock: Clock) -> PipelineBudget:
+    return PipelineBudget(
+        backlog,
+        target_seconds=0.5,
+        min_in_flight=20,
+        max_in_flight=1_000,
+        refresh_seconds=0.2,
+        stale_after_seconds=3.0,
+        monotonic=clock,
+    )
 
 
 async def test_creates_are_admitted_under_the_budget_and_refused_once_the_backlog_reaches_it() -> None:
@@ -60,7 +85,7 @@ async def test_creates_are_admitted_under_the_budget_and_refused_once_the_backlo
     await pipeline.refresh()
     assert pipeline.in_flight == 10
     assert not pipeline.admits()
-    assert backlog.limits[-1] == 40  # a reading counts up to four budgets, never the whole table
+    assert backlog.limits[-1] == 20  # a reading looks at twice the largest budget at most, never the whole table
 
 
 async def test_orders_accepted_since_the_last_reading_count_until_the_next_reading_includes_them() -> None:
@@ -165,12 +190,36 @@ async def test_the_middleware_refuses_past_the_budget_with_pipeline_behind_befor
     assert REGISTRY.get_sample_value("payment_pipeline_orders_in_flight") == 3
 
 
-def test_the_budget_is_rate_times_target_unless_given() -> None:
-    assert AdmissionSettings().budget == 250
-    assert AdmissionSettings(pipeline_orders_per_second=300, settle_target_seconds=0.4).budget == 120
-    assert AdmissionSettings(in_flight_budget=42).budget == 42
+async def test_the_budget_is_the_rate_the_reading_shows_times_the_target_wait_within_its_bounds() -> None:
+    backlog, clock = FakeBacklog(), Clock()
+    pipeline = adaptive(backlog, clock)
+    await pipeline.refresh()
+    assert pipeline.budget == 1_000  # nothing waits: no evidence of a shortage
+    backlog.count, backlog.wait = 100, 0.25  # settling ~400 orders/s: 200 keep the wait at 0.5 s
+    await pipeline.refresh()
+    assert pipeline.budget == 200 and pipeline.admits()
+    backlog.count, backlog.wait = 300, 1.5  # a slow PSP: 200 orders/s, and the oldest already wait 1.5 s
+    await pipeline.refresh()
+    assert pipeline.budget == 100 and not pipeline.admits()
+    backlog.count, backlog.wait = 300, 60.0  # the consumers stopped: the floor, so a few stuck orders never block
+    await pipeline.refresh()
+    assert pipeline.budget == 20 and not pipeline.admits()
+    backlog.count, backlog.wait = 5, 60.0  # a handful stuck, nothing else waiting: still admitted
+    await pipeline.refresh()
+    assert pipeline.admits()
+    backlog.count, backlog.wait = 900, 0.1  # a fast pipeline: the ceiling
+    await pipeline.refresh()
+    assert pipeline.budget == 1_000
+    assert REGISTRY.get_sample_value("payment_pipeline_in_flight_budget") == 1_000
+    assert REGISTRY.get_sample_value("payment_pipeline_wait_p95_seconds") == 0.1
+
+
+def test_admission_settings_are_checked() -> None:
+    assert AdmissionSettings(in_flight_budget=42).in_flight_budget == 42
     with pytest.raises(ValueError, match="refresh_seconds must be below"):
         AdmissionSettings(refresh_seconds=5, stale_after_seconds=3)
+    with pytest.raises(ValueError, match="min_in_flight must be at most"):
+        AdmissionSettings(min_in_flight=10, max_in_flight=5)
 
 
 async def _true(value: bool) -> bool:
