@@ -49,7 +49,7 @@ from payment_infrastructure.postgres.pool import plain_dsn
 from tests.benchmarks import e2e_profile
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
 from tests.benchmarks.e2e_report import Context, chart, markdown, stem
-from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, summarise
+from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, Summary, summarise
 from tests.benchmarks.proc_usage import (
     PartMeter,
     ProcessInfo,
@@ -431,7 +431,7 @@ def _commit() -> str:
     return f"commit {head}" + (" with uncommitted changes to the code" if dirty else "")
 
 
-async def bench(options: Options) -> Path:
+async def bench(options: Options) -> tuple[Path, Summary]:
     s = options.settings
     scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
@@ -480,7 +480,7 @@ async def bench(options: Options) -> Path:
         f"{summary.latency_s[99]:.3f} s, final {summary.orders_final:,}/{summary.orders_total:,}"
     )
     print(f"  wrote {page} and {name}.png")
-    return page
+    return page, summary
 
 
 def _sellers(text: str) -> tuple[int, int]:
