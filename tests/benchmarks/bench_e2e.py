@@ -74,7 +74,8 @@ IN_FLIGHT = (
 )
 OUTBOX_BACKLOG = "SELECT count(*) FROM outbox_event WHERE status = 'NEW'"
 ORDERS = (
-    "SELECT status, extract(epoch FROM created_at)::float8 AS created, extract(epoch FROM updated_at)::float8 AS final "
+    "SELECT status, extract(epoch FROM created_at)::float8 AS created, "
+    "extract(epoch FROM updated_at)::float8 AS final, retry_count > 0 OR status_check_number > 0 AS waited "
     "FROM payment_orders"
 )
 
@@ -287,7 +288,7 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         await conn.close()
         await lag.close()
         await redis_client.aclose()
-    orders = [Order(r["created"], r["final"] if r["status"] in TERMINAL else None) for r in rows]
+    orders = [Order(r["created"], r["final"] if r["status"] in TERMINAL else None, r["waited"]) for r in rows]
     statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1

@@ -73,6 +73,9 @@ class Order:
 
     created: float
     final: float | None
+    waited: bool = False
+    """It took a retry or a status check: part of its create→final is the scenario's designed waiting (backoff,
+    status-check delays), not queueing."""
 
     @property
     def latency(self) -> float:

@@ -70,7 +70,7 @@ def markdown(run: Run, summary: Summary, context: Context, chart_name: str) -> s
         if s.drain_seconds is not None
         else f"**not all final** after the {cfg.drain_timeout} s drain"
     )
-    lat = s.latency_s
+    lat, direct, waited = s.latency_s, s.latency_direct_s, s.latency_waited_s
     by_group = ", ".join(f"{group} {n:,}" for group, n in sorted(s.lag_by_group_at_load_end.items())) or "-"
     api, shed = s.api_accepted_ms, s.api_shed_ms
     lines = [
@@ -104,6 +104,10 @@ def markdown(run: Run, summary: Summary, context: Context, chart_name: str) -> s
         "| every order final |",
         f"| create→final p50 / p95 / p99 | {_seconds(lat[50])} / **{_seconds(lat[95])}** / {_seconds(lat[99])} "
         "| p95 < 1 s |",
+        f"| … of orders answered on their first call | {_seconds(direct[50])} / {_seconds(direct[95])} / "
+        f"{_seconds(direct[99])} | queueing only |",
+        f"| … of the {s.orders_waited:,} that took a retry or a status check | {_seconds(waited[50])} / "
+        f"{_seconds(waited[95])} / {_seconds(waited[99])} | designed waits (backoff, check delays) |",
         f"| API latency of accepted p50 / p95 / p99 | {_num(api[50], 1)} / {_num(api[95], 1)} / "
         f"{_num(api[99], 1)} ms | |",
         f"| API latency of shed p50 / p99 | {_num(shed[50], 1)} / {_num(shed[99], 1)} ms | |",

@@ -112,6 +112,10 @@ class Summary:
     orders_parked: int
     drain_seconds: float | None  # load end → the last order final; None if some never got there
     latency_s: dict[int, float]  # create→final percentiles (50/95/99) of the orders created in the window
+    # ... of those answered on their first call, and of those that took a retry or a status check (designed waits)
+    latency_direct_s: dict[int, float]
+    latency_waited_s: dict[int, float]
+    orders_waited: int
     api_accepted_ms: dict[int, float]
     api_shed_ms: dict[int, float]
     lag_max: int
@@ -138,6 +142,8 @@ def summarise(run: Run) -> Summary:
     by_outcome = {kind: [r for r in in_window if r.outcome == kind] for kind in (ACCEPTED, SHED, ERROR)}
     accepted = by_outcome[ACCEPTED]
     created_in_window = [o for o in run.orders if o.created in measured]
+    direct = [o for o in created_in_window if not o.waited]
+    waited = [o for o in created_in_window if o.waited]
     settled_in_window = sum(1 for o in run.orders if o.final is not None and o.final in measured)
     finals = [o.final for o in run.orders if o.final is not None]
     all_final = len(finals) == len(run.orders)
@@ -171,6 +177,9 @@ def summarise(run: Run) -> Summary:
         orders_parked=run.statuses.get(PARKED, 0),
         drain_seconds=drain_seconds,
         latency_s={q: percentile((o.latency for o in created_in_window), q) for q in PERCENTILES},
+        latency_direct_s={q: percentile((o.latency for o in direct), q) for q in PERCENTILES},
+        latency_waited_s={q: percentile((o.latency for o in waited), q) for q in PERCENTILES},
+        orders_waited=len(waited),
         api_accepted_ms={q: percentile((r.duration_ms for r in accepted), q) for q in PERCENTILES},
         api_shed_ms={q: percentile((r.duration_ms for r in by_outcome[SHED]), q) for q in PERCENTILES},
         lag_max=max((s.total_lag for s in load_samples), default=0),
