@@ -283,6 +283,67 @@ async def test_roll_up_sees_the_orders_saved_in_its_transaction_and_no_other_pay
     assert await world.payment_status(elsewhere.payment_id.value) is PaymentStatus.INITIATED
 
 
+async def test_a_batch_locks_some_orders_writes_every_kind_and_rolls_up_over_siblings_it_did_not_lock(
+    world: OrdersWorld,
+) -> None:
+    first, second, third = await world.add_payment(Order(), Order(), Order(S.SUCCESSFUL_FINAL))
+    [alone] = await world.add_payment(Order())
+    settled = [
+        payment_order_settled(first, trace_id="trace-a", parent_event_id=an_event_id(7), now=EVENT_TIME),
+        payment_order_settled(second, trace_id="trace-a", parent_event_id=an_event_id(8), now=EVENT_TIME),
+    ]
+
+    async with world.results.transaction() as tx:
+        found = await tx.lock_many([alone.payment_order_id.value, first.payment_order_id.value,
+                                    second.payment_order_id.value])  # fmt: skip
+        assert set(found) == {first.payment_order_id.value, second.payment_order_id.value, alone.payment_order_id.value}
+        await save(tx, first, S.PSP_UNAVAILABLE_TRANSIENT, attempt=1)
+        await save(tx, first, S.SUCCESSFUL_FINAL, attempt=1)  # saved twice in one transaction: the last one holds
+        await save(tx, second, S.DECLINED_FINAL)
+        await save(tx, alone, S.PENDING_STATUS_CHECK_LATER, check_number=1)
+        await tx.add_events(settled)
+        due = tx.now + timedelta(seconds=5)
+        await tx.schedule_status_check(
+            alone.payment_order_id.value, attempt=0, check_number=1, due_at=due, trace_id="alone", now=tx.now
+        )
+        mixed = await tx.roll_up(first.payment_id.value, tx.now)  # `third`, not locked here, succeeded before
+        waiting = await tx.roll_up(alone.payment_id.value, tx.now)
+
+    assert (mixed, waiting) == (PaymentStatus.PARTIALLY_SUCCEEDED, PaymentStatus.INITIATED)
+    assert await world.payment_status(first.payment_id.value) is PaymentStatus.PARTIALLY_SUCCEEDED
+    assert await world.payment_status(alone.payment_id.value) is PaymentStatus.INITIATED
+    after = {o.payment_order_id.value: await locked(world, o) for o in (first, second, third, alone)}
+    assert {i: (a.order.status, a.order.retry_count) for i, a in after.items() if a is not None} == {
+        first.payment_order_id.value: (S.SUCCESSFUL_FINAL, 1),
+        second.payment_order_id.value: (S.DECLINED_FINAL, 0),
+        third.payment_order_id.value: (S.SUCCESSFUL_FINAL, 0),
+        alone.payment_order_id.value: (S.PENDING_STATUS_CHECK_LATER, 0),
+    }
+    assert await world.outbox(str(first.payment_order_id.value)) == [OutboxLine("NEW", as_published(settled[0]))]
+    assert await world.outbox(str(second.payment_order_id.value)) == [OutboxLine("NEW", as_published(settled[1]))]
+    assert await world.scheduled_checks(alone.payment_order_id.value) == [
+        ScheduledCheck(0, 1, due, "alone", "SCHEDULED")
+    ]
+
+
+async def test_a_roll_up_after_a_lock_counts_a_sibling_committed_by_another_transaction_before_it(
+    world: OrdersWorld,
+) -> None:
+    first, sibling = await world.add_payment(Order(), Order())
+    async with world.results.transaction() as tx:  # another applier settles the sibling first
+        await tx.lock(sibling.payment_order_id.value)
+        await save(tx, sibling, S.DECLINED_FINAL)
+        await tx.roll_up(sibling.payment_id.value, tx.now)
+
+    async with world.results.transaction() as tx:
+        await tx.lock(first.payment_order_id.value)
+        await save(tx, first, S.DECLINED_FINAL)
+        rolled_up = await tx.roll_up(first.payment_id.value, tx.now)
+
+    assert rolled_up is PaymentStatus.FAILED
+    assert await world.payment_status(first.payment_id.value) is PaymentStatus.FAILED
+
+
 async def test_a_reconciliation_is_kept_as_one_audit_line(world: OrdersWorld) -> None:
     order = await add_order(world, Order(S.NEEDS_RECONCILIATION, attempt=2))
     async with world.results.transaction() as tx:
