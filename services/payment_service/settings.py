@@ -49,7 +49,7 @@ class AdmissionSettings(BaseModel):
     shows, settles within `settle_target_seconds` (Little's law, re-sized on every reading). Keep the target under
     the create->final bound you promise: it aims at the 95th-percentile wait of orders for their first answer."""
 
-    settle_target_seconds: float = Field(default=0.5, gt=0)
+    settle_target_seconds: float = Field(default=0.8, gt=0)
     min_in_flight: int = Field(default=50, ge=1, description="admitted whatever the waits (stuck orders never block)")
     max_in_flight: int = Field(default=2_000, ge=1)
     in_flight_budget: int | None = Field(default=None, ge=1, description="a fixed budget instead of the adaptive one")

@@ -4,7 +4,8 @@ The API can write far more payments than the dispatcher, the consumers and the P
 beyond that only waits, and every order behind it waits longer. So admission also bounds the orders accepted and not
 yet answered by the PSP once. Little's law sizes the bound: orders in flight = the rate they settle x the time each
 waits, so with L orders waiting for W (their 95th-percentile wait), the pipeline settles about L / W a second and
-`L / W x target` orders keep the wait at the target. The budget follows each reading (between `min_in_flight`,
+`L / W x target` orders keep the wait at the target. The rate is smoothed over about a second of readings and the
+budget follows it (between `min_in_flight`,
 so that a few stuck orders never close the door, and `max_in_flight`): a slow PSP or stopped consumers raise W and
 shrink it within seconds; a faster pipeline grows it. Past the budget a create is refused at once with 503
 `pipeline-behind` and Retry-After: nothing was written, and the client retries with the same Idempotency-Key.
@@ -37,6 +38,8 @@ log = structlog.get_logger(__name__)
 # A reading looks at up to this many times `max_in_flight` orders: enough for the gauge to show how far past the
 # budget the pipeline is.
 _READ_UP_TO = 2
+# Weight of a new reading in the smoothed settling rate: with a reading every 0.2 s, about a second of history.
+_SMOOTHING = 0.3
 
 
 class PipelineBudget:
@@ -55,6 +58,7 @@ class PipelineBudget:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`fixed`: a budget that does not follow the readings (`min_in_flight` and `max_in_flight` are then it)."""
+        self._fixed = fixed is not None
         if fixed is not None:
             min_in_flight = max_in_flight = fixed
         if not 1 <= min_in_flight <= max_in_flight:
@@ -64,6 +68,7 @@ class PipelineBudget:
         self.budget = max_in_flight
         self._target = target_seconds
         self._min, self._max = min_in_flight, max_in_flight
+        self._rate: float | None = None  # orders a second the pipeline settles, smoothed over the readings
         self._backlog = backlog
         self._refresh_seconds = refresh_seconds
         self._stale_after = stale_after_seconds
@@ -111,11 +116,16 @@ class PipelineBudget:
         PIPELINE_BUDGET.set(self.budget)
 
     def _budget_for(self, reading: BacklogReading) -> int:
-        """Little's law on the reading: the rate it shows (orders / wait) times the target wait."""
-        if reading.orders == 0 or reading.wait_p95_seconds <= 0:
-            return self._max  # nothing waits: no evidence the pipeline is short of anything
-        settling = reading.orders / reading.wait_p95_seconds
-        return min(max(math.ceil(settling * self._target), self._min), self._max)
+        """Little's law on the readings: the rate they show (orders / wait, smoothed over about a second of
+        readings, so one burst or one lull does not swing it) times the target wait."""
+        if self._fixed:
+            return self._max
+        if reading.orders > 0 and reading.wait_p95_seconds > 0:
+            rate = reading.orders / reading.wait_p95_seconds
+            self._rate = rate if self._rate is None else self._rate + _SMOOTHING * (rate - self._rate)
+        if self._rate is None:
+            return self._max  # nothing has waited yet: no evidence the pipeline is short of anything
+        return min(max(math.ceil(self._rate * self._target), self._min), self._max)
 
     async def _refresh(self) -> None:
         try:

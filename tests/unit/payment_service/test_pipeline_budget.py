@@ -190,28 +190,47 @@ async def test_the_middleware_refuses_past_the_budget_with_pipeline_behind_befor
     assert REGISTRY.get_sample_value("payment_pipeline_orders_in_flight") == 3
 
 
-async def test_the_budget_is_the_rate_the_reading_shows_times_the_target_wait_within_its_bounds() -> None:
+async def settle(pipeline: PipelineBudget, backlog: FakeBacklog, count: int, wait: float) -> int:
+    """The budget once the same reading has been seen for a while (the rate is smoothed over readings)."""
+    backlog.count, backlog.wait = count, wait
+    for _ in range(30):
+        await pipeline.refresh()
+    return pipeline.budget
+
+
+async def test_the_budget_is_the_rate_the_readings_show_times_the_target_wait_within_its_bounds() -> None:
     backlog, clock = FakeBacklog(), Clock()
     pipeline = adaptive(backlog, clock)
     await pipeline.refresh()
-    assert pipeline.budget == 1_000  # nothing waits: no evidence of a shortage
-    backlog.count, backlog.wait = 100, 0.25  # settling ~400 orders/s: 200 keep the wait at 0.5 s
-    await pipeline.refresh()
-    assert pipeline.budget == 200 and pipeline.admits()
-    backlog.count, backlog.wait = 300, 1.5  # a slow PSP: 200 orders/s, and the oldest already wait 1.5 s
-    await pipeline.refresh()
-    assert pipeline.budget == 100 and not pipeline.admits()
-    backlog.count, backlog.wait = 300, 60.0  # the consumers stopped: the floor, so a few stuck orders never block
-    await pipeline.refresh()
-    assert pipeline.budget == 20 and not pipeline.admits()
-    backlog.count, backlog.wait = 5, 60.0  # a handful stuck, nothing else waiting: still admitted
+    assert pipeline.budget == 1_000  # nothing has waited yet: no evidence of a shortage
+    # Settling ~400 orders/s: 200 in flight keep the wait at the 0.5 s target.
+    assert await settle(pipeline, backlog, 100, 0.25) in (200, 201)  # (rounded up)
+    assert pipeline.admits()
+    # A slow PSP: ~200 orders/s, and the oldest already wait 1.5 s.
+    assert await settle(pipeline, backlog, 300, 1.5) in (100, 101)
+    assert not pipeline.admits()
+    # The consumers stopped: the floor, so that a few stuck orders never close the door.
+    assert await settle(pipeline, backlog, 300, 60.0) == 20
+    assert not pipeline.admits()
+    backlog.count = 5  # a handful stuck, nothing else waiting: still admitted
     await pipeline.refresh()
     assert pipeline.admits()
-    backlog.count, backlog.wait = 900, 0.1  # a fast pipeline: the ceiling
-    await pipeline.refresh()
-    assert pipeline.budget == 1_000
+    assert await settle(pipeline, backlog, 900, 0.1) == 1_000  # a fast pipeline: the ceiling
     assert REGISTRY.get_sample_value("payment_pipeline_in_flight_budget") == 1_000
     assert REGISTRY.get_sample_value("payment_pipeline_wait_p95_seconds") == 0.1
+
+
+async def test_one_reading_out_of_line_moves_the_budget_only_part_of_the_way_and_an_empty_one_keeps_it() -> None:
+    backlog, clock = FakeBacklog(), Clock()
+    pipeline = adaptive(backlog, clock)
+    assert await settle(pipeline, backlog, 100, 0.25) in (200, 201)
+    backlog.count, backlog.wait = 100, 2.5  # one burst of slow answers: the instant rate says 40 orders/s
+    await pipeline.refresh()
+    assert 100 < pipeline.budget < 200
+    before = pipeline.budget
+    backlog.count = 0  # a lull: nothing waits, nothing is learnt
+    await pipeline.refresh()
+    assert pipeline.budget == before
 
 
 def test_admission_settings_are_checked() -> None:
