@@ -70,6 +70,16 @@ def _check_type(result: EventEnvelope[PspResultUpdated]) -> None:
         raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
 
 
+def _check_payment(locked: LockedOrder, result: EventEnvelope[PspResultUpdated]) -> None:
+    """A result that names another payment than its order's was not made from this order: it can never apply."""
+    named = result.payload.order.payment_id
+    if named != locked.order.payment_id:
+        raise UnknownPaymentOrder(
+            f"payment order {locked.order.payment_order_id.value} belongs to payment {locked.order.payment_id.value}, "
+            f"not {named.value}"
+        )
+
+
 class ApplyPspResult:
     def __init__(
         self,
@@ -95,6 +105,7 @@ class ApplyPspResult:
             locked = await tx.lock(order_id)
             if locked is None:
                 raise UnknownPaymentOrder(f"payment order {order_id} does not exist")
+            _check_payment(locked, result)
             applied = await self._apply_locked(tx, locked, result, first=first, now=now)
         await self._after_commit(result, applied)
         return applied
@@ -102,12 +113,13 @@ class ApplyPspResult:
     async def apply_many(self, results: Sequence[EventEnvelope[PspResultUpdated]]) -> list[Applied | Exception]:
         """Results for distinct orders in one transaction (one inbox insert, one lock of each kind, then each order
         exactly as `__call__` would): per-statement cost, not the rules, is what batching saves. If the batch
-        cannot apply whole (an unknown order, any error but an unreachable database), each result is applied alone,
-        so every caller gets its own outcome and one bad result cannot fail its neighbours."""
+        cannot apply whole (an unknown order, two results for one order, any error but an unreachable database),
+        each result is applied alone, so every caller gets its own outcome and one bad result cannot fail its
+        neighbours."""
         order_ids = [r.payload.order.payment_order_id.value for r in results]
         if len(set(order_ids)) != len(order_ids):
-            raise ValueError("a batch holds at most one result per payment order")
-        if len(results) > 1:
+            log.warning("psp_result_batch_applied_one_by_one", results=len(results), error="two results for one order")
+        elif len(results) > 1:
             try:
                 applied = await self._apply_batch(results, order_ids)
             except DependencyUnavailable as error:
@@ -137,6 +149,8 @@ class ApplyPspResult:
             locked = await tx.lock_many(order_ids)
             if missing := [i for i in order_ids if i not in locked]:
                 raise UnknownPaymentOrder(f"payment orders {missing} do not exist")
+            for order_id, result in zip(order_ids, results, strict=True):
+                _check_payment(locked[order_id], result)
             return [
                 await self._apply_locked(tx, locked[order_id], result, first=result.event_id in first, now=now)
                 for order_id, result in zip(order_ids, results, strict=True)
