@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
-from payment_infrastructure.postgres.driver import driver_connection
+from payment_infrastructure.postgres.driver import bounded_transaction, driver_connection
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.runtime.batcher import Batcher
@@ -147,10 +147,20 @@ class _Claim:
 
 class PostgresPaymentOrderClaims:
     """Concurrent claims (a consumer batch's PSP calls) are coalesced into one statement for many orders
-    (`Batcher`: distinct orders per statement, two statements in flight); alone, a claim is the single statement."""
+    (`Batcher`: distinct orders per statement, two statements in flight); alone, a claim is the single statement.
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 32) -> None:
+    The statement is bounded by `statement_timeout_ms` and its row locks by `lock_timeout_ms`: one order locked
+    elsewhere (by hand, by a long transaction) fails its batch with a lock timeout, and the batch's claims are
+    then made one by one, so only that order's claim waits (retried in place as a dependency failure)."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int, max_batch: int = 32
+    ) -> None:
+        if statement_timeout_ms <= 0 or lock_timeout_ms <= 0:
+            raise ValueError("the claim's statement and lock timeouts must be positive")
         self._engine = engine
+        self._statement_timeout_ms = statement_timeout_ms
+        self._lock_timeout_ms = lock_timeout_ms
         self._claims: Batcher[int, _Claim, ClaimedAttempt | None] = Batcher(
             self._claim_many, key=lambda claim: claim.payment_order_id, concurrency=2, max_batch=max_batch
         )
@@ -165,8 +175,11 @@ class PostgresPaymentOrderClaims:
         await self._claims.drain()
 
     async def _claim_many(self, claims: Sequence[_Claim]) -> list[ClaimedAttempt | None]:
-        # One statement, so no transaction of our own: the row locks and the updates commit together.
-        async with translated_errors(), driver_connection(self._engine) as conn:
+        # One statement in a transaction that only carries its timeouts: the row locks and the updates commit together.
+        bounded = bounded_transaction(
+            self._engine, statement_timeout_ms=self._statement_timeout_ms, lock_timeout_ms=self._lock_timeout_ms
+        )
+        async with translated_errors(), bounded as conn:
             if len(claims) == 1:
                 (one,) = claims
                 row = await conn.fetchrow(
