@@ -30,7 +30,7 @@ from payment_domain.events import (
     psp_call_requested,
 )
 from payment_domain.payment import PaymentOrder
-from payment_domain.psp_result import Action, Decision, Policy, decide
+from payment_domain.psp_result import Action, Decision, Policy, ResultSource, decide
 from payment_domain.status import RETRYABLE, PaymentOrderStatus
 
 log = structlog.get_logger(__name__)
@@ -78,6 +78,23 @@ def _check_payment(locked: LockedOrder, result: EventEnvelope[PspResultUpdated])
             f"payment order {locked.order.payment_order_id.value} belongs to payment {locked.order.payment_id.value}, "
             f"not {named.value}"
         )
+
+
+def _calls_until(
+    locked: LockedOrder, decision: Decision, result: EventEnvelope[PspResultUpdated], now: datetime
+) -> datetime | None:
+    """Until when a call under the attempt's key may still reach the PSP, kept while the attempt waits for word
+    about it (the latest claim's lease end: no call outlives its claim's lease). None once the attempt is settled
+    or moves on, once that moment is past, and when the answer is a charge's from the only call ever claimed under
+    the key: that call is over, and no other can be on its way."""
+    if decision.action not in (Action.CHECK_STATUS, Action.RECONCILE):
+        return None
+    if locked.calls_until is None or locked.calls_until <= now:
+        return None
+    answer = result.payload
+    if answer.source is ResultSource.CHARGE and locked.psp_calls == 1 and answer.call_number == 1:
+        return None
+    return locked.calls_until
 
 
 class ApplyPspResult:
@@ -167,7 +184,7 @@ class ApplyPspResult:
     ) -> Applied:
         """The decision and its writes for one locked order (a redelivery decides nothing)."""
         error = result.payload.error_detail
-        decision = decide(locked.state, result.payload.outcome, self._policy.domain) if first else None
+        decision = decide(locked.state_at(now), result.payload.outcome, self._policy.domain) if first else None
         order = locked.order
         if decision is not None:
             order = dataclasses.replace(
@@ -219,6 +236,7 @@ class ApplyPspResult:
             Action.CHECK_STATUS: decision.check_number,
             Action.RETRY: 0,
         }.get(decision.action, locked.status_check_number)
+        calls_until = _calls_until(locked, decision, result, now)
         await txn.save(
             order.payment_order_id.value,
             status=order.status,
@@ -227,6 +245,7 @@ class ApplyPspResult:
             error=order.last_error_message,
             status_check_number=check_number,
             now=now,
+            calls_until=calls_until,
         )
         if decision.action in (Action.SUCCEED, Action.FAIL):
             await txn.add_events(
@@ -237,11 +256,13 @@ class ApplyPspResult:
                 await self._audit_reconciled(txn, order, result)
         elif decision.action is Action.CHECK_STATUS:
             delay = self._policy.status_check_delays_seconds[decision.check_number - 1]
+            # Never before a call still on its way could have reached the PSP: the check must see what it did.
+            due_at = max(now + timedelta(seconds=delay), calls_until or now)
             await txn.schedule_status_check(
                 order.payment_order_id.value,
                 attempt=order.retry_count,
                 check_number=decision.check_number,
-                due_at=now + timedelta(seconds=delay),
+                due_at=due_at,
                 trace_id=result.trace_id,
                 now=now,
             )

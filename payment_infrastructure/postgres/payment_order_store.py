@@ -90,7 +90,7 @@ _SAVE = """
     UPDATE payment_orders
        SET status = $2, retry_count = $3, retry_reason = $4, last_error_message = $5,
            status_check_number = $6, updated_at = $7,
-           psp_claim_token = NULL, psp_claim_expires_at = NULL,
+           psp_claim_token = NULL, psp_claim_expires_at = $8,
            psp_call_count = CASE WHEN retry_count = $3 THEN psp_call_count ELSE 0 END
      WHERE payment_order_id = $1
 """
@@ -206,7 +206,10 @@ class PostgresPaymentOrderClaims:
 
 def _locked(row: asyncpg.Record) -> LockedOrder:
     return LockedOrder(
-        order=order_from_row(row), status_check_number=row["status_check_number"], psp_calls=row["psp_call_count"]
+        order=order_from_row(row),
+        status_check_number=row["status_check_number"],
+        psp_calls=row["psp_call_count"],
+        calls_until=row["psp_claim_expires_at"],
     )
 
 
@@ -247,6 +250,7 @@ class PostgresResultTransaction:
         error: str | None,
         status_check_number: int,
         now: datetime,
+        calls_until: datetime | None = None,
     ) -> None:
         await self._conn.execute(
             _SAVE,
@@ -257,6 +261,7 @@ class PostgresResultTransaction:
             error[:2000] if error else None,
             status_check_number,
             now,
+            calls_until,
         )
 
     async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:

@@ -185,6 +185,7 @@ def build_container(
             psp=psp,
             events=events,
             clock=clock,
+            monotonic=SystemClock(),
             lease_seconds=settings.process.psp_claim_lease_seconds,
             call_budget_seconds=settings.psp.call_budget_seconds,
         ),

@@ -74,6 +74,7 @@ class Executor:
                 psp=self.psp,
                 events=self.events,
                 clock=SystemClock(),
+                monotonic=SystemClock(),
                 lease_seconds=30,
                 call_budget_seconds=1.5,
             )
