@@ -30,7 +30,7 @@ from payment_domain.events import (
     psp_call_requested,
 )
 from payment_domain.payment import PaymentOrder
-from payment_domain.psp_result import Action, Decision, Policy, decide
+from payment_domain.psp_result import Action, Decision, Policy, ResultSource, decide
 from payment_domain.status import RETRYABLE, PaymentOrderStatus
 
 log = structlog.get_logger(__name__)
@@ -70,6 +70,33 @@ def _check_type(result: EventEnvelope[PspResultUpdated]) -> None:
         raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
 
 
+def _check_payment(locked: LockedOrder, result: EventEnvelope[PspResultUpdated]) -> None:
+    """A result that names another payment than its order's was not made from this order: it can never apply."""
+    named = result.payload.order.payment_id
+    if named != locked.order.payment_id:
+        raise UnknownPaymentOrder(
+            f"payment order {locked.order.payment_order_id.value} belongs to payment {locked.order.payment_id.value}, "
+            f"not {named.value}"
+        )
+
+
+def _calls_until(
+    locked: LockedOrder, decision: Decision, result: EventEnvelope[PspResultUpdated], now: datetime
+) -> datetime | None:
+    """Until when a call under the attempt's key may still reach the PSP, kept while the attempt waits for word
+    about it (the latest claim's lease end: no call outlives its claim's lease). None once the attempt is settled
+    or moves on, once that moment is past, and when the answer is a charge's from the only call ever claimed under
+    the key: that call is over, and no other can be on its way."""
+    if decision.action not in (Action.CHECK_STATUS, Action.RECONCILE):
+        return None
+    if locked.calls_until is None or locked.calls_until <= now:
+        return None
+    answer = result.payload
+    if answer.source is ResultSource.CHARGE and locked.psp_calls == 1 and answer.call_number == 1:
+        return None
+    return locked.calls_until
+
+
 class ApplyPspResult:
     def __init__(
         self,
@@ -95,6 +122,7 @@ class ApplyPspResult:
             locked = await tx.lock(order_id)
             if locked is None:
                 raise UnknownPaymentOrder(f"payment order {order_id} does not exist")
+            _check_payment(locked, result)
             applied = await self._apply_locked(tx, locked, result, first=first, now=now)
         await self._after_commit(result, applied)
         return applied
@@ -102,12 +130,13 @@ class ApplyPspResult:
     async def apply_many(self, results: Sequence[EventEnvelope[PspResultUpdated]]) -> list[Applied | Exception]:
         """Results for distinct orders in one transaction (one inbox insert, one lock of each kind, then each order
         exactly as `__call__` would): per-statement cost, not the rules, is what batching saves. If the batch
-        cannot apply whole (an unknown order, any error but an unreachable database), each result is applied alone,
-        so every caller gets its own outcome and one bad result cannot fail its neighbours."""
+        cannot apply whole (an unknown order, two results for one order, any error but an unreachable database),
+        each result is applied alone, so every caller gets its own outcome and one bad result cannot fail its
+        neighbours."""
         order_ids = [r.payload.order.payment_order_id.value for r in results]
         if len(set(order_ids)) != len(order_ids):
-            raise ValueError("a batch holds at most one result per payment order")
-        if len(results) > 1:
+            log.warning("psp_result_batch_applied_one_by_one", results=len(results), error="two results for one order")
+        elif len(results) > 1:
             try:
                 applied = await self._apply_batch(results, order_ids)
             except DependencyUnavailable as error:
@@ -137,6 +166,8 @@ class ApplyPspResult:
             locked = await tx.lock_many(order_ids)
             if missing := [i for i in order_ids if i not in locked]:
                 raise UnknownPaymentOrder(f"payment orders {missing} do not exist")
+            for order_id, result in zip(order_ids, results, strict=True):
+                _check_payment(locked[order_id], result)
             return [
                 await self._apply_locked(tx, locked[order_id], result, first=result.event_id in first, now=now)
                 for order_id, result in zip(order_ids, results, strict=True)
@@ -153,7 +184,7 @@ class ApplyPspResult:
     ) -> Applied:
         """The decision and its writes for one locked order (a redelivery decides nothing)."""
         error = result.payload.error_detail
-        decision = decide(locked.state, result.payload.outcome, self._policy.domain) if first else None
+        decision = decide(locked.state_at(now), result.payload.outcome, self._policy.domain) if first else None
         order = locked.order
         if decision is not None:
             order = dataclasses.replace(
@@ -205,6 +236,7 @@ class ApplyPspResult:
             Action.CHECK_STATUS: decision.check_number,
             Action.RETRY: 0,
         }.get(decision.action, locked.status_check_number)
+        calls_until = _calls_until(locked, decision, result, now)
         await txn.save(
             order.payment_order_id.value,
             status=order.status,
@@ -213,6 +245,7 @@ class ApplyPspResult:
             error=order.last_error_message,
             status_check_number=check_number,
             now=now,
+            calls_until=calls_until,
         )
         if decision.action in (Action.SUCCEED, Action.FAIL):
             await txn.add_events(
@@ -223,11 +256,13 @@ class ApplyPspResult:
                 await self._audit_reconciled(txn, order, result)
         elif decision.action is Action.CHECK_STATUS:
             delay = self._policy.status_check_delays_seconds[decision.check_number - 1]
+            # Never before a call still on its way could have reached the PSP: the check must see what it did.
+            due_at = max(now + timedelta(seconds=delay), calls_until or now)
             await txn.schedule_status_check(
                 order.payment_order_id.value,
                 attempt=order.retry_count,
                 check_number=decision.check_number,
-                due_at=now + timedelta(seconds=delay),
+                due_at=due_at,
                 trace_id=result.trace_id,
                 now=now,
             )

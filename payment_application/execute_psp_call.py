@@ -3,11 +3,9 @@ publish what the PSP said. The claim is a short transaction; the PSP call happen
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import structlog
 
-from payment_application.ports.clock import Clock
+from payment_application.ports.clock import Clock, MonotonicClock
 from payment_application.ports.events import EventSink
 from payment_application.ports.payment_orders import PaymentOrderClaims
 from payment_application.ports.psp import PspChargeRequest, PspGateway
@@ -30,18 +28,22 @@ class ExecutePspCall:
         psp: PspGateway,
         events: EventSink,
         clock: Clock,
+        monotonic: MonotonicClock,
         lease_seconds: float,
         call_budget_seconds: float = 0.0,
     ) -> None:
-        """`call_budget_seconds`: the longest a PSP call can take from its start (pool wait + request timeout). A
-        call starts only while that much of the lease is left, so no call under the key can still be on its way
-        to the PSP once the lease has run out and another claim may follow."""
+        """`call_budget_seconds`: the longest a PSP call can take from its start until nothing of it can reach the
+        PSP any more (pool wait, request timeout, the cancelling backstop). A call starts only while that much of
+        the lease is left, measured on `monotonic`, so no call under the key can still be on its way to the PSP
+        once the lease has run out: then another claim may follow, and a status check may conclude "not
+        charged" (the result applier keeps the lease's end as that bound)."""
         if call_budget_seconds < 0 or call_budget_seconds >= lease_seconds:
             raise ValueError("call_budget_seconds must be at least 0 and shorter than the claim lease")
         self._claims = claims
         self._psp = psp
         self._events = events
         self._clock = clock
+        self._monotonic = monotonic
         self._lease_seconds = lease_seconds
         self._start_within = lease_seconds - call_budget_seconds
 
@@ -54,7 +56,7 @@ class ExecutePspCall:
             raise ValueError(f"expected {EventType.PSP_CALL_REQUESTED}, got {request.event_type}")
         requested, attempt = request.payload.order, request.payload.attempt
         while True:
-            asked_at = self._clock.now()
+            asked_at = self._monotonic.monotonic()
             claimed = await self._claims.claim_attempt(
                 requested.payment_order_id.value,
                 attempt=attempt,
@@ -101,6 +103,7 @@ class ExecutePspCall:
         await self._events.emit(updated)
         return updated
 
-    def _in_time(self, asked_at: datetime) -> bool:
-        """Measured from before the claim was asked for: the lease ran from no earlier than that."""
-        return (self._clock.now() - asked_at).total_seconds() < self._start_within
+    def _in_time(self, asked_at: float) -> bool:
+        """Measured from before the claim was asked for (the lease ran from no earlier than that), on a clock a
+        wall-clock step cannot move."""
+        return self._monotonic.monotonic() - asked_at < self._start_within

@@ -5,7 +5,8 @@ Rule 3 lives here: an unknown outcome (timeout, pending, unrecognised answer) is
 is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt. A
 charge call answered "not processed" (503/429, refused before sending) proves no money moved only when it was the
 only call ever made under the attempt's key: any other call under that key may have charged, so the answer is
-then an unknown outcome too.
+then an unknown outcome too. Likewise a status check's "no such charge" (or "failed, no money moved") proves
+nothing while a call under the key may still reach the PSP: the check is asked again later instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ NO_CHARGE_AT_PSP = "NO_CHARGE_AT_PSP"
 # Suffix of the reason when a "no money moved" answer cannot be trusted because the key saw more than one call.
 AFTER_REPEATED_CALL = "_AFTER_REPEATED_CALL"
 COULD_NOT_ASK_PSP = "COULD_NOT_ASK_PSP"
+# Suffix of the reason when a "no money moved" status answer came while a call under the key could still be sent.
+WHILE_A_CALL_MAY_BE_SENT = "_WHILE_A_CALL_MAY_BE_SENT"
 
 # Transient answers that prove the attempt moved no money: safe to charge again under the next attempt's key.
 _NO_MONEY_MOVED = frozenset({S.FAILED_TRANSIENT_ERROR, S.PSP_UNAVAILABLE_TRANSIENT})
@@ -72,6 +75,8 @@ class OrderState:
     attempt: int  # retry_count: the attempt currently in play (0 = first charge)
     status_check_number: int  # the check currently scheduled (0 = none)
     psp_calls: int = 1  # charge calls ever claimed under the attempt's key (0 when none is on record)
+    # A call claimed under the attempt's key may still be on its way to the PSP (its claim's bound is not past).
+    call_may_be_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ def decide(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision |
         return None
     decision: Decision | None
     if state.status is S.NEEDS_RECONCILIATION:
-        decision = _after_parked(outcome)
+        decision = _after_parked(outcome, state.call_may_be_sent)
     elif outcome.source is ResultSource.STATUS_CHECK:
         if state.status not in AWAITING_STATUS_CHECK or outcome.check_number != state.status_check_number:
             return None
@@ -127,32 +132,42 @@ def _after_charge(state: OrderState, outcome: PspOutcome, policy: Policy) -> Dec
 
 
 def _after_status_check(state: OrderState, outcome: PspOutcome, policy: Policy) -> Decision:
+    status = outcome.status
+    if state.call_may_be_sent and (not outcome.found or status in _NO_MONEY_MOVED):
+        # The PSP has not seen the key (or saw it fail), but a call under it may still arrive and charge: only an
+        # answer given once no call can be sent any more may open the next attempt. Ask again.
+        reason = (NO_CHARGE_AT_PSP if not outcome.found or status is None else status.value) + WHILE_A_CALL_MAY_BE_SENT
+        return _check_again(state, outcome, policy, reason)
     if not outcome.found:
         return _retry_or_give_up(state, S.FAILED_TRANSIENT_ERROR, NO_CHARGE_AT_PSP, policy)
-    status = outcome.status
     if status is S.SUCCESSFUL_FINAL:
         return Decision(Action.SUCCEED, S.SUCCESSFUL_FINAL, state.attempt, None)
     if status in (S.DECLINED_FINAL, S.FAILED_FINAL):
         return Decision(Action.FAIL, status, state.attempt, status.value)
     if status in _NO_MONEY_MOVED:
         return _retry_or_give_up(state, status, status.value, policy)
-    reason = status.value if status is not None else COULD_NOT_ASK_PSP
+    return _check_again(state, outcome, policy, status.value if status is not None else COULD_NOT_ASK_PSP)
+
+
+def _check_again(state: OrderState, outcome: PspOutcome, policy: Policy, reason: str) -> Decision:
     if outcome.check_number >= policy.status_checks:
         return Decision(Action.RECONCILE, S.NEEDS_RECONCILIATION, state.attempt, reason)
     return Decision(Action.CHECK_STATUS, state.status, state.attempt, reason, outcome.check_number + 1)
 
 
-def _after_parked(outcome: PspOutcome) -> Decision | None:
+def _after_parked(outcome: PspOutcome, call_may_be_sent: bool) -> Decision | None:
     """A parked order leaves only on a definitive word about its attempt's key: a late charge answer, the
     periodic re-query, or a check still in flight. "No such charge" (or the key failed with no money moved) ends
     it as FAILED_FINAL: by now the buyer has waited through the whole schedule, and no call can still be made
-    under the key (parked orders are never claimed). Anything else leaves it parked."""
+    under the key (parked orders are never claimed; one claimed before must also be past its bound). Anything
+    else leaves it parked."""
     status = outcome.status
     if status is S.SUCCESSFUL_FINAL:
         return Decision(Action.SUCCEED, S.SUCCESSFUL_FINAL, outcome.attempt, None)
     if status in (S.DECLINED_FINAL, S.FAILED_FINAL):
         return Decision(Action.FAIL, status, outcome.attempt, status.value)
-    if outcome.source is ResultSource.STATUS_CHECK and (not outcome.found or status is S.FAILED_TRANSIENT_ERROR):
+    no_money_moved = not outcome.found or status is S.FAILED_TRANSIENT_ERROR
+    if outcome.source is ResultSource.STATUS_CHECK and no_money_moved and not call_may_be_sent:
         reason = NO_CHARGE_AT_PSP if not outcome.found else S.FAILED_TRANSIENT_ERROR.value
         return Decision(Action.FAIL, S.FAILED_FINAL, outcome.attempt, reason)
     return None

@@ -8,6 +8,7 @@ Fields nothing decides on (the public ids, the error code, the latency) are read
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,11 @@ from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus
 
 Wire = dict[str, Any]
+
+# What the columns that store these fields hold (payment_orders, payment_order_status_checks): a value outside
+# them is refused by the database, so by every statement it shares, and is poison from the start.
+INT4_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
 
 
 class EnvelopeDecodeError(ValueError):
@@ -137,7 +143,7 @@ def envelope_from_bytes(raw: bytes) -> AnyEnvelope:
         payload = _DECODERS[event_type](data)
         if payload.event_type is not event_type:
             raise EnvelopeDecodeError(f"eventType {event_type.value} does not match data.status")
-        event_id = _text(doc, "eventId", "envelope")
+        event_id = _uuid_text(doc, "eventId")
         return EventEnvelope(
             event_id=event_id,
             aggregate_id=_text(doc, "aggregateId", "envelope"),
@@ -168,10 +174,21 @@ def _text(doc: Mapping[str, Any], name: str, where: str = "data") -> str:
     return value
 
 
-def _integer(data: Mapping[str, Any], name: str) -> int:
+def _integer(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, int):
         raise EnvelopeDecodeError(f"data.{name} must be an integer")
+    if not low <= value <= high:
+        raise EnvelopeDecodeError(f"data.{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def _uuid_text(doc: Mapping[str, Any], name: str) -> str:
+    value = _text(doc, name, "envelope")
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise EnvelopeDecodeError(f"envelope.{name} must be a UUID") from None
     return value
 
 
@@ -197,11 +214,11 @@ def _order_from_wire(data: Mapping[str, Any]) -> PaymentOrder:
         payment_order_id=PaymentOrderId(int(_text(data, "paymentOrderId"))),
         payment_id=PaymentId(int(_text(data, "paymentId"))),
         seller_id=_text(data, "sellerId"),
-        amount=Amount(_integer(data, "amountValue"), Currency.parse(_text(data, "currency"))),
+        amount=Amount(_integer(data, "amountValue", 1, BIGINT_MAX), Currency.parse(_text(data, "currency"))),
         status=PaymentOrderStatus(_text(data, "status")),
         created_at=_moment(data, "createdAt"),
         updated_at=_moment(data, "updatedAt"),
-        retry_count=_integer(data, "retryCount"),
+        retry_count=_integer(data, "retryCount", 0, INT4_MAX),
         retry_reason=_optional_text(data, "retryReason"),
         last_error_message=_optional_text(data, "lastErrorMessage"),
     )
@@ -209,11 +226,7 @@ def _order_from_wire(data: Mapping[str, Any]) -> PaymentOrder:
 
 def _result_from_wire(data: Mapping[str, Any]) -> PspResultUpdated:
     order = _order_from_wire(data)
-    if order.retry_count < 0:
-        raise EnvelopeDecodeError("data.retryCount must be a non-negative integer")
-    check_number = data.get("statusCheckNumber", 0)
-    if isinstance(check_number, bool) or not isinstance(check_number, int):
-        raise EnvelopeDecodeError("data.statusCheckNumber must be an integer")
+    check_number = _integer(data, "statusCheckNumber", 0, INT4_MAX) if "statusCheckNumber" in data else 0
     raw_status = data.get("pspStatus")
     return PspResultUpdated(
         order=order,
@@ -229,7 +242,9 @@ def _result_from_wire(data: Mapping[str, Any]) -> PspResultUpdated:
 
 
 def _status_check_from_wire(data: Mapping[str, Any]) -> StatusCheckRequested:
-    return StatusCheckRequested(order=_order_from_wire(data), check_number=_integer(data, "statusCheckNumber"))
+    return StatusCheckRequested(
+        order=_order_from_wire(data), check_number=_integer(data, "statusCheckNumber", 0, INT4_MAX)
+    )
 
 
 _DECODERS: Mapping[EventType, Callable[[Mapping[str, Any]], EventPayload]] = {

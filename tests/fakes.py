@@ -24,9 +24,14 @@ class FakeClock:
         if start.tzinfo is None:
             raise ValueError("FakeClock needs a timezone-aware start")
         self._now = start
+        self._start = start
 
     def now(self) -> datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        """Seconds since the start: moves exactly as the test moves the clock."""
+        return (self._now - self._start).total_seconds()
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta

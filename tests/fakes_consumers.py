@@ -174,6 +174,7 @@ class _Save:
     error: str | None
     status_check_number: int
     now: datetime
+    calls_until: datetime | None = None
 
     def apply(self, row: OrderRow) -> None:
         if row.order.retry_count != self.attempt:
@@ -187,7 +188,12 @@ class _Save:
             updated_at=self.now,
         )
         row.status_check_number = self.status_check_number
-        row.claim_token = row.claim_expires_at = None
+        row.claim_token = None
+        row.claim_expires_at = self.calls_until
+
+
+def _locked(row: OrderRow) -> LockedOrder:
+    return LockedOrder(row.order, row.status_check_number, row.psp_calls, row.claim_expires_at)
 
 
 class FakeResultTransaction:
@@ -238,12 +244,12 @@ class FakeResultTransaction:
     async def lock(self, payment_order_id: int) -> LockedOrder | None:
         self._maybe_fail("lock")
         row = self._row(payment_order_id)
-        return LockedOrder(row.order, row.status_check_number, row.psp_calls) if row is not None else None
+        return _locked(row) if row is not None else None
 
     async def lock_many(self, payment_order_ids: Sequence[int]) -> dict[int, LockedOrder]:
         self._maybe_fail("lock_many")
         rows = {i: self._row(i) for i in sorted(set(payment_order_ids))}
-        return {i: LockedOrder(r.order, r.status_check_number, r.psp_calls) for i, r in rows.items() if r is not None}
+        return {i: _locked(r) for i, r in rows.items() if r is not None}
 
     async def save(
         self,
@@ -255,11 +261,12 @@ class FakeResultTransaction:
         error: str | None,
         status_check_number: int,
         now: datetime,
+        calls_until: datetime | None = None,
     ) -> None:
         self._maybe_fail("save")
         if payment_order_id not in self.tables.orders:
             raise KeyError(f"no payment order {payment_order_id} to save")
-        save = _Save(status, attempt, reason, error[:2000] if error else None, status_check_number, now)
+        save = _Save(status, attempt, reason, error[:2000] if error else None, status_check_number, now, calls_until)
         self._saves.setdefault(payment_order_id, []).append(save)
 
     async def add_events(self, envelopes: Sequence[EventEnvelope]) -> None:

@@ -10,3 +10,10 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current instant, timezone-aware UTC."""
         ...
+
+
+class MonotonicClock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (only differences mean anything): for measuring how long
+        something took, which a wall clock set back or forward would get wrong."""
+        ...

@@ -19,10 +19,20 @@ class LockedOrder:
     order: PaymentOrder
     status_check_number: int
     psp_calls: int  # charge calls claimed under the current attempt's key, all time (0: none on record)
+    # Until when a call claimed under the attempt's key may still reach the PSP (the latest claim's lease end,
+    # kept while the attempt waits for a status check); None: no call of the attempt can be on its way.
+    calls_until: datetime | None = None
 
     @property
     def state(self) -> OrderState:
-        return OrderState(self.order.status, self.order.retry_count, self.status_check_number, self.psp_calls)
+        return self.state_at(None)
+
+    def state_at(self, now: datetime | None) -> OrderState:
+        """The order's state for a decision taken at `now` (the database's clock)."""
+        may_be_sent = now is not None and self.calls_until is not None and now < self.calls_until
+        return OrderState(
+            self.order.status, self.order.retry_count, self.status_check_number, self.psp_calls, may_be_sent
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,11 @@ class ResultTransaction(Protocol):
         error: str | None,
         status_check_number: int,
         now: datetime,
-    ) -> None: ...
+        calls_until: datetime | None = None,
+    ) -> None:
+        """Write the order's new state and release its claim; `calls_until` is kept as the bound until which a call
+        under the attempt's key may still reach the PSP (None: none can)."""
+        ...
 
     async def add_events(self, envelopes: Sequence[AnyEnvelope]) -> None:
         """Into the outbox, published by the dispatcher after commit."""

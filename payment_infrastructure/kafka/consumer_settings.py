@@ -20,9 +20,10 @@ class ConsumerSettings(BaseModel):
     partitions, however many it is assigned, so what they share (the PSP pool, the database pool) is sized once.
     `drain_timeout_seconds` bounds how long a rebalance or a shutdown waits for the record a handler is busy
     with; a record still running then is cancelled and, never committed, is delivered again.
-    `in_place_retries` bounds the retries of an unexpected failure only; a dependency failure (database, Redis,
-    broker down) is retried for as long as it lasts, `dependency_backoff_ms` doubling up to the cap, with jitter so
-    that every blocked partition does not knock on the recovering service at the same instant.
+    `in_place_retries` bounds the retries of an unexpected failure only (each after a jittered backoff); a
+    dependency failure (database, Redis, broker down) is retried for as long as it lasts, `dependency_backoff_ms`
+    doubling up to the cap, with jitter so that every blocked partition does not knock on the recovering service
+    at the same instant.
     """
 
     max_poll_records: int = Field(default=200, ge=1)
@@ -72,9 +73,17 @@ class ConsumerSettings(BaseModel):
             raise ValueError("consumer.dependency_backoff_max_ms must be >= consumer.dependency_backoff_ms")
         return self
 
-    def in_place_backoff_seconds(self, retry: int) -> float:
-        """Wait before in-place retry number `retry` (1-based): doubling from the base, capped."""
-        return _doubling(self.in_place_backoff_ms, retry, self.in_place_backoff_max_ms)
+    def in_place_backoff_seconds(self, retry: int, randint: RandInt) -> float:
+        """Wait before in-place retry number `retry` (1-based): equal jitter under a doubling, capped ceiling, so
+        records that failed together (one batch, one statement) do not come back together and fail together again."""
+        if self.in_place_backoff_ms == 0:
+            return 0.0
+        return (
+            equal_jitter_backoff_ms(
+                retry, base_ms=self.in_place_backoff_ms, max_ms=self.in_place_backoff_max_ms, randint=randint
+            )
+            / 1000
+        )
 
     def dependency_backoff_seconds(self, retry: int, randint: RandInt) -> float:
         """Wait before dependency retry number `retry` (1-based): equal jitter under a doubling, capped ceiling."""

@@ -119,7 +119,7 @@ class RecordProcessor:
                     if unexpected > self._settings.in_place_retries:
                         await self._dead_letter(record, error, attempts)
                         return
-                    delay = self._settings.in_place_backoff_seconds(unexpected)
+                    delay = self._settings.in_place_backoff_seconds(unexpected, self._randint)
                     log.warning(
                         "record_handler_failed_retrying",
                         attempt=attempts,

@@ -26,4 +26,26 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
                 await conn.invalidate()
 
 
-__all__ = ["driver_connection"]
+@asynccontextmanager
+async def bounded_transaction(
+    engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a pooled connection's asyncpg connection whose every statement gives up after
+    `statement_timeout_ms`, and every wait for a lock after `lock_timeout_ms` (the server rolls it back and says
+    so: nothing was written). BEGIN and both timeouts go in one round trip; commits when the block exits cleanly."""
+    setup = (
+        f"BEGIN; SET LOCAL statement_timeout = {int(statement_timeout_ms)}; "
+        f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"
+    )
+    async with driver_connection(engine) as conn:
+        await conn.execute(setup)
+        try:
+            yield conn
+        except BaseException:
+            if conn.is_in_transaction() and not conn.is_closed():
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+__all__ = ["bounded_transaction", "driver_connection"]

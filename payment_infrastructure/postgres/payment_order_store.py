@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import AnyEnvelope
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
-from payment_infrastructure.postgres.driver import driver_connection
+from payment_infrastructure.postgres.driver import bounded_transaction, driver_connection
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.runtime.batcher import Batcher
@@ -90,10 +90,11 @@ _SAVE_MANY = """
     UPDATE payment_orders AS o
        SET status = v.status, retry_count = v.attempt, retry_reason = v.reason, last_error_message = v.error,
            status_check_number = v.check_number, updated_at = v.now,
-           psp_claim_token = NULL, psp_claim_expires_at = NULL,
+           psp_claim_token = NULL, psp_claim_expires_at = v.calls_until,
            psp_call_count = CASE WHEN o.retry_count = v.attempt THEN o.psp_call_count ELSE 0 END
-      FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::timestamptz[])
-           AS v(id, status, attempt, reason, error, check_number, now)
+      FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::timestamptz[],
+                  $8::timestamptz[])
+           AS v(id, status, attempt, reason, error, check_number, now, calls_until)
      WHERE o.payment_order_id = v.id
 """
 _OUTBOX_MANY = """
@@ -157,10 +158,20 @@ class _Claim:
 
 class PostgresPaymentOrderClaims:
     """Concurrent claims (a consumer batch's PSP calls) are coalesced into one statement for many orders
-    (`Batcher`: distinct orders per statement, two statements in flight); alone, a claim is the single statement."""
+    (`Batcher`: distinct orders per statement, two statements in flight); alone, a claim is the single statement.
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 32) -> None:
+    The statement is bounded by `statement_timeout_ms` and its row locks by `lock_timeout_ms`: one order locked
+    elsewhere (by hand, by a long transaction) fails its batch with a lock timeout, and the batch's claims are
+    then made one by one, so only that order's claim waits (retried in place as a dependency failure)."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int, max_batch: int = 32
+    ) -> None:
+        if statement_timeout_ms <= 0 or lock_timeout_ms <= 0:
+            raise ValueError("the claim's statement and lock timeouts must be positive")
         self._engine = engine
+        self._statement_timeout_ms = statement_timeout_ms
+        self._lock_timeout_ms = lock_timeout_ms
         self._claims: Batcher[int, _Claim, ClaimedAttempt | None] = Batcher(
             self._claim_many, key=lambda claim: claim.payment_order_id, concurrency=2, max_batch=max_batch
         )
@@ -175,8 +186,11 @@ class PostgresPaymentOrderClaims:
         await self._claims.drain()
 
     async def _claim_many(self, claims: Sequence[_Claim]) -> list[ClaimedAttempt | None]:
-        # One statement, so no transaction of our own: the row locks and the updates commit together.
-        async with translated_errors(), driver_connection(self._engine) as conn:
+        # One statement in a transaction that only carries its timeouts: the row locks and the updates commit together.
+        bounded = bounded_transaction(
+            self._engine, statement_timeout_ms=self._statement_timeout_ms, lock_timeout_ms=self._lock_timeout_ms
+        )
+        async with translated_errors(), bounded as conn:
             if len(claims) == 1:
                 (one,) = claims
                 row = await conn.fetchrow(
@@ -203,7 +217,10 @@ class PostgresPaymentOrderClaims:
 
 def _locked(row: asyncpg.Record) -> LockedOrder:
     return LockedOrder(
-        order=order_from_row(row), status_check_number=row["status_check_number"], psp_calls=row["psp_call_count"]
+        order=order_from_row(row),
+        status_check_number=row["status_check_number"],
+        psp_calls=row["psp_call_count"],
+        calls_until=row["psp_claim_expires_at"],
     )
 
 
@@ -216,7 +233,7 @@ class PostgresResultTransaction:
     def __init__(self, conn: asyncpg.Connection, now: datetime) -> None:
         self._conn = conn
         self.now = now
-        self._saves: dict[int, tuple[int, str, int, str | None, str | None, int, datetime]] = {}
+        self._saves: dict[int, tuple[int, str, int, str | None, str | None, int, datetime, datetime | None]] = {}
         self._events: list[AnyEnvelope] = []
         self._checks: list[tuple[int, int, int, datetime, str, datetime]] = []
         self._payment_statuses: dict[int, tuple[str, datetime]] = {}
@@ -271,6 +288,7 @@ class PostgresResultTransaction:
         error: str | None,
         status_check_number: int,
         now: datetime,
+        calls_until: datetime | None = None,
     ) -> None:
         if payment_order_id in self._saves:
             await self._flush_saves()  # a second save of one order in one transaction: both, in order
@@ -282,6 +300,7 @@ class PostgresResultTransaction:
             error[:2000] if error else None,
             status_check_number,
             now,
+            calls_until,
         )
         for orders in self._orders_of.values():
             if payment_order_id in orders:

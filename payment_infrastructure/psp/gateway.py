@@ -102,7 +102,9 @@ class AiohttpPspGateway:
     def __init__(self, settings: PspSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self._pool: PspWorkerPool[_Answer] = PspWorkerPool(settings.workers, settings.queue_size)
+        self._pool: PspWorkerPool[_Answer] = PspWorkerPool(
+            settings.workers, settings.queue_size, grace_s=settings.call_grace_ms / 1000
+        )
         self._connect_s = settings.connect_timeout_ms / 1000
         self._status_timeout = _timeout(settings.status_timeout_ms / 1000, self._connect_s)
         # Parsed once, not on every call.

@@ -11,6 +11,9 @@ class PspSettings(BaseModel):
     base_url: str = "http://127.0.0.1:8090"
     # The original's wait (its "1S" status name notwithstanding): covers queueing and the HTTP call.
     call_timeout_ms: int = Field(default=500, gt=0)
+    # A charge still running at its call timeout is cancelled this much later (a backstop: the client's own
+    # per-phase timeouts normally end it first); until then its request may still be going out.
+    call_grace_ms: int = Field(default=1000, ge=0)
     status_timeout_ms: int = Field(default=1000, gt=0)
     # Below call_timeout_ms, so an unreachable PSP is told apart from a slow one.
     connect_timeout_ms: int = Field(default=200, gt=0)
@@ -20,6 +23,12 @@ class PspSettings(BaseModel):
     # Shorter than the PSP's own keep-alive, so we never reuse a connection it is closing.
     keepalive_expiry_s: float = Field(default=4.0, gt=0)
     drain_timeout_ms: int = Field(default=5000, ge=0)
+
+    @property
+    def call_budget_seconds(self) -> float:
+        """The longest a charge can take from being handed to the client (queued for a worker) until nothing of it
+        can reach the PSP any more: its call timeout, then the cancelling backstop."""
+        return (self.call_timeout_ms + self.call_grace_ms) / 1000
 
     @field_validator("base_url")
     @classmethod

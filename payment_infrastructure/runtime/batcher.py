@@ -8,7 +8,11 @@ flight (the consumer runtime, its concurrent records).
 Guarantees:
 - items run in arrival order; a batch never holds two items with the same key, and no key is in two running
   batches at once: an item whose key is taken waits, keeping its place, for a later batch;
-- each caller gets its own item's result or exception; a batch that raises fails all its items with that error;
+- each caller gets its own item's result or exception. A batch that raises fails all its items with that error
+  only when the error is shared by all of them (`outage`: by default, the database cannot be reached, which each
+  alone would only wait for again); any other batch-wide error (a value the statement refuses, a lock timeout on
+  one row, a bug) runs the batch's items again one by one, so each caller's outcome is its own item's and one bad
+  item cannot fail its neighbours;
 - a caller cancelled while its item is queued withdraws it (it never runs); one cancelled after its batch started
   does not cancel the batch: its neighbours must not depend on who is still listening.
 """
@@ -24,6 +28,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from payment_application.errors import DependencyUnavailable
+
 log = structlog.get_logger(__name__)
 
 Key = TypeVar("Key", bound=Hashable)
@@ -31,6 +37,11 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+
+def unreachable(error: Exception) -> bool:
+    """The default `outage`: a backing service could not be had at all (nothing ran), the same for every item."""
+    return isinstance(error, DependencyUnavailable)
 
 
 @dataclass(eq=False, slots=True)
@@ -44,7 +55,8 @@ class Batcher(Generic[Key, Item, Result]):
     """Up to `concurrency` batches running at once, each of up to `max_batch` items.
 
     `run_batch(items)` returns one result or exception per item, in order. `observe(size)` hears every batch's
-    size (a metric)."""
+    size (a metric). `outage(error)` says whether a batch-wide error is every item's own (then all get it);
+    otherwise the items run again alone, each in a batch of one."""
 
     def __init__(
         self,
@@ -54,6 +66,7 @@ class Batcher(Generic[Key, Item, Result]):
         concurrency: int = 2,
         max_batch: int = 32,
         observe: Callable[[int], None] = lambda _size: None,
+        outage: Callable[[Exception], bool] = unreachable,
     ) -> None:
         if concurrency < 1 or max_batch < 1:
             raise ValueError("concurrency and max_batch must be at least 1")
@@ -62,6 +75,7 @@ class Batcher(Generic[Key, Item, Result]):
         self._concurrency = concurrency
         self._max_batch = max_batch
         self._observe = observe
+        self._outage = outage
         self._queue: deque[_Pending[Key, Item, Result]] = deque()
         self._busy_keys: set[Key] = set()
         self._runners: set[asyncio.Task[None]] = set()
@@ -126,16 +140,11 @@ class Batcher(Generic[Key, Item, Result]):
     async def _run(self, batch: list[_Pending[Key, Item, Result]]) -> None:
         self._observe(len(batch))
         try:
-            results = await self._run_batch([p.item for p in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+            results = await self._results_of(batch)
         except asyncio.CancelledError:
             for pending in batch:
                 pending.future.cancel()
             raise
-        except Exception as error:
-            log.warning("batch_failed", items=len(batch), error=repr(error))
-            results = [error] * len(batch)
         finally:
             self._busy_keys.difference_update(p.key for p in batch)
         for pending, result in zip(batch, results, strict=True):
@@ -145,3 +154,30 @@ class Batcher(Generic[Key, Item, Result]):
                 pending.future.set_exception(result)
             else:
                 pending.future.set_result(result)
+
+    async def _results_of(self, batch: list[_Pending[Key, Item, Result]]) -> Sequence[Result | BaseException]:
+        """The batch's results; after a batch-wide error that is not an outage, each item's own, run alone."""
+        try:
+            return await self._checked([p.item for p in batch])
+        except Exception as error:
+            if len(batch) == 1 or self._outage(error):
+                log.warning("batch_failed", items=len(batch), error=repr(error))
+                return [error] * len(batch)
+            log.warning("batch_failed_running_items_one_by_one", items=len(batch), error=repr(error))
+        results: list[Result | BaseException] = []
+        for pending in batch:
+            if pending.future.done():  # its caller went away: nobody reads it
+                results.append(asyncio.CancelledError())
+                continue
+            try:
+                (result,) = await self._checked([pending.item])
+            except Exception as error:
+                result = error
+            results.append(result)
+        return results
+
+    async def _checked(self, items: list[Item]) -> Sequence[Result | BaseException]:
+        results = await self._run_batch(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} items")
+        return results

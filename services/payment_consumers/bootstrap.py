@@ -156,7 +156,11 @@ def build_container(
         await redis.ping()
 
     parked = PostgresParkedOrders(engine)
-    claims = PostgresPaymentOrderClaims(engine)
+    claims = PostgresPaymentOrderClaims(
+        engine,
+        statement_timeout_ms=settings.process.psp_claim_statement_timeout_ms,
+        lock_timeout_ms=settings.process.psp_claim_lock_timeout_ms,
+    )
     apply = ApplyPspResult(
         store=PostgresResultStore(
             engine,
@@ -181,8 +185,9 @@ def build_container(
             psp=psp,
             events=events,
             clock=clock,
+            monotonic=SystemClock(),
             lease_seconds=settings.process.psp_claim_lease_seconds,
-            call_budget_seconds=settings.psp.call_timeout_ms / 1000,
+            call_budget_seconds=settings.psp.call_budget_seconds,
         ),
         apply=apply,
         apply_results=result_batcher(apply, concurrency=RESULT_BATCHES_IN_FLIGHT, max_batch=RESULT_BATCH_MAX),

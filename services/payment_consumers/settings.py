@@ -69,6 +69,10 @@ class ProcessSettings(BaseModel):
     management_port: int = Field(default=9001, ge=0, le=65535)
     workers: tuple[Worker, ...] = tuple(Worker)
     psp_claim_lease_seconds: float = Field(default=30, gt=0)
+    # The claim statement's bounds: a row locked elsewhere fails it after the lock timeout (and its batch's other
+    # claims are made one by one), instead of holding a claim slot, and with it every PSP call, for as long.
+    psp_claim_statement_timeout_ms: int = Field(default=2_000, gt=0)
+    psp_claim_lock_timeout_ms: int = Field(default=500, gt=0)
     inbox_retention_days: float = Field(default=7, gt=0)
 
 
@@ -112,6 +116,32 @@ class ConsumersSettings(BaseSettings):
             raise ValueError(
                 f"sweeper.stale_after_seconds ({self.sweeper.stale_after_seconds:g}) must exceed the longest wait of a "
                 f"retry, retry.max_delay_ms + retry.visibility_timeout_ms ({longest_retry_ms} ms)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _claims_and_checks_fit_the_call_budget(self) -> Self:
+        """A claim's lease must outlast a call (and a claim that waited its whole statement timeout must still
+        leave a call time to run inside the lease); a status check must not be due before a call of its attempt
+        could have run its whole budget."""
+        budget = self.psp.call_budget_seconds
+        process = self.process
+        if process.psp_claim_lock_timeout_ms > process.psp_claim_statement_timeout_ms:
+            raise ValueError(
+                f"process.psp_claim_lock_timeout_ms ({process.psp_claim_lock_timeout_ms}) must not exceed "
+                f"process.psp_claim_statement_timeout_ms ({process.psp_claim_statement_timeout_ms})"
+            )
+        if process.psp_claim_statement_timeout_ms / 1000 + budget >= process.psp_claim_lease_seconds:
+            raise ValueError(
+                f"process.psp_claim_lease_seconds ({process.psp_claim_lease_seconds:g}) must exceed "
+                f"process.psp_claim_statement_timeout_ms ({process.psp_claim_statement_timeout_ms}) plus the PSP "
+                f"call budget, psp.call_timeout_ms + psp.call_grace_ms ({budget * 1000:g} ms)"
+            )
+        first_check = self.status_checks.delays_seconds[0]
+        if first_check < budget:
+            raise ValueError(
+                f"status_checks.delays_seconds[0] ({first_check:g}) must be at least the PSP call budget, "
+                f"psp.call_timeout_ms + psp.call_grace_ms ({budget * 1000:g} ms)"
             )
         return self
 

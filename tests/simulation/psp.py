@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_domain.status import PaymentOrderStatus
-from tests.simulation.scheduler import checkpoint
+from tests.simulation.scheduler import checkpoint, wait_for
 
 S = PaymentOrderStatus
 
@@ -52,6 +52,10 @@ class SimPsp:
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per charge made
     late: list[LateExecution] = field(default_factory=list)
     status_outage: bool = False  # the status endpoint is down while faults are on: unknown outcomes get parked
+    # The longest a charge takes from its start until nothing of it can reach the PSP (the executor's call budget):
+    # while faults are on, a request may spend up to that long on its way (our pool's queue, a slow connect).
+    call_budget_ms: int = 0
+    in_transit: list[int] = field(default_factory=list)  # when each request on its way arrives
 
     def charges_of(self, merchant_reference: str) -> list[str]:
         return [key for ref, key in self.ledger if ref == merchant_reference]
@@ -74,7 +78,7 @@ class SimPsp:
                 self.trace(f"PSP declined {execution.key} (late)")
 
     def next_due_ms(self) -> int | None:
-        return min((e.due_ms for e in self.late), default=None)
+        return min([e.due_ms for e in self.late] + self.in_transit, default=None)
 
     def _pick(self, weights: dict[str, int]) -> str:
         names = list(weights)
@@ -85,6 +89,15 @@ class SimPsp:
         # caller's last look at its lease and the PSP seeing the key.
         key = request.idempotency_key
         faulty = self.faults()
+        if faulty and self.call_budget_ms and self.random.random() < 0.25:
+            # Slow on its way, never longer than the budget: a status check or another claim may run meanwhile.
+            arrives = self.now_ms() + self.random.randint(1, self.call_budget_ms)
+            self.trace(f"PSP call {key} on its way until {arrives}")
+            self.in_transit.append(arrives)
+            try:
+                await wait_for(lambda: self.now_ms() >= arrives)
+            finally:
+                self.in_transit.remove(arrives)  # arrived, or its process died on the way (never sent)
         if faulty and self.random.random() < 0.15:
             why = self.random.choice(["POOL_FULL", "CONNECT_FAILED"])
             self.trace(f"PSP call {key} refused on our side ({why})")

@@ -69,6 +69,7 @@ def test_the_faults_happen() -> None:
         "503 (charged)",
         "answer for",  # an answer lost after the charge
         "caller gives up",
+        "on its way until",  # a charge slow to reach the PSP, within the call budget
         "could not ask",
         "retry in place",
         "side by side",  # a consumer batch running several orders of one partition at once

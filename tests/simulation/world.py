@@ -50,6 +50,10 @@ from tests.simulation.scheduler import Scheduler, Task, checkpoint
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 3, 6))
 LEASE_SECONDS = 3.0
+# A charge may take up to this long to reach the PSP. Longer than the first status check's delay on purpose (the
+# consumers' settings refuse that): a check must not conclude "not charged" while a call can still arrive, by
+# construction (the claim's lease end is kept as the bound), not because the timing happens to make it unlikely.
+CALL_BUDGET_SECONDS = 2.0
 STALE_AFTER = timedelta(seconds=20)
 REQUERY_EVERY = timedelta(seconds=30)
 FAULT_STEPS = 600
@@ -71,6 +75,10 @@ class SkewedClock:
 
     def now(self) -> datetime:
         return self.base.now() + self.skew
+
+    def monotonic(self) -> float:
+        """A process's monotonic clock runs with the database's; a skew (a wall clock set wrong) never moves it."""
+        return self.base.monotonic()
 
 
 class Checkpointed:
@@ -142,6 +150,7 @@ class World:
         self.broker = SimBroker(self.random, self.trace, self.faults_on)
         self.psp = SimPsp(self.random, self.now_ms, self.trace, self.faults_on)
         self.psp.status_outage = self.random.random() < 0.25
+        self.psp.call_budget_ms = int(CALL_BUDGET_SECONDS * 1000)
         self.retry_queue = FakeRetryQueue(now_ms=self.now_ms())
         self.clocks: dict[str, SkewedClock] = {}
         self.outbox_sent: set[str] = set()
@@ -178,7 +187,9 @@ class World:
             psp=psp,
             events=sink,
             clock=self.clock("executor"),
+            monotonic=self.clock("executor"),
             lease_seconds=LEASE_SECONDS,
+            call_budget_seconds=CALL_BUDGET_SECONDS,
         )
         apply = ApplyPspResult(
             store=Checkpointed(FakeResultStore(tables, self.db_clock)),

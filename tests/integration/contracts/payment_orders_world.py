@@ -195,7 +195,9 @@ _CLEAN_UP = [
 class PostgresWorld:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.claims: PaymentOrderClaims = PostgresPaymentOrderClaims(engine)
+        self.claims: PaymentOrderClaims = PostgresPaymentOrderClaims(
+            engine, statement_timeout_ms=2_000, lock_timeout_ms=500
+        )
         self.results: ResultStore = PostgresResultStore(engine, statement_timeout_ms=5_000, lock_timeout_ms=2_000)
         self.checks: StatusCheckQueue = PostgresStatusCheckQueue(engine)
         self.parked: ParkedOrders = PostgresParkedOrders(engine)

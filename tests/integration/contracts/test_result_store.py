@@ -192,6 +192,43 @@ async def test_save_writes_the_orders_fields_on_the_transactions_clock_and_frees
     assert claimed is not None
 
 
+async def test_a_claims_lease_end_kept_by_a_save_is_what_a_later_lock_reads_and_a_save_without_clears_it(
+    world: OrdersWorld,
+) -> None:
+    order = await add_order(world)
+    claimed = await world.claims.claim_attempt(
+        order.payment_order_id.value, attempt=0, claim_token="delivery-a", lease_seconds=LEASE
+    )
+    assert claimed is not None
+    first = await locked(world, order)
+    assert first is not None and first.calls_until is not None  # the live claim's lease end
+    lease_end = first.calls_until
+
+    async with world.results.transaction() as tx:
+        await tx.save(
+            order.payment_order_id.value,
+            status=S.PENDING_STATUS_CHECK_LATER,
+            attempt=0,
+            reason="TIMEOUT",
+            error=None,
+            status_check_number=1,
+            now=tx.now,
+            calls_until=lease_end,
+        )
+    kept = await locked(world, order)
+    assert kept is not None and kept.calls_until == lease_end
+    assert (
+        await world.claims.claim_attempt(
+            order.payment_order_id.value, attempt=0, claim_token="delivery-b", lease_seconds=LEASE
+        )
+    ) is None  # waiting for a check: not chargeable, whatever the bound
+
+    async with world.results.transaction() as tx:
+        await save(tx, order, S.FAILED_TRANSIENT_ERROR, attempt=1, reason="NO_CHARGE_AT_PSP")
+    cleared = await locked(world, order)
+    assert cleared is not None and cleared.calls_until is None
+
+
 async def test_a_save_can_clear_the_reason_and_the_error(world: OrdersWorld) -> None:
     order = await add_order(world)
     async with world.results.transaction() as tx:

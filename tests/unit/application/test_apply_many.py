@@ -4,6 +4,7 @@ every caller gets its own outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from payment_application.apply_psp_result import Applied, ApplyPspResult, UnknownPaymentOrder
 from payment_application.errors import DependencyUnavailable
 from payment_domain.events import EventEnvelope, EventType
+from payment_domain.ids import PaymentId
 from payment_domain.psp_result import Action
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.fakes import FakeClock
@@ -188,14 +190,44 @@ async def test_retries_are_queued_after_the_commit_and_a_lost_one_is_queued_by_t
     assert sorted(world.retries.queued) == ["10:1", "9:1"]
 
 
-async def test_a_batch_refuses_two_results_for_one_order() -> None:
+async def test_two_results_for_one_order_that_disagree_on_its_payment_fail_only_the_wrong_one() -> None:
+    """The result batcher keys by the payment an answer names, so two answers about one order naming different
+    payments can share a batch: it is applied one by one, the answer naming another payment is refused (poison,
+    alone), and its neighbours apply."""
     world = World()
-    seven = world.tables.add_order(an_order(7))
+    seven = world.tables.add_order(an_order(7, payment_id=3))
+    eight = world.tables.add_order(an_order(8, payment_id=4))
+    forged = dataclasses.replace(seven, payment_id=PaymentId(99))
 
-    with pytest.raises(ValueError, match="one result per payment order"):
-        await world.apply.apply_many([charge_result(seven, S.SUCCESSFUL_FINAL), charge_result(seven, S.FAILED_FINAL)])
+    outcomes = await world.apply.apply_many(
+        [
+            charge_result(seven, S.SUCCESSFUL_FINAL),
+            charge_result(forged, S.FAILED_FINAL),
+            charge_result(eight, S.DECLINED_FINAL),
+        ]
+    )
 
-    assert world.store.commits == world.store.rollbacks == 0
+    assert applied(outcomes[0]).decision is not None and applied(outcomes[2]).decision is not None
+    assert isinstance(outcomes[1], UnknownPaymentOrder)
+    assert world.tables.order(7).status is S.SUCCESSFUL_FINAL
+    assert world.tables.order(8).status is S.DECLINED_FINAL
+
+
+async def test_a_result_naming_another_payment_is_refused_in_a_batch_and_alone() -> None:
+    world = World()
+    seven = world.tables.add_order(an_order(7, payment_id=3))
+    eight = world.tables.add_order(an_order(8, payment_id=4))
+    forged = dataclasses.replace(seven, payment_id=PaymentId(4))
+
+    outcomes = await world.apply.apply_many(
+        [charge_result(forged, S.FAILED_FINAL), charge_result(eight, S.DECLINED_FINAL)]
+    )
+
+    assert isinstance(outcomes[0], UnknownPaymentOrder)
+    assert applied(outcomes[1]).decision is not None
+    assert world.tables.order(7).status is S.INITIATED_PENDING
+    with pytest.raises(UnknownPaymentOrder, match="belongs to payment 3"):
+        await world.apply(charge_result(forged, S.FAILED_FINAL))
 
 
 async def test_a_batch_of_one_is_the_single_path() -> None:

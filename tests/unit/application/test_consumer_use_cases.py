@@ -75,7 +75,12 @@ class World:
     def execute(self) -> ExecutePspCall:
         claims = FakeClaims(self.tables, self.clock)
         return ExecutePspCall(
-            claims=claims, psp=self.psp, events=self.sink, clock=self.clock, lease_seconds=LEASE_SECONDS
+            claims=claims,
+            psp=self.psp,
+            events=self.sink,
+            clock=self.clock,
+            monotonic=self.clock,
+            lease_seconds=LEASE_SECONDS,
         )
 
     @property

@@ -60,7 +60,9 @@ class World:
     @property
     def execute(self) -> ExecutePspCall:
         claims = FakeClaims(self.tables, self.clock)
-        return ExecutePspCall(claims=claims, psp=self.psp, events=self.sink, clock=self.clock, lease_seconds=30)
+        return ExecutePspCall(
+            claims=claims, psp=self.psp, events=self.sink, clock=self.clock, monotonic=self.clock, lease_seconds=30
+        )
 
     @property
     def check_status(self) -> CheckPaymentStatus:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
+from payment_application.errors import DependencyTimeout, DependencyUnavailable
 from payment_infrastructure.runtime.batcher import Batcher
 from tests.fixtures.ports import wait_until
 
@@ -190,17 +191,18 @@ async def test_a_caller_cancelled_after_its_batch_started_does_not_cancel_the_ba
     await asyncio.gather(*busy)
 
 
-async def test_a_batch_that_raises_fails_all_its_items_and_the_next_batch_runs() -> None:
+async def test_a_batch_that_cannot_reach_the_database_fails_all_its_items_and_the_next_batch_runs() -> None:
     backend = Backend()
     batcher = a_batcher(backend)
-    backend.raise_batch = ConnectionError("database went away")
+    backend.raise_batch = DependencyUnavailable("database", "cannot reach the database")
     failing = submit_all(batcher, ("a", 1), ("b", 2))
     await backend.started(1)
     backend.release(0)
 
     results = await asyncio.gather(*failing, return_exceptions=True)
 
-    assert all(isinstance(r, ConnectionError) for r in results)
+    assert all(isinstance(r, DependencyUnavailable) for r in results)
+    assert len(backend.batches) == 1  # not tried again one by one: each alone would only wait for it again
     backend.raise_batch = None
     after = submit_all(batcher, ("a", 3))
     await backend.started(2)
@@ -224,7 +226,7 @@ async def test_each_caller_gets_its_own_items_exception() -> None:
 
 async def test_a_batch_answering_the_wrong_number_of_results_fails_its_items() -> None:
     async def short(items: Sequence[Item]) -> list[int | BaseException]:
-        return [1]
+        return []
 
     batcher: Batcher[str, Item, int] = Batcher(short, key=lambda item: item[0])
     calls = submit_all(batcher, ("a", 1), ("b", 2))
@@ -232,6 +234,81 @@ async def test_a_batch_answering_the_wrong_number_of_results_fails_its_items() -
     results = await asyncio.gather(*calls, return_exceptions=True)
 
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+class RefusesAWholeBatch:
+    """run_batch as a database runs one statement for many items: one item it cannot take (`bad`) fails the
+    statement, so the whole batch, with `error`; alone, every other item succeeds."""
+
+    def __init__(self, bad: int, error: Exception) -> None:
+        self.bad = bad
+        self.error = error
+        self.batches: list[list[Item]] = []
+        self.first_batch_may_end = asyncio.Event()
+        self.first_batch_may_end.set()
+
+    async def run(self, items: Sequence[Item]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            await self.first_batch_may_end.wait()
+        if any(value == self.bad for _key, value in items):
+            raise self.error
+        return [value * 10 for _key, value in items]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("value out of int32 range"),  # what asyncpg's DataError is
+        DependencyTimeout("database", "lock timeout"),  # one row locked by someone else
+        RuntimeError("a bug"),
+    ],
+    ids=type,
+)
+async def test_a_batch_wide_failure_that_is_not_an_outage_runs_the_items_one_by_one(error: Exception) -> None:
+    backend = RefusesAWholeBatch(bad=2, error=error)
+    batcher: Batcher[str, Item, int] = Batcher(backend.run, key=lambda item: item[0])
+
+    results = await asyncio.gather(*submit_all(batcher, ("a", 1), ("b", 2), ("c", 3)), return_exceptions=True)
+
+    assert results[0] == 10 and results[2] == 30
+    assert results[1] is error
+    assert backend.batches == [[("a", 1), ("b", 2), ("c", 3)], [("a", 1)], [("b", 2)], [("c", 3)]]
+
+
+async def test_an_outage_can_be_named_per_batcher() -> None:
+    backend = RefusesAWholeBatch(bad=2, error=ConnectionResetError("gone"))
+    batcher: Batcher[str, Item, int] = Batcher(
+        backend.run, key=lambda item: item[0], outage=lambda e: isinstance(e, ConnectionError)
+    )
+
+    results = await asyncio.gather(*submit_all(batcher, ("a", 1), ("b", 2)), return_exceptions=True)
+
+    assert all(r is backend.error for r in results)
+    assert len(backend.batches) == 1
+
+
+async def test_a_caller_gone_before_the_one_by_one_runs_is_skipped() -> None:
+    backend = RefusesAWholeBatch(bad=2, error=ValueError("refused"))
+    backend.first_batch_may_end.clear()
+    batcher: Batcher[str, Item, int] = Batcher(backend.run, key=lambda item: item[0])
+    leaving, bad, staying = submit_all(batcher, ("a", 1), ("b", 2), ("c", 3))
+    await wait_until(_started(backend, 1), timeout=5, interval=0.001, what="the batch started")
+    leaving.cancel()
+    await wait_until(_done(leaving), timeout=5, interval=0.001, what="the caller gone")
+    backend.first_batch_may_end.set()
+
+    results = await asyncio.gather(bad, staying, return_exceptions=True)
+
+    assert isinstance(results[0], ValueError) and results[1] == 30
+    assert [("a", 1)] not in backend.batches[1:]
+
+
+def _started(backend: RefusesAWholeBatch, count: int) -> Callable[[], Awaitable[bool]]:
+    async def condition() -> bool:
+        return len(backend.batches) >= count
+
+    return condition
 
 
 def test_it_needs_a_slot_and_room_for_an_item() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -18,10 +19,24 @@ AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 RECORD = ConsumedRecord("payment_order_created_topic", 3, 41, "order-9", b"{}", {"traceId": b"t-9"}, 0)
 
 
-def test_in_place_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
+def test_in_place_backoff_doubles_under_equal_jitter_and_stops_at_the_cap() -> None:
+    """Records failed together (one coalesced statement) must not be retried in lockstep: the wait is spread."""
     settings = ConsumerSettings(in_place_backoff_ms=200, in_place_backoff_max_ms=1_000)
 
-    assert [settings.in_place_backoff_seconds(n) for n in range(1, 6)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    def top(low: int, high: int) -> int:
+        return high
+
+    def bottom(low: int, high: int) -> int:
+        return low
+
+    assert [settings.in_place_backoff_seconds(n, top) for n in range(1, 6)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    assert [settings.in_place_backoff_seconds(n, bottom) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    spread = {settings.in_place_backoff_seconds(3, random.Random(seed).randint) for seed in range(20)}
+    assert len(spread) > 10
+
+
+def test_no_in_place_backoff_stays_none() -> None:
+    assert ConsumerSettings(in_place_backoff_ms=0).in_place_backoff_seconds(3, random.randint) == 0.0
 
 
 def test_dependency_backoff_doubles_under_equal_jitter_and_stops_at_the_cap() -> None:

@@ -267,6 +267,10 @@ def _check() -> AnyEnvelope:
     )
 
 
+def _call_request() -> AnyEnvelope:
+    return psp_call_requested(an_order(), attempt=0, trace_id="t", parent_event_id="", now=PUBLISHED_AT)
+
+
 def _succeeded() -> AnyEnvelope:
     return payment_order_settled(
         an_order(status=S.SUCCESSFUL_FINAL), trace_id="t", parent_event_id="", now=PUBLISHED_AT
@@ -297,6 +301,18 @@ def _succeeded() -> AnyEnvelope:
         (_check, {"statusCheckNumber": ...}),
         (_check, {"statusCheckNumber": 1.5}),
         (_succeeded, {"status": "FAILED_FINAL"}),
+        # Values no column can hold: each would fail every statement it is coalesced into.
+        (_result, {"paymentOrderId": str(2**63)}),
+        (_result, {"paymentId": str(2**63)}),
+        (_result, {"amountValue": 2**63}),
+        (_result, {"amountValue": 0}),
+        (_result, {"retryCount": 2**31}),
+        (_result, {"statusCheckNumber": 2**31}),
+        (_result, {"statusCheckNumber": -1}),
+        (_check, {"statusCheckNumber": 2**31}),
+        (_call_request, {"retryCount": 2**31}),
+        (_call_request, {"retryCount": -1}),
+        (_call_request, {"amountValue": 2**63}),
     ],
 )
 def test_an_invalid_payload_is_a_decode_error(envelope: Any, data_changes: dict[str, Any]) -> None:
@@ -308,6 +324,7 @@ def test_an_invalid_payload_is_a_decode_error(envelope: Any, data_changes: dict[
     "change",
     [
         {"eventId": ""},
+        {"eventId": "not-a-uuid"},  # the inbox and the outbox store event ids as UUIDs
         {"eventType": "payment_order_refunded"},
         {"aggregateId": 17},
         {"traceId": None},
