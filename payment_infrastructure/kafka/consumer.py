@@ -23,9 +23,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from payment_infrastructure.kafka.consumer_metrics import kafka_consumer_rebalances_total, kafka_consumergroup_lag
+from payment_infrastructure.kafka.consumer_metrics import (
+    export_consumer_series,
+    kafka_consumer_rebalances_total,
+    kafka_consumergroup_lag,
+)
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink
+from payment_infrastructure.kafka.failures import DEPENDENCY_NAMES
 from payment_infrastructure.kafka.partition_worker import PartitionWorker
 from payment_infrastructure.kafka.record_processor import RecordProcessor
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage, consumed_record
@@ -59,6 +64,8 @@ class PartitionOrderedConsumer:
         self._group_id = group_id
         self._topics = tuple(topics)
         self._name = name
+        export_consumer_series(group_id, self._topics, DEPENDENCY_NAMES)
+        kafka_consumer_rebalances_total.labels(group_id)
         self._processor = RecordProcessor(handler, dead_letters, group_id=group_id, settings=settings)
         self._running_records = asyncio.Semaphore(settings.max_concurrent_records)
         self._consumer: AIOKafkaConsumer | None = None

@@ -484,6 +484,38 @@ def test_dashboard_and_alert_rules_in_the_chart_are_the_repository_files() -> No
     assert rule["spec"]["groups"] == yaml.safe_load((files / "alerts.yml").read_text())["groups"]
 
 
+def test_prometheus_rule_links_each_alert_to_its_runbook_under_the_base_url() -> None:
+    base = "https://git.example.com/payments/-/blob/main/"
+    values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}
+    (rule,) = render("payment-service", values).of_kind("PrometheusRule")
+    source = yaml.safe_load((REPO / "infra/prometheus/alerts.yml").read_text())["groups"]
+    expected = {r["alert"]: r for g in source for r in g["rules"] if "alert" in r}
+    rendered = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert set(rendered) == set(expected)
+    for name, alert in rendered.items():
+        assert alert["annotations"]["runbook_url"] == f"{base}docs/runbooks/{name}.md"
+        assert alert["expr"] == expected[name]["expr"]
+    recorded = [r for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r]
+    assert recorded and all("annotations" not in r for r in recorded)
+
+
+@pytest.mark.parametrize(
+    ("chart", "jobs"),
+    [("payment-service", {"payment-service", "payment-dispatcher"}), ("payment-consumers", {"payment-consumers"})],
+)
+def test_service_monitors_set_the_job_names_the_alert_rules_use(chart: str, jobs: set[str]) -> None:
+    monitors = render(chart, {"serviceMonitor": {"enabled": True}}).of_kind("ServiceMonitor")
+    named = set()
+    for monitor in monitors:
+        (endpoint,) = monitor["spec"]["endpoints"]
+        (relabel,) = endpoint["relabelings"]
+        assert relabel["targetLabel"] == "job" and "sourceLabels" not in relabel
+        named.add(relabel["replacement"])
+    assert named == jobs
+    rules = (REPO / "infra/prometheus/alerts.yml").read_text()
+    assert all(f'job="{job}"' in rules for job in jobs)
+
+
 # ---- Custom resources (no schema ships for them: check what their operators read) --------------------------------
 
 
@@ -506,7 +538,7 @@ def test_custom_resources_service_monitors_scrape_real_metrics_ports(name: str) 
         assert len(services) == 1, f"{monitor['metadata']['name']} selects {len(services)} Services"
         port_names = {p["name"] for p in services[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
-            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "relabelings"}
             assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
             assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
 
