@@ -14,7 +14,14 @@ import uvloop
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, run_until_stopped
-from services.payment_consumers.bootstrap import Container, build_container, kafka_workers, readiness, workers
+from services.payment_consumers.bootstrap import (
+    Container,
+    build_container,
+    kafka_workers,
+    liveness,
+    readiness,
+    workers,
+)
 from services.payment_consumers.settings import ConsumersSettings
 
 log = structlog.get_logger(__name__)
@@ -29,7 +36,9 @@ async def serve(
         consumers = kafka_workers(container)
         table = workers(container, consumers)
         management = http_server(
-            create_management_app(readiness(container, consumers)),
+            create_management_app(
+                readiness(consumers), dependencies=container.dependencies, liveness=liveness(consumers)
+            ),
             host=settings.process.management_host,
             port=settings.process.management_port,
         )

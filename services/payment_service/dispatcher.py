@@ -57,7 +57,9 @@ async def serve(settings: ServiceSettings) -> None:
     if port is not None:
         servers.append(
             http_server(
-                create_management_app(dispatcher.readiness), host=settings.outbox.dispatcher_metrics_host, port=port
+                create_management_app({}, dependencies=dispatcher.dependencies),
+                host=settings.outbox.dispatcher_metrics_host,
+                port=port,
             )
         )
 
