@@ -11,6 +11,7 @@ import asyncio
 import structlog
 import uvloop
 
+from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, run_until_stopped
@@ -50,6 +51,6 @@ async def serve(
 
 
 def main() -> None:
-    settings = ConsumersSettings()
+    settings = settings_from_environment(ConsumersSettings, deployable="payment-consumers")
     configure_logging(service="payment-consumers", level=settings.logging.level, json=settings.logging.json_output)
     uvloop.run(serve(settings))

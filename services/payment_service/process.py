@@ -19,6 +19,7 @@ import structlog
 import uvloop
 from starlette.applications import Starlette
 
+from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, reuse_port_socket, run_until_stopped
@@ -66,7 +67,7 @@ def _settle_garbage_collector() -> None:
 
 
 def _run_worker(worker: int) -> None:
-    settings = ServiceSettings()
+    settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     configure_logging(service="payment-service", level=settings.logging.level, json=settings.logging.json_output)
     structlog.contextvars.bind_contextvars(worker=worker)
     uvloop.run(serve(settings, worker=worker))
@@ -96,7 +97,7 @@ def _run_workers(count: int) -> int:
 
 
 def main() -> None:
-    settings = ServiceSettings()
+    settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     if settings.api.workers > 1:
         raise SystemExit(_run_workers(settings.api.workers))
     _run_worker(0)

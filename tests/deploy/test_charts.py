@@ -14,11 +14,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
 from services.payment_consumers.groups import GROUPS
 from services.payment_consumers.settings import ConsumersSettings, Worker
 from tests.deploy.charts import CHART_NAMES, CHARTS, NAMESPACE, REPO, Rendered, lint, render, values_file
-from tests.deploy.code_catalogue import settings_env_names
 from tests.deploy.workloads import (
     config_map_env,
     container_port,
