@@ -41,7 +41,12 @@ async def serve(settings: ServiceSettings, *, worker: int = 0) -> None:
     container = await build_container(settings)
     try:
         await container.start()
-        api = http_server(create_app(container), host=settings.api.host, port=settings.api.port)
+        api = http_server(
+            create_app(container),
+            host=settings.api.host,
+            port=settings.api.port,
+            keep_alive_seconds=settings.api.keep_alive_seconds,
+        )
         servers, loops = [api], []
         sockets = {0: reuse_port_socket(settings.api.host, settings.api.port)} if settings.api.workers > 1 else {}
         if worker == 0:
