@@ -4,6 +4,7 @@
 #   Redis    on 127.0.0.1:6379: append-only file on (a restart loses no queued retry)
 #   promtool (Debian package `prometheus`; its daemon is never started), for infra/scripts/check-alerts.sh
 #   java (17+) and mvn, which fetch and run Apache Kafka and Keycloak (devstack/; cached in ~/.cache/payments)
+#   curl and jq, which the README's examples use
 # For Debian (12); needs no systemd: the services are started by hand. Runs as root, or uses sudo when not root.
 # Idempotent: prints one line to stderr per thing it does, and nothing at all when everything is ready.
 set -euo pipefail
@@ -38,7 +39,7 @@ wait_for() {
   done
 }
 
-ensure_packages postgresql redis-server prometheus
+ensure_packages postgresql redis-server prometheus curl jq
 command -v java >/dev/null 2>&1 || ensure_packages openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || ensure_packages maven
 
