@@ -9,8 +9,8 @@ import json
 import re
 
 from tests.deploy.charts import REPO
-from tests.fixtures.services import IdentityServer
 from tests.fixtures.payment_api import ApiFactory
+from tests.fixtures.services import IdentityServer
 
 KEYCLOAK = "http://127.0.0.1:8082/realms/ecommerce-platform"
 API = "http://127.0.0.1:8080"
