@@ -141,6 +141,17 @@ def test_every_alert_has_a_promtool_case_that_makes_it_fire() -> None:
     assert set(fired) <= {rule["alert"] for rule in alert_rules()}
 
 
+def test_every_recorded_series_has_a_promtool_case_for_its_5_minute_window() -> None:
+    tested = {
+        check["expr"]
+        for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+        for check in case.get("promql_expr_test", [])
+    }
+    for rule in recording_rules():
+        if rule["record"].endswith("5m"):
+            assert any(rule["record"] in expr for expr in tested), rule["record"]
+
+
 def test_promtool_cases_start_counters_absent_and_carry_a_namespace() -> None:
     known = series()
     for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
