@@ -1,5 +1,6 @@
 """The setup scripts on a fresh Debian 12: `make`'s virtualenv step installs python3.11-venv when `python3.11 -m venv`
-fails, and ensure-services.sh installs curl and jq. apt-get, dpkg-query and python3.11 are stand-ins on PATH that
+fails; ensure-services.sh installs curl and jq, and uses the project's role instead of changing how Postgres
+authenticates. apt-get, dpkg-query and python3.11 are stand-ins on PATH that
 record what they are asked (nothing is installed on this machine)."""
 
 from __future__ import annotations
@@ -8,7 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from devstack.database import DEV_PASSWORD, DEV_ROLE, SERVER_URL
+from devstack.run import StackConfig
 from tests.deploy.charts import REPO
+from tests.fixtures.database import LOCAL_SERVER_URL
 
 SCRIPT = REPO / "infra" / "scripts" / "ensure-venv.sh"
 
@@ -86,3 +92,21 @@ def test_ensure_services_installs_curl_and_jq_for_the_readme() -> None:
     script = (REPO / "infra" / "scripts" / "ensure-services.sh").read_text()
     (line,) = [line for line in script.splitlines() if line.startswith("ensure_packages postgresql")]
     assert {"curl", "jq"} <= set(line.split()[1:])
+
+
+def test_ensure_services_uses_the_projects_role_and_never_edits_pg_hba() -> None:
+    script = (REPO / "infra" / "scripts" / "ensure-services.sh").read_text()
+    assert f"DEV_ROLE={DEV_ROLE}\n" in script
+    assert f"DEV_PASSWORD={DEV_PASSWORD} " in script
+    assert "trust" not in script
+    code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("hba" in line for line in code), "the script must not touch pg_hba.conf"
+    assert "create role ${DEV_ROLE} login createdb password '${DEV_PASSWORD}'" in script
+    assert "create database payments owner ${DEV_ROLE}" in script
+
+
+def test_make_run_and_the_tests_connect_as_the_projects_role_with_its_password() -> None:
+    assert make_url(StackConfig().database_url).username == DEV_ROLE
+    for url in (StackConfig().database_url, LOCAL_SERVER_URL, SERVER_URL):
+        parsed = make_url(url)
+        assert (parsed.username, parsed.password, parsed.host) == (DEV_ROLE, DEV_PASSWORD, "127.0.0.1"), url
