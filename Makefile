@@ -1,6 +1,7 @@
 # The two commands: `make run` serves the whole system, `make test` runs every test and check.
-# Both install what is missing first: Debian packages (Postgres, Redis, promtool, a JDK, Maven) with apt-get, the
-# virtualenv in .venv (pinned by uv.lock), Apache Kafka and Keycloak from Maven Central into ~/.cache/payments.
+# Both install what is missing first: Debian packages (python3.11-venv, Postgres, Redis, promtool, curl, jq, a JDK,
+# Maven) with apt-get, the virtualenv in .venv (pinned by uv.lock), Apache Kafka and Keycloak from Maven Central
+# into ~/.cache/payments.
 SHELL := /bin/bash
 PY := .venv/bin/python
 UV_VERSION := 0.13.9
@@ -9,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 .PHONY: run test lint typecheck imports alerts pytest bench-api bench-dispatch bench-e2e bench-e2e-case install services jvm-parts clean
 
 .venv/.installed: pyproject.toml uv.lock
-	@test -x $(PY) || python3.11 -m venv .venv
+	@bash infra/scripts/ensure-venv.sh .venv
 	@.venv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	@.venv/bin/uv sync --frozen --quiet
 	@touch $@

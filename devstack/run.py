@@ -25,6 +25,7 @@ import httpx
 
 from devstack import kafka, keycloak
 from devstack.cache import REPO_ROOT
+from devstack.database import DATABASE_URL
 from devstack.process import ServerProcess, die_with_parent
 
 RESTART_PAUSE_MAX_SECONDS = 30.0
@@ -54,7 +55,7 @@ class Ports:
 class StackConfig:
     run_dir: Path = REPO_ROOT / ".run"
     ports: Ports = field(default_factory=Ports)
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/payments"
+    database_url: str = DATABASE_URL
     redis_url: str = "redis://127.0.0.1:6379/0"
     psp_scenario: str = "NORMAL"
     external_psp_url: str | None = None  # a PSP this stack does not own (it survives the stack's restarts)

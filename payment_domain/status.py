@@ -63,6 +63,10 @@ TRANSITIONS: Mapping[PaymentOrderStatus, frozenset[PaymentOrderStatus]] = {
 }
 
 TERMINAL: frozenset[PaymentOrderStatus] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+IN_FLIGHT: frozenset[PaymentOrderStatus] = frozenset(
+    s for s in PaymentOrderStatus if s not in TERMINAL and s is not S.NEEDS_RECONCILIATION
+)
+"""Statuses an order leaves by itself (a message or a timer moves it on); NEEDS_RECONCILIATION waits for a human."""
 
 
 def is_terminal(status: PaymentOrderStatus) -> bool:

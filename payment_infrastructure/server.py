@@ -35,7 +35,9 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app: ASGIApp, *, host: str, port: int, backlog: int = 2048) -> uvicorn.Server:
+def http_server(
+    app: ASGIApp, *, host: str, port: int, backlog: int = 2048, keep_alive_seconds: int = 30
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         host=host,
@@ -46,7 +48,7 @@ def http_server(app: ASGIApp, *, host: str, port: int, backlog: int = 2048) -> u
         loop="uvloop",
         http="httptools",
         backlog=backlog,
-        timeout_keep_alive=30,
+        timeout_keep_alive=keep_alive_seconds,
     )
     return _QuietServer(config)
 

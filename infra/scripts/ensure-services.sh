@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Make sure this machine has what the project needs, installing, configuring and starting whatever is missing:
-#   Postgres on 127.0.0.1:5432: postgresql://postgres@127.0.0.1:5432/payments works without a password
+#   Postgres on 127.0.0.1:5432 with the project's role: postgresql://payments:payments-dev-only@127.0.0.1:5432/payments
+#     (DEV ONLY password, also in devstack/database.py). Authentication is left as the server has it: this script
+#     never edits pg_hba.conf; it administers the server as the `postgres` OS user over the Unix socket (peer).
 #   Redis    on 127.0.0.1:6379: append-only file on (a restart loses no queued retry)
 #   promtool (Debian package `prometheus`; its daemon is never started), for infra/scripts/check-alerts.sh
 #   java (17+) and mvn, which fetch and run Apache Kafka and Keycloak (devstack/; cached in ~/.cache/payments)
+#   curl and jq, which the README's examples use
 # For Debian (12); needs no systemd: the services are started by hand. Runs as root, or uses sudo when not root.
 # Idempotent: prints one line to stderr per thing it does, and nothing at all when everything is ready.
 set -euo pipefail
@@ -15,6 +18,8 @@ WAIT_SECONDS=${WAIT_SECONDS:-60}  # deadline for a service to answer after it is
 PG_PORT=5432
 PG_MIN_CONNECTIONS=200  # the tests open many pools
 PG_LISTEN='127.0.0.1,::1'
+DEV_ROLE=payments
+DEV_PASSWORD=payments-dev-only # DEV ONLY (devstack/database.py says the same; a test keeps them equal)
 REDIS_PORT=6379
 REDIS_DIR=/var/lib/redis
 REDIS_LOG=/var/log/redis/payments-dev.log
@@ -38,12 +43,13 @@ wait_for() {
   done
 }
 
-ensure_packages postgresql redis-server prometheus
+ensure_packages postgresql redis-server prometheus curl jq
 command -v java >/dev/null 2>&1 || ensure_packages openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || ensure_packages maven
 
 # --- Postgres -------------------------------------------------------------------------------------------------------
-psql_admin() { PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -w -X -A -t -q "$@"; }
+# As the database superuser through the Unix socket (Debian's `local all postgres peer`): no password, no pg_hba edit.
+psql_admin() { as_root runuser -u postgres -- env PGCONNECT_TIMEOUT=3 psql -p "$PG_PORT" -d postgres -w -X -A -t -q "$@"; }
 pg_answers() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -q; }
 pg_usable() { pg_answers && psql_admin -c 'select 1'; }
 pg_field() { pg_lsclusters -h | awk -v v="$pg_version" -v c="$pg_name" -v f="$1" '$1 == v && $2 == c { print $f }'; }
@@ -67,28 +73,6 @@ pg_conf=/etc/postgresql/${pg_version}/${pg_name}
 pg_log=$(pg_field 7)
 pg_log=${pg_log:-/var/log/postgresql/postgresql-${pg_version}-${pg_name}.log}
 pg_changed=""
-
-# pg_hba.conf: the first TCP rules trust every connection from loopback. DEV ONLY: anyone on this machine can connect
-# as any database user without a password; never do this on a shared or production server.
-hba=${pg_conf}/pg_hba.conf
-hba_trust_ok=$(as_root cat "$hba" | awk '
-  /^[[:space:]]*(#|$)/ { next }
-  $1 ~ /^host/ && ++n <= 2 && NF == 5 && $2 == "all" && $3 == "all" && $5 == "trust" { seen[$4] = 1 }
-  END { print (seen["127.0.0.1/32"] && seen["::1/128"]) ? "yes" : "no" }')
-if [ "$hba_trust_ok" != yes ]; then
-  echo "trusting loopback TCP connections in ${hba} (dev only)" >&2
-  block='# infra/scripts/ensure-services.sh: trust TCP connections from this machine, so that the default
-# postgresql://postgres@127.0.0.1:5432/payments needs no password. DEV ONLY: never on a shared or production server.
-host    all             all             127.0.0.1/32            trust
-host    all             all             ::1/128                 trust
-'
-  new_hba=$(as_root cat "$hba" | awk -v block="$block" '
-    !done && !/^[[:space:]]*(#|$)/ && $1 ~ /^host/ { print block; done = 1 }
-    { print }
-    END { if (!done) print block }')
-  printf '%s\n' "$new_hba" | as_root tee "$hba" >/dev/null
-  pg_changed=1
-fi
 
 # Dev settings in a conf.d snippet (postgresql.conf itself stays as the package wrote it).
 as_root grep -Eq "^[[:space:]]*include_dir[[:space:]]*=[[:space:]]*'conf\.d'" "${pg_conf}/postgresql.conf" \
@@ -117,7 +101,7 @@ if ! as_root cmp -s "${TMPDIR:-/tmp}/payments-pg-snippet.$$" "$snippet" 2>/dev/n
 fi
 rm -f "${TMPDIR:-/tmp}/payments-pg-snippet.$$"
 
-# Start it (or have it re-read its configuration), and wait until it takes password-less connections.
+# Start it (or have it re-read its configuration), and wait until it answers.
 if [[ "$(pg_field 4)" == online* ]]; then
   if [ -n "$pg_changed" ]; then
     echo "reloading postgres ${pg_version}/${pg_name}" >&2
@@ -130,7 +114,7 @@ elif ! pg_answers; then
     die "postgres ${pg_version}/${pg_name} did not start"
   }
 fi
-wait_for "postgres on 127.0.0.1:${PG_PORT} (trust auth)" "$pg_log" pg_usable
+wait_for "postgres on port ${PG_PORT}" "$pg_log" pg_usable
 
 # Settings that only a restart applies (the cluster may have been running with older ones).
 if [ "$(psql_admin -c "select current_setting('max_connections')::int >= ${PG_MIN_CONNECTIONS}
@@ -138,16 +122,26 @@ if [ "$(psql_admin -c "select current_setting('max_connections')::int >= ${PG_MI
   if [[ "$(pg_field 4)" == online* ]]; then
     echo "restarting postgres ${pg_version}/${pg_name} (max_connections, listen_addresses)" >&2
     pg_ctl restart
-    wait_for "postgres on 127.0.0.1:${PG_PORT} (trust auth)" "$pg_log" pg_usable
+    wait_for "postgres on port ${PG_PORT}" "$pg_log" pg_usable
   else
     echo "warning: the postgres on 127.0.0.1:${PG_PORT} is not cluster ${pg_version}/${pg_name}," \
       "and has max_connections < ${PG_MIN_CONNECTIONS}" >&2
   fi
 fi
 
+# The project's role (it creates the tests' databases, so CREATEDB; not a superuser) and its database.
+if [ -z "$(psql_admin -c "select 1 from pg_roles where rolname = '${DEV_ROLE}'")" ]; then
+  echo "creating postgres role ${DEV_ROLE} (password ${DEV_PASSWORD}: dev only)" >&2
+  psql_admin -c "create role ${DEV_ROLE} login createdb password '${DEV_PASSWORD}'"
+fi
 if [ -z "$(psql_admin -c "select 1 from pg_database where datname = 'payments'")" ]; then
-  echo "creating database payments" >&2
-  psql_admin -c 'create database payments'
+  echo "creating database payments (owner ${DEV_ROLE})" >&2
+  psql_admin -c "create database payments owner ${DEV_ROLE}"
+fi
+owner=$(psql_admin -c "select pg_get_userbyid(datdba) from pg_database where datname = 'payments'")
+if [ "$owner" != "$DEV_ROLE" ]; then
+  echo "warning: database payments belongs to ${owner}, not ${DEV_ROLE} (an older setup): \`make run\` connects as" \
+    "${DEV_ROLE}; drop it (dropdb payments, as ${owner}) to have it created again, or give its objects to ${DEV_ROLE}" >&2
 fi
 
 # --- Redis ----------------------------------------------------------------------------------------------------------

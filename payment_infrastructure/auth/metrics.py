@@ -15,3 +15,9 @@ JWKS_FETCHES = Counter(
     "Fetches of the issuer's signing keys (discovery + JWKS) by outcome: ok, error.",
     ["result"],
 )
+
+# Created at 0 at import (start-up), so the first "unavailable" or fetch "error" of a process is an increase.
+for _result in ("ok", "expired", "invalid", "unavailable", "forbidden"):
+    TOKEN_VERIFICATIONS.labels(result=_result)
+for _result in ("ok", "error"):
+    JWKS_FETCHES.labels(result=_result)

@@ -23,21 +23,37 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from payment_infrastructure.kafka.consumer_metrics import kafka_consumer_rebalances_total, kafka_consumergroup_lag
+from payment_infrastructure.kafka.consumer_metrics import (
+    export_consumer_series,
+    kafka_consumer_rebalances_total,
+    kafka_consumergroup_lag,
+)
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink
+from payment_infrastructure.kafka.failures import DEPENDENCY_NAMES
 from payment_infrastructure.kafka.partition_worker import PartitionWorker
 from payment_infrastructure.kafka.record_processor import RecordProcessor
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage, consumed_record
 from payment_infrastructure.kafka.settings import KafkaSettings
 
-__all__ = ["ConsumedRecord", "ConsumerNotReady", "Handler", "PartitionOrderedConsumer", "PoisonMessage"]
+__all__ = [
+    "ConsumedRecord",
+    "ConsumerNotReady",
+    "ConsumerWedged",
+    "Handler",
+    "PartitionOrderedConsumer",
+    "PoisonMessage",
+]
 
 log = structlog.get_logger(__name__)
 
 
 class ConsumerNotReady(RuntimeError):
     pass
+
+
+class ConsumerWedged(RuntimeError):
+    """The poll loop has not finished a turn for longer than `stalled_poll_timeout_ms`: only a restart helps."""
 
 
 class PartitionOrderedConsumer:
@@ -59,6 +75,8 @@ class PartitionOrderedConsumer:
         self._group_id = group_id
         self._topics = tuple(topics)
         self._name = name
+        export_consumer_series(group_id, self._topics, DEPENDENCY_NAMES)
+        kafka_consumer_rebalances_total.labels(group_id)
         self._processor = RecordProcessor(handler, dead_letters, group_id=group_id, settings=settings)
         self._running_records = asyncio.Semaphore(settings.max_concurrent_records)
         self._consumer: AIOKafkaConsumer | None = None
@@ -68,6 +86,7 @@ class PartitionOrderedConsumer:
         self._stopping = False
         self._joined_at: float | None = None
         self._last_poll_at = 0.0
+        self._last_turn_at = 0.0
 
     @property
     def group_id(self) -> str:
@@ -87,6 +106,16 @@ class PartitionOrderedConsumer:
         """A readiness check for the management server (raises when not `healthy`)."""
         if not self.healthy:
             raise ConsumerNotReady(f"consumer {self._name} ({self._group_id}) is not consuming")
+
+    def check_alive(self) -> None:
+        """Liveness: raises ConsumerWedged when, while running, the poll loop has not finished a turn (a poll that
+        returned or failed) for longer than `stalled_poll_timeout_ms`. A consumer that is starting or has stopped
+        passes: the startup probe covers the first, and a run that ended ends the process."""
+        if not self._running:
+            return
+        stalled = time.monotonic() - self._last_turn_at
+        if stalled > self._settings.stalled_poll_timeout_ms / 1000:
+            raise ConsumerWedged(f"consumer {self._name} ({self._group_id}) has not polled for {stalled:.1f}s")
 
     def assigned_partitions(self) -> frozenset[tuple[str, int]]:
         return frozenset((tp.topic, tp.partition) for tp in self._workers)
@@ -136,7 +165,7 @@ class PartitionOrderedConsumer:
                 raise
             self._running = True
             self._stopping = False
-            self._last_poll_at = time.monotonic()
+            self._last_poll_at = self._last_turn_at = time.monotonic()
             log.info("consumer_started", topics=list(self._topics))
             committer = asyncio.create_task(self._commit_periodically(), name=f"{self._name}-commit")
             stopped = asyncio.create_task(stop.wait(), name=f"{self._name}-stop")
@@ -148,6 +177,7 @@ class PartitionOrderedConsumer:
                     await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
                     if not poll.done():
                         break
+                    self._last_turn_at = time.monotonic()
                     if (error := poll.exception()) is not None:
                         if not isinstance(error, KafkaError):
                             raise error

@@ -1,8 +1,17 @@
-"""Consumer meters (default registry). Labels are group, topic and partition names: a fixed, small set."""
+"""Consumer meters (default registry). Labels are group, topic and partition names: a fixed, small set.
+
+A labelled counter has no series until its first `labels(...)`; one created by its first `inc()` starts at 1, and
+`increase()` sees no change in it: the first dead letter of a pod would never alert. `export_consumer_series`
+creates every series a consumer can count, at 0, when the consumer is built.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from payment_domain.topics import dlq_of
 
 kafka_consumer_records_total = Counter(
     "kafka_consumer_records_total",
@@ -38,3 +47,17 @@ kafka_consumer_partition_blocked_seconds = Gauge(
     "Seconds the partition's head record has been waiting for a dependency or for the DLQ (0: flowing).",
     ["group", "topic", "partition"],
 )
+
+
+RECORD_RESULTS = ("ok", "retried", "dead_lettered")
+
+
+def export_consumer_series(group: str, topics: Iterable[str], dependencies: Iterable[str]) -> None:
+    """Create, at 0, the counters a consumer of `topics` in `group` can increment (so the first one is seen)."""
+    dependencies = tuple(dependencies)
+    for topic in topics:
+        for result in RECORD_RESULTS:
+            kafka_consumer_records_total.labels(group, topic, result)
+        for dependency in dependencies:
+            kafka_consumer_dependency_retries_total.labels(group, topic, dependency)
+        kafka_dlq_messages_total.labels(dlq_of(topic))

@@ -46,6 +46,9 @@ class ConsumerSettings(BaseModel):
     rebalance_timeout_ms: int = Field(default=30_000, ge=1_000)
     # JoinGroup blocks on the broker for up to the rebalance timeout, so requests must be allowed longer.
     request_timeout_ms: int = Field(default=40_000, ge=1_000)
+    # Liveness fails when the poll loop has not finished a turn for this long (a poll that hangs, a callback that
+    # never returns): only a restart frees it. Above rebalance + poll timeouts, the longest a healthy turn takes.
+    stalled_poll_timeout_ms: int = Field(default=120_000, ge=1_000)
     in_place_retries: int = Field(default=3, ge=0)
     in_place_backoff_ms: int = Field(default=200, ge=0)
     in_place_backoff_max_ms: int = Field(default=5_000, ge=0)
@@ -67,6 +70,11 @@ class ConsumerSettings(BaseModel):
             )
         if self.request_timeout_ms <= self.rebalance_timeout_ms:
             raise ValueError("consumer.request_timeout_ms must be above consumer.rebalance_timeout_ms")
+        if self.stalled_poll_timeout_ms <= self.rebalance_timeout_ms + self.poll_timeout_ms:
+            raise ValueError(
+                "consumer.stalled_poll_timeout_ms must be above consumer.rebalance_timeout_ms + "
+                "consumer.poll_timeout_ms, or a rebalance restarts a healthy consumer"
+            )
         if self.in_place_backoff_max_ms < self.in_place_backoff_ms:
             raise ValueError("consumer.in_place_backoff_max_ms must be >= consumer.in_place_backoff_ms")
         if self.dependency_backoff_max_ms < self.dependency_backoff_ms:

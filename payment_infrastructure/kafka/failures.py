@@ -64,7 +64,11 @@ class FailureKind(enum.Enum):
 class Failure:
     kind: FailureKind
     dependency: str | None = None
-    """For a dependency failure, which one: database, redis, kafka or network (a small, fixed set of names)."""
+    """For a dependency failure, which one of DEPENDENCY_NAMES."""
+
+
+DEPENDENCY_NAMES = ("database", "redis", "kafka", "network", "other")
+"""Every value `Failure.dependency` takes (the dependency label of the consumer's retry metric)."""
 
 
 POISON = Failure(FailureKind.POISON)

@@ -44,9 +44,16 @@ def main() -> None:
     )
     parser.add_argument("revision", nargs="?", default="head")
     parser.add_argument("--create", action="store_true", help="create the database first if it is missing")
+    parser.add_argument(
+        "--url-from",
+        metavar="WHERE",
+        help="where PAYMENTS_DB__URL comes from (e.g. 'Secret payment-service-secrets, key MIGRATION_DB_URL'), "
+        "named in the error when it is empty",
+    )
     args = parser.parse_args()
     if not args.url:
-        parser.error("no database URL: pass one or set PAYMENTS_DB__URL")
+        where = f" (from {args.url_from}: is the key there?)" if args.url_from else ""
+        parser.error(f"no database URL: pass one or set PAYMENTS_DB__URL{where}")
     if args.create:
         from payment_infrastructure.postgres.database import create_database_if_missing
 

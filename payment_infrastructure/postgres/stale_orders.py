@@ -16,13 +16,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.stale_orders import StaleOrder
-from payment_domain.status import TERMINAL, PaymentOrderStatus
+from payment_domain.status import IN_FLIGHT, PaymentOrderStatus
 from payment_infrastructure.postgres.errors import translated_errors
 from payment_infrastructure.postgres.rows import order_from_row
 
 # Terminal, or parked for a human on purpose: never swept. Literal (not a parameter) so the planner can match the
 # partial index's predicate.
-NOT_IN_FLIGHT = tuple(sorted(s.value for s in TERMINAL | {PaymentOrderStatus.NEEDS_RECONCILIATION}))
+NOT_IN_FLIGHT = tuple(sorted(s.value for s in PaymentOrderStatus if s not in IN_FLIGHT))
 _NOT_IN_FLIGHT_SQL = ", ".join(f"'{status}'" for status in NOT_IN_FLIGHT)
 
 _STALE_BEFORE = "now() - CAST(:stale_after AS interval)"

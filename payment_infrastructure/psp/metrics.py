@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from payment_domain.status import PaymentOrderStatus
+
 # Latency buckets around the 500 ms wait and the simulator's 50 ms - 3 s range.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
@@ -44,3 +46,20 @@ PSP_STATUS_CHECKS = Counter(
 PSP_STATUS_CHECK_LATENCY = Histogram(
     "psp_status_check_latency_seconds", "Time of one PSP status query.", buckets=_BUCKETS
 )
+
+# Every result either counter reports, created at 0 at import (start-up): a series born at 1 by its first inc() is
+# invisible to increase() and rate(), so the first TIMEOUT or UNEXPECTED_RESPONSE of a pod would not be seen.
+CHARGE_RESULTS = (
+    *(s.value for s in PaymentOrderStatus),
+    "TIMEOUT",
+    "REJECTED",
+    "QUEUE_TIMEOUT",
+    "EXCEPTION",
+    "UNEXPECTED_RESPONSE",
+    "CANCELLED",
+)
+STATUS_CHECK_RESULTS = (*(s.value for s in PaymentOrderStatus), "NOT_FOUND", "TIMEOUT", "UNAVAILABLE", "ERROR")
+for _result in CHARGE_RESULTS:
+    PSP_CALLS.labels(_result)
+for _result in STATUS_CHECK_RESULTS:
+    PSP_STATUS_CHECKS.labels(_result)

@@ -100,8 +100,8 @@ class Container:
     """Inbox (processed events) rows recorded before the given time; returns how many went."""
     count_parked: Callable[[], Awaitable[int]]
     """How many orders are parked in NEEDS_RECONCILIATION (the alerting gauge)."""
-    readiness: dict[str, ReadinessCheck]
-    """Postgres and Redis answer (`readiness()` adds the Kafka consumers')."""
+    dependencies: dict[str, ReadinessCheck]
+    """Postgres and Redis answer: reported by /health/ready, never failing it (shared by every pod)."""
     _engine: AsyncEngine = field(repr=False)
     _redis: Redis = field(repr=False)
     _claims: PostgresPaymentOrderClaims = field(repr=False)
@@ -214,7 +214,7 @@ def build_container(
         ),
         purge_inbox=lambda before: purge_processed_events(engine, before=before),
         count_parked=parked.count,
-        readiness={"postgres": postgres, "redis": redis_ping},
+        dependencies={"postgres": postgres, "redis": redis_ping},
         _engine=engine,
         _redis=redis,
         _claims=claims,
@@ -311,10 +311,22 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
     return table
 
 
-def readiness(container: Container, consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, ReadinessCheck]:
+def readiness(consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, ReadinessCheck]:
+    """Ready: every Kafka consumer has joined its group and is consuming."""
+
     async def kafka_consumers() -> None:
         unhealthy = [c.group_id for c in consumers.values() if not c.healthy]
         if unhealthy:
             raise RuntimeError(f"not consuming: {', '.join(unhealthy)}")
 
-    return {**container.readiness, "consumers": kafka_consumers}
+    return {"consumers": kafka_consumers}
+
+
+def liveness(consumers: dict[str, PartitionOrderedConsumer]) -> dict[str, ReadinessCheck]:
+    """Alive: no consumer's poll loop has been stuck for longer than its bound (only a restart frees it)."""
+
+    async def poll_loops() -> None:
+        for consumer in consumers.values():
+            consumer.check_alive()
+
+    return {"poll-loops": poll_loops}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from payment_domain.psp_result import Action
+from payment_domain.status import IN_FLIGHT
+
 STATUS_CHECKS_DISPATCHED = Counter("status_checks_dispatched_total", "Status checks published for execution")
 STATUS_CHECK_DISPATCH_FAILURES = Counter("status_check_dispatch_failures_total", "Failed status-check rounds")
 PSP_RESULTS_APPLIED = Counter(
@@ -36,3 +39,10 @@ PARKED_ORDERS_REQUERIED = Counter(
     "parked_orders_requeried_total", "Orders in NEEDS_RECONCILIATION the PSP was asked about again (periodic re-query)"
 )
 PARKED_ORDER_REQUERY_FAILURES = Counter("parked_order_requery_failures_total", "Failed re-query rounds")
+
+# Every label value created at 0 at import (start-up): a series born at 1 by its first inc() is invisible to
+# increase(), so a pod's first re-drive would never alert.
+for _status in sorted(IN_FLIGHT):  # the statuses the sweeper re-drives from
+    PAYMENT_ORDERS_STALE_REDRIVEN.labels(_status.value)
+for _action in Action:
+    PSP_RESULTS_APPLIED.labels(_action.value)

@@ -11,10 +11,18 @@ import asyncio
 import structlog
 import uvloop
 
+from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, run_until_stopped
-from services.payment_consumers.bootstrap import Container, build_container, kafka_workers, readiness, workers
+from services.payment_consumers.bootstrap import (
+    Container,
+    build_container,
+    kafka_workers,
+    liveness,
+    readiness,
+    workers,
+)
 from services.payment_consumers.settings import ConsumersSettings
 
 log = structlog.get_logger(__name__)
@@ -29,7 +37,9 @@ async def serve(
         consumers = kafka_workers(container)
         table = workers(container, consumers)
         management = http_server(
-            create_management_app(readiness(container, consumers)),
+            create_management_app(
+                readiness(consumers), dependencies=container.dependencies, liveness=liveness(consumers)
+            ),
             host=settings.process.management_host,
             port=settings.process.management_port,
         )
@@ -41,6 +51,6 @@ async def serve(
 
 
 def main() -> None:
-    settings = ConsumersSettings()
+    settings = settings_from_environment(ConsumersSettings, deployable="payment-consumers")
     configure_logging(service="payment-consumers", level=settings.logging.level, json=settings.logging.json_output)
     uvloop.run(serve(settings))

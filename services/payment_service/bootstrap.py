@@ -1,6 +1,6 @@
 """Composition roots of payment-service, one per process: the API (`build_container`) and the outbox dispatcher
 (`build_dispatcher_container`). The only modules of the deployable that know the concrete adapters: they read
-settings, build adapters and wire use cases, and hand out use cases, workers, upkeep jobs and readiness checks,
+settings, build adapters and wire use cases, and hand out use cases, workers, upkeep jobs and dependency checks,
 never an engine, a pool or a client, so nothing else can run SQL or talk to Redis or Kafka behind a port's back.
 """
 
@@ -78,7 +78,7 @@ class _Clients:
 
 @dataclass
 class Container:
-    """The API process: its use cases, its admission bound, its upkeep jobs and its readiness checks."""
+    """The API process: its use cases, its admission bound, its upkeep jobs and its dependency checks."""
 
     settings: ServiceSettings
     clock: Clock
@@ -90,7 +90,8 @@ class Container:
     admission: CreateAdmission
     pipeline: PipelineBudget | None
     """Flow control from the pipeline's backlog; None when `admission.enabled` is off."""
-    readiness: dict[str, ReadinessCheck]
+    dependencies: dict[str, ReadinessCheck]
+    """Postgres and Redis answer: reported by /health/ready, never failing it (they are shared by every pod)."""
     create_outbox_partitions: Callable[[datetime], Awaitable[list[str]]]
     """Windows ahead of `now` that are missing; returns the names created."""
     purge_expired_keys: Callable[[datetime], Awaitable[int]]
@@ -182,7 +183,7 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         )
         if settings.admission.enabled
         else None,
-        readiness={"postgres": postgres, "redis": redis_ping},
+        dependencies={"postgres": postgres, "redis": redis_ping},
         create_outbox_partitions=create_outbox_partitions,
         purge_expired_keys=purge_expired_keys,
         _clients=_Clients(engine=engine, pool=pool, redis=redis, http=http),
@@ -199,7 +200,7 @@ class ManagedPublisher(EventPublisher, Protocol):
 
 @dataclass
 class DispatcherContainer:
-    """The outbox dispatcher process: its relay, its upkeep jobs and its readiness checks."""
+    """The outbox dispatcher process: its relay, its upkeep jobs and its dependency checks."""
 
     settings: ServiceSettings
     relay: Worker
@@ -208,7 +209,7 @@ class DispatcherContainer:
     """Windows ahead created, strays moved out of DEFAULT, expired windows dropped."""
     refresh_backlog: Callable[[], Awaitable[None]]
     """The backlog gauges, from a true count of unsent rows."""
-    readiness: dict[str, ReadinessCheck]
+    dependencies: dict[str, ReadinessCheck]
     _engine: AsyncEngine = field(repr=False)
     _publisher: ManagedPublisher = field(repr=False)
     _notifications: PostgresOutboxNotifications = field(repr=False)
@@ -288,7 +289,7 @@ def build_dispatcher_container(
         ensure_topics=lambda: ensure_topics(settings.kafka),
         maintain_partitions=maintain_partitions,
         refresh_backlog=refresh_backlog,
-        readiness={"postgres": postgres},
+        dependencies={"postgres": postgres},
         _engine=engine,
         _publisher=publisher,
         _notifications=notifications,

@@ -16,6 +16,7 @@ import asyncio
 import structlog
 import uvloop
 
+from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, run_until_stopped
@@ -57,7 +58,9 @@ async def serve(settings: ServiceSettings) -> None:
     if port is not None:
         servers.append(
             http_server(
-                create_management_app(dispatcher.readiness), host=settings.outbox.dispatcher_metrics_host, port=port
+                create_management_app({}, dependencies=dispatcher.dependencies),
+                host=settings.outbox.dispatcher_metrics_host,
+                port=port,
             )
         )
 
@@ -71,7 +74,7 @@ async def serve(settings: ServiceSettings) -> None:
 
 
 def main() -> None:
-    settings = ServiceSettings()
+    settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     configure_logging(
         service="payment-outbox-dispatcher", level=settings.logging.level, json=settings.logging.json_output
     )

@@ -17,28 +17,41 @@ from types import FrameType
 
 import structlog
 import uvloop
+from starlette.applications import Starlette
 
+from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.server import http_server, reuse_port_socket, run_until_stopped
 from services.payment_service.api.app import create_app
-from services.payment_service.bootstrap import build_container
+from services.payment_service.bootstrap import Container, build_container
 from services.payment_service.maintenance import ensure_partitions, maintenance_loops
 from services.payment_service.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
 
+def management_app(container: Container) -> Starlette:
+    """Readiness is local: the process is serving. Postgres and Redis are shared by every pod, so an outage of
+    theirs is reported in /health/ready's body, not by unreadying every pod at once (creates answer 503 meanwhile)."""
+    return create_management_app({}, dependencies=container.dependencies)
+
+
 async def serve(settings: ServiceSettings, *, worker: int = 0) -> None:
     container = await build_container(settings)
     try:
         await container.start()
-        api = http_server(create_app(container), host=settings.api.host, port=settings.api.port)
+        api = http_server(
+            create_app(container),
+            host=settings.api.host,
+            port=settings.api.port,
+            keep_alive_seconds=settings.api.keep_alive_seconds,
+        )
         servers, loops = [api], []
         sockets = {0: reuse_port_socket(settings.api.host, settings.api.port)} if settings.api.workers > 1 else {}
         if worker == 0:
             await ensure_partitions(container)
-            management = create_management_app(container.readiness)
+            management = management_app(container)
             servers.append(
                 http_server(management, host=settings.api.management_host, port=settings.api.management_port)
             )
@@ -59,7 +72,7 @@ def _settle_garbage_collector() -> None:
 
 
 def _run_worker(worker: int) -> None:
-    settings = ServiceSettings()
+    settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     configure_logging(service="payment-service", level=settings.logging.level, json=settings.logging.json_output)
     structlog.contextvars.bind_contextvars(worker=worker)
     uvloop.run(serve(settings, worker=worker))
@@ -89,7 +102,7 @@ def _run_workers(count: int) -> int:
 
 
 def main() -> None:
-    settings = ServiceSettings()
+    settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     if settings.api.workers > 1:
         raise SystemExit(_run_workers(settings.api.workers))
     _run_worker(0)

@@ -28,6 +28,13 @@ class ApiSettings(BaseModel):
     idempotency_purge_batch: int = Field(default=5_000, ge=1)
     partition_maintenance_interval_seconds: float = Field(default=300, gt=0)
     retry_after_seconds: int = Field(default=1, ge=1)
+    keep_alive_seconds: int = Field(
+        default=75,
+        gt=0,
+        description="how long an idle client connection stays open; above the upstream keep-alive of the proxy in "
+        "front (ingress-nginx: 60 s), so the proxy, never the API, closes an idle connection and no request is sent "
+        "on one the API is closing",
+    )
     create_writers: int = Field(
         default=2, ge=1, le=64, description="concurrent create transactions per process (at most the pool size)"
     )

@@ -9,7 +9,9 @@ backlog, the orders not final yet, and CPU and RSS per process (/proc). Afterwar
 final times from Postgres.
 
 It writes `<out>/e2e-<scenario>-<rate>.md` (headline figures beside the targets, per-process CPU and memory) and
-`.png` (throughput, latency, lag and CPU over time). Nothing is asserted: benchmarks are not tests.
+`.png` (throughput, latency, lag and CPU over time); `<out>` is a new run directory under .run/bench-e2e/ (never a
+tracked file), `--out docs/benchmarks` publishes the pages the docs link to. Nothing is asserted: benchmarks are
+not tests.
 
     make bench-e2e                                                    # 100 payments/s for 60 s
     python -m tests.benchmarks.bench_e2e --rate 300 --duration 300 --warmup 30   # the 5-minute target run
@@ -507,7 +509,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--vus", type=int, default=0, help="k6 VUs preallocated (default: the rate, at least 20)")
     parser.add_argument("--max-vus", type=int, default=0, help="k6 VUs at most (default: 4 times the rate)")
     parser.add_argument("--timeout", default="10s", help="k6 request timeout (default 10s)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the .md/.png go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the .md/.png go (default: a new .run/bench-e2e/<UTC time>; docs/benchmarks to publish)",
+    )
     parser.add_argument("--idle", type=float, default=5, help="seconds sampled before the load (default 5)")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the stack's logs after the run")
     parser.add_argument(
@@ -525,7 +532,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         vus=vus,
         max_vus=max(args.max_vus or 4 * args.rate, vus),
     )
-    return Options(settings, args.out, args.timeout, args.keep_run_dir, args.idle, args.profile)
+    out = args.out or default_out_dir(datetime.now(UTC))
+    return Options(settings, out, args.timeout, args.keep_run_dir, args.idle, args.profile)
+
+
+def default_out_dir(now: datetime) -> Path:
+    """A run directory of its own (.run/ is ignored by git): a run never overwrites the published pages."""
+    return ROOT / ".run" / "bench-e2e" / now.strftime("%Y%m%dT%H%M%SZ")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,8 @@ headline figures beside the targets.
 | normal | 80 payments/s | NORMAL | the original's load-test rate with timeouts, retries and declines |
 
 Each case writes its own page and chart (`e2e-<scenario>-<rate>.md/.png`, see bench_e2e); this writes
-`<out>/suite.md`. `--duration` applies to every case (the targets are for 300 s).
+`<out>/suite.md`. `<out>` is a new run directory under .run/bench-e2e/ unless `--out docs/benchmarks` publishes the
+pages. `--duration` applies to every case (the targets are for 300 s).
 
     python -m tests.benchmarks.bench_suite --duration 300 --out docs/benchmarks
     python -m tests.benchmarks.bench_suite --duration 60 --only steady,overload
@@ -27,7 +28,6 @@ from pathlib import Path
 from tests.benchmarks import bench_e2e
 from tests.benchmarks.e2e_summary import Summary
 
-ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 
@@ -114,10 +114,13 @@ async def suite(duration: int, out: Path, only: set[str]) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_suite", description=__doc__)
     parser.add_argument("--duration", type=int, default=300, help="measured seconds of each case (default 300)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the pages go")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the pages go (default: a new .run/bench-e2e/<UTC time>)"
+    )
     parser.add_argument("--only", default="", help="comma-separated case names (default: all four)")
     args = parser.parse_args(argv)
-    asyncio.run(suite(args.duration, args.out, {n for n in args.only.split(",") if n}))
+    out = args.out or bench_e2e.default_out_dir(datetime.now(UTC))
+    asyncio.run(suite(args.duration, out, {n for n in args.only.split(",") if n}))
 
 
 if __name__ == "__main__":

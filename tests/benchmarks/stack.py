@@ -17,13 +17,14 @@ from pathlib import Path
 
 import httpx
 
+from devstack.database import SERVER_URL
 from devstack.kafka import KafkaBroker
 from devstack.keycloak import Keycloak
 from devstack.process import free_port
 from payment_infrastructure.postgres.database import drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER = os.environ.get("PAYMENTS_BENCH_DB_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+SERVER = os.environ.get("PAYMENTS_BENCH_DB_SERVER", SERVER_URL)
 
 
 @dataclass

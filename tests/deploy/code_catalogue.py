@@ -1,4 +1,4 @@
-"""What the code defines, read from the sources: Prometheus metrics and the PAYMENTS_* settings."""
+"""What the code defines, read from the sources: the Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import ast
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings
 
 from tests.deploy.charts import REPO
 
@@ -92,15 +89,3 @@ def string_literals(package: str) -> frozenset[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 found.add(node.value)
     return frozenset(found)
-
-
-def settings_env_names(settings: type[BaseSettings]) -> frozenset[str]:
-    """PAYMENTS_<GROUP>__<FIELD> for every field of every group of a deployable's settings class."""
-    prefix = str(settings.model_config.get("env_prefix", ""))
-    delimiter = str(settings.model_config.get("env_nested_delimiter", ""))
-    names: set[str] = set()
-    for group, info in settings.model_fields.items():
-        model = info.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel), f"{group} is not a settings group"
-        names.update(f"{prefix}{group}{delimiter}{field}".upper() for field in model.model_fields)
-    return frozenset(names)

@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +16,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
 from services.payment_consumers.groups import GROUPS
 from services.payment_consumers.settings import ConsumersSettings, Worker
-from tests.deploy.charts import CHART_NAMES, CHARTS, NAMESPACE, REPO, Rendered, lint, render, values_file
-from tests.deploy.code_catalogue import settings_env_names
+from tests.deploy.charts import CHART_NAMES, CHARTS, NAMESPACE, REPO, Rendered, deep_merge, lint, render, values_file
 from tests.deploy.workloads import (
     config_map_env,
     container_port,
@@ -435,15 +437,85 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook_job(name: str) -> 
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
     (container,) = pod_spec(job)["containers"]
     assert module_of(container) == "payment_infrastructure.postgres.migrate"
-    # The URL is the migrate CLI's positional argument, expanded by the kubelet from a Secret key.
-    (url_argument,) = [a for a in container["args"] if not a.startswith("--")]
-    variable = re.fullmatch(r"\$\((\w+)\)", url_argument)
-    assert variable is not None
-    source = {e["name"]: e for e in container["env"]}[variable.group(1)]["valueFrom"]["secretKeyRef"]
-    assert source["key"] == values.get("migrations", {}).get("databaseUrlKey", "PAYMENTS_DB__URL")
+    # The URL comes by environment from the Secret's key, never on the command line (/proc/<pid>/cmdline).
+    key = values.get("migrations", {}).get("databaseUrlKey", "PAYMENTS_DB__URL")
+    assert not any("$(" in a or "postgresql" in a for a in container["args"]), container["args"]
+    assert container["args"][-2:] == ["--url-from", f"Secret payment-service-secrets, key {key}"]
+    source = {e["name"]: e for e in container["env"]}["PAYMENTS_DB__URL"]["valueFrom"]["secretKeyRef"]
+    assert source == {"name": "payment-service-secrets", "key": key, "optional": True}
     # A hook runs before the chart's ConfigMap exists: the Job must not depend on it.
     assert "envFrom" not in container
     assert pod_spec(job)["restartPolicy"] == "Never"
+
+
+def test_the_documented_secret_commands_create_every_key_the_values_ask_for() -> None:
+    readme = (CHARTS / "README.md").read_text()
+    commands = re.findall(r"kubectl create secret generic payment-service-secrets((?:[^\n]*\\\n)*[^\n]*)", readme)
+    created = [set(re.findall(r"--from-literal=(\w+)=", command)) for command in commands]
+    for values in ({}, values_file("payment-service")):
+        needed = {"PAYMENTS_DB__URL", values.get("migrations", {}).get("databaseUrlKey", "PAYMENTS_DB__URL")}
+        assert any(needed == keys for keys in created), (needed, created)
+    notes = render("payment-service", values_file("payment-service")).notes
+    assert "--from-literal=PAYMENTS_DB__URL=" in notes and "--from-literal=MIGRATION_DB_URL=" in notes
+
+
+def test_the_migrate_command_names_the_secret_key_when_the_url_is_missing() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PAYMENTS_DB__URL"}
+    where = "Secret payment-service-secrets, key MIGRATION_DB_URL"
+    done = subprocess.run(
+        [sys.executable, "-m", "payment_infrastructure.postgres.migrate", "--url-from", where],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"no database URL: pass one or set PAYMENTS_DB__URL (from {where}: is the key there?)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"existingSecret": ""}, "existingSecret"),
+        ({"migrations": {"databaseUrlKey": ""}}, "databaseUrlKey"),
+    ],
+)
+def test_a_missing_secret_name_or_key_fails_the_render_naming_it(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render("payment-service", values)
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_extra_env_reaches_every_deployment_and_not_the_migration_job(chart: str) -> None:
+    extra = [
+        {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+        {"name": "PAYMENTS_REDIS__URL", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}},
+    ]
+    rendered = render(chart, deep_merge(values_file(chart), {"extraEnv": extra}))
+    seen = 0
+    for workload, container in rendered.containers():
+        env = container.get("env", [])
+        if workload["kind"] == "Job":
+            assert not any(e in env for e in extra)
+            continue
+        assert env[-2:] == extra, workload["metadata"]["name"]
+        seen += 1
+    assert seen >= 2
+    assert lint(chart, deep_merge(values_file(chart), {"extraEnv": extra})) == []
+    with pytest.raises(helm.HelmError, match="extraEnv"):
+        render(chart, {"extraEnv": [{"value": "no name"}]})
+
+
+def test_the_api_keeps_idle_connections_longer_than_ingress_nginx() -> None:
+    from payment_infrastructure.server import http_server
+    from services.payment_service.settings import ServiceSettings
+
+    upstream_keepalive_timeout = 60  # ingress-nginx's default
+    seconds = ServiceSettings().api.keep_alive_seconds
+    assert seconds > upstream_keepalive_timeout
+    server = http_server(create_management_app({}), host="127.0.0.1", port=0, keep_alive_seconds=seconds)
+    assert server.config.timeout_keep_alive == seconds
 
 
 def test_api_scales_on_cpu_and_the_dispatcher_is_a_separate_deployment() -> None:
@@ -484,6 +556,38 @@ def test_dashboard_and_alert_rules_in_the_chart_are_the_repository_files() -> No
     assert rule["spec"]["groups"] == yaml.safe_load((files / "alerts.yml").read_text())["groups"]
 
 
+def test_prometheus_rule_links_each_alert_to_its_runbook_under_the_base_url() -> None:
+    base = "https://git.example.com/payments/-/blob/main/"
+    values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}
+    (rule,) = render("payment-service", values).of_kind("PrometheusRule")
+    source = yaml.safe_load((REPO / "infra/prometheus/alerts.yml").read_text())["groups"]
+    expected = {r["alert"]: r for g in source for r in g["rules"] if "alert" in r}
+    rendered = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert set(rendered) == set(expected)
+    for name, alert in rendered.items():
+        assert alert["annotations"]["runbook_url"] == f"{base}docs/runbooks/{name}.md"
+        assert alert["expr"] == expected[name]["expr"]
+    recorded = [r for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r]
+    assert recorded and all("annotations" not in r for r in recorded)
+
+
+@pytest.mark.parametrize(
+    ("chart", "jobs"),
+    [("payment-service", {"payment-service", "payment-dispatcher"}), ("payment-consumers", {"payment-consumers"})],
+)
+def test_service_monitors_set_the_job_names_the_alert_rules_use(chart: str, jobs: set[str]) -> None:
+    monitors = render(chart, {"serviceMonitor": {"enabled": True}}).of_kind("ServiceMonitor")
+    named = set()
+    for monitor in monitors:
+        (endpoint,) = monitor["spec"]["endpoints"]
+        (relabel,) = endpoint["relabelings"]
+        assert relabel["targetLabel"] == "job" and "sourceLabels" not in relabel
+        named.add(relabel["replacement"])
+    assert named == jobs
+    rules = (REPO / "infra/prometheus/alerts.yml").read_text()
+    assert all(f'job="{job}"' in rules for job in jobs)
+
+
 # ---- Custom resources (no schema ships for them: check what their operators read) --------------------------------
 
 
@@ -506,7 +610,7 @@ def test_custom_resources_service_monitors_scrape_real_metrics_ports(name: str) 
         assert len(services) == 1, f"{monitor['metadata']['name']} selects {len(services)} Services"
         port_names = {p["name"] for p in services[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
-            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "relabelings"}
             assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
             assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
 

@@ -20,12 +20,12 @@ import yaml
 from devstack import kafka as devstack_kafka
 from devstack import keycloak as devstack_keycloak
 from payment_infrastructure.auth.settings import AuthSettings
+from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
 from services.payment_consumers.settings import ConsumersSettings, ProcessSettings, Worker
 from services.payment_service.settings import ApiSettings, ServiceSettings
 from services.psp_simulator import __main__ as psp_simulator_main
 from tests.deploy.charts import REPO
-from tests.deploy.code_catalogue import settings_env_names
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"

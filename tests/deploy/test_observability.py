@@ -14,14 +14,24 @@ from tests.deploy.code_catalogue import TARGET_LABELS, metrics, series, string_l
 from tests.deploy.promql import Selector, selectors
 
 ALERTS = REPO / "infra" / "prometheus" / "alerts.yml"
+ALERT_TESTS = REPO / "infra" / "prometheus" / "alerts_test.yml"
+RUNBOOKS = REPO / "docs" / "runbooks"
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "payments.json"
 ADAPTER = REPO / "infra" / "prometheus" / "prometheus-adapter-values.yaml"
 DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 
 
-def alert_rules() -> list[dict[str, Any]]:
+def rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "record" in rule]
 
 
 def dashboard() -> dict[str, Any]:
@@ -35,7 +45,7 @@ def dashboard_exprs() -> list[str]:
 
 def unknown_series(expr: str) -> list[str]:
     """Series (or label matchers) in `expr` that nothing in the code exposes."""
-    known = series()
+    known = dict(series()) | {rule["record"]: frozenset({"namespace"}) for rule in recording_rules()}
     problems = []
     for selector in selectors(expr):
         if selector.metric not in known:
@@ -81,9 +91,76 @@ def test_alert_rules_are_well_formed() -> None:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"]) and rule["alert"] not in names
         names.add(rule["alert"])
-        assert rule["labels"]["severity"] in {"warning", "page"}
+        # kube-prometheus's Alertmanager routes and inhibitions know critical, warning and info.
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         assert "for" not in rule or DURATION.match(rule["for"])
+
+
+def test_recording_rules_follow_the_level_metric_operation_naming() -> None:
+    names = [rule["record"] for rule in recording_rules()]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert re.fullmatch(r"namespace:[a-z_]+:[a-z_]+\d+[mhd]", name), name
+
+
+def test_every_alert_has_a_runbook_page_and_every_page_an_alert() -> None:
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/runbooks/{rule['alert']}.md", rule["alert"]
+        page = (REPO / url).read_text()
+        assert page.startswith(f"# {rule['alert']}\n"), url
+        for section in ("## What it means", "## What to check", "## What fixes it"):
+            assert section in page, f"{url}: {section}"
+    pages = {path.stem for path in RUNBOOKS.glob("*.md")} - {"README"}
+    assert pages == {rule["alert"] for rule in alert_rules()}
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("alert") or r["record"])
+def test_every_aggregation_keeps_the_namespace(rule: dict[str, Any]) -> None:
+    expr = re.sub(r"\s+", " ", rule["expr"])
+    aggregations = re.findall(r"\b(sum|max|min|avg|count|topk)\s*(by\s*\(([^)]*)\))?\s*\(", expr)
+    for name, by, labels in aggregations:
+        assert by and "namespace" in [label.strip() for label in labels.split(",")], f"{name}{by} in {expr}"
+
+
+def firing_cases() -> dict[str, int]:
+    """How many promtool cases expect each alert to fire."""
+    fired: dict[str, int] = {}
+    for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            if check["exp_alerts"]:
+                fired[check["alertname"]] = fired.get(check["alertname"], 0) + 1
+    return fired
+
+
+def test_every_alert_has_a_promtool_case_that_makes_it_fire() -> None:
+    fired = firing_cases()
+    assert [rule["alert"] for rule in alert_rules() if rule["alert"] not in fired] == []
+    assert set(fired) <= {rule["alert"] for rule in alert_rules()}
+
+
+def test_every_recorded_series_has_a_promtool_case_for_its_5_minute_window() -> None:
+    tested = {
+        check["expr"]
+        for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+        for check in case.get("promql_expr_test", [])
+    }
+    for rule in recording_rules():
+        if rule["record"].endswith("5m"):
+            assert any(rule["record"] in expr for expr in tested), rule["record"]
+
+
+def test_promtool_cases_start_counters_absent_and_carry_a_namespace() -> None:
+    known = series()
+    for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
+        for input_series in case["input_series"]:
+            (selector,) = selectors(input_series["series"])
+            labels = {label for label, _op, _value in selector.matchers}
+            if selector.metric != "up":
+                assert "namespace" in labels, input_series["series"]
+            assert selector.metric in known, selector.metric
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
@@ -112,16 +189,20 @@ def find_rule(expr_part: str, threshold: str) -> list[dict[str, Any]]:
     [
         ("outbox backlog", "outbox_event_backlog", "5000", "warning", "5m"),
         ("outbox oldest age", "outbox_oldest_pending_age_seconds", "60", "warning", "2m"),
-        ("outbox stalled", "outbox_oldest_pending_age_seconds", "300", "page", "2m"),
+        ("outbox stalled", "outbox_oldest_pending_age_seconds", "300", "critical", "2m"),
         ("dead letters", "increase(kafka_dlq_messages_total", "0", "warning", None),
-        ("partition blocked on a dependency", "kafka_consumer_partition_blocked_seconds", "120", "page", None),
+        ("partition blocked on a dependency", "kafka_consumer_partition_blocked_seconds", "120", "critical", None),
         ("needs reconciliation", "payment_orders_awaiting_reconciliation", "0", "warning", "1m"),
         # The original's runbook: warn above 1000 for 5 minutes, page above 10000 for 5 minutes.
-        ("lag warning", "sum by (consumergroup) (kafka_consumergroup_lag)", "1000", "warning", "5m"),
-        ("lag page", "sum by (consumergroup) (kafka_consumergroup_lag)", "10000", "page", "5m"),
+        ("lag warning", "sum by (namespace, consumergroup) (kafka_consumergroup_lag)", "1000", "warning", "5m"),
+        ("lag page", "sum by (namespace, consumergroup) (kafka_consumergroup_lag)", "10000", "critical", "5m"),
         ("PSP timeouts", 'psp_calls_total{result="TIMEOUT"}', "0.05", "warning", "10m"),
-        ("API 5xx", 'http_server_requests_seconds_count{status=~"5.."}', "0.02", "page", "5m"),
+        ("API 5xx", 'http_server_requests_seconds_count{status=~"5.."}', "0.02", "critical", "5m"),
         ("API p99", "histogram_quantile(0.99", "0.5", "warning", "10m"),
+        ("retry drops", "increase(redis_retry_dropped_total", "0", "warning", None),
+        ("status-check rounds failing", "increase(status_check_dispatch_failures_total", "0", "warning", "15m"),
+        ("key fetches failing", 'auth_jwks_fetches_total{result="error"}', "0", "warning", "10m"),
+        ("token checks unavailable", 'auth_token_verifications_total{result="unavailable"}', "0", "critical", "5m"),
     ],
 )
 def test_the_required_alerts_exist(what: str, expr_part: str, threshold: str, severity: str, for_: str | None) -> None:
@@ -129,6 +210,24 @@ def test_the_required_alerts_exist(what: str, expr_part: str, threshold: str, se
     assert len(found) == 1, f"{what}: {[r['alert'] for r in found]}"
     assert found[0]["labels"]["severity"] == severity
     assert found[0].get("for") == for_
+
+
+@pytest.mark.parametrize(("sli", "budget"), [("errors", "0.001"), ("slow", "0.01")])
+def test_create_slos_have_fast_and_slow_multiwindow_burn_rate_alerts(sli: str, budget: str) -> None:
+    """The SRE workbook's pairs: page at 14.4x (1h and 5m) or 6x (6h and 30m), warn at 3x (1d and 2h) or 1x."""
+    kind = {"errors": "Availability", "slow": "Latency"}[sli]
+    windows = {
+        "Fast": ("critical", [("1h", "5m", f"(14.4 * {budget})"), ("6h", "30m", f"(6 * {budget})")]),
+        "Slow": ("warning", [("1d", "2h", f"(3 * {budget})"), ("3d", "6h", budget)]),
+    }
+    by_name = {rule["alert"]: rule for rule in alert_rules()}
+    for speed, (severity, pairs) in windows.items():
+        rule = by_name[f"PaymentsCreate{kind}BudgetBurn{speed}"]
+        assert rule["labels"]["severity"] == severity
+        for long, short, threshold in pairs:
+            for window in (long, short):
+                assert f"namespace:payments_create_{sli}:ratio_rate{window} > {threshold}" in rule["expr"]
+            assert f"namespace:payments_create_requests:rate{long} *" in rule["expr"]  # the minimum-traffic guard
 
 
 # ---- Dashboard ---------------------------------------------------------------------------------------------------

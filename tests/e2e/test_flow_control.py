@@ -35,7 +35,7 @@ async def budgeted_pipeline(
         psp=psp_simulator,
         issuer_url=keycloak.issuer_url,
         data_dir=data_dir,
-        api_groups={"admission": {"in_flight_budget": BUDGET, "refresh_seconds": 0.1}},
+        api_groups={"admission": {"enabled": True, "in_flight_budget": BUDGET, "refresh_seconds": 0.1}},
     ) as running:
         yield running
 

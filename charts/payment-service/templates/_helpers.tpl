@@ -105,6 +105,26 @@ the operator manages; env set on the container itself wins over both. */}}
     name: {{ required "existingSecret: name the Secret that holds PAYMENTS_DB__URL" .Values.existingSecret }}
 {{- end }}
 
+{{/* Fail the render when the operator's Secret exists (lookup reads the cluster on install and upgrade; `helm
+template` and a client dry run see nothing) but lacks a key the release needs: PAYMENTS_DB__URL, and the migration
+key. Without it, the migration Job would wait for the key until Helm's timeout. */}}
+{{- define "payment-service.secretHasKeys" -}}
+{{- $name := required "existingSecret: name the Secret that holds PAYMENTS_DB__URL" .Values.existingSecret }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- if $secret }}
+{{- $keys := list "PAYMENTS_DB__URL" }}
+{{- if .Values.migrations.enabled }}
+{{- $keys = append $keys .Values.migrations.databaseUrlKey }}
+{{- end }}
+{{- $data := merge (dict) ($secret.data | default dict) ($secret.stringData | default dict) }}
+{{- range $key := uniq $keys }}
+{{- if not (hasKey $data $key) }}
+{{- fail (printf "Secret %s/%s has no key %s (this release needs %s): add it, see charts/README.md, Install" $.Release.Namespace $name $key (join ", " (uniq $keys))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "payment-service.podName" -}}
 - name: POD_NAME
   valueFrom:

@@ -9,11 +9,12 @@ as_root() {
 }
 
 _apt_updated=""         # set once `apt-get update` ran: at most one per script run
+_apt_policy=${APT_POLICY_RC:-/usr/sbin/policy-rc.d}  # invoke-rc.d's policy (a test points it elsewhere)
 _apt_policy_created=""  # set while /usr/sbin/policy-rc.d is ours
 
 _apt_drop_policy() {
   if [ -n "$_apt_policy_created" ]; then
-    as_root rm -f /usr/sbin/policy-rc.d || true
+    as_root rm -f "$_apt_policy" || true
     _apt_policy_created=""
   fi
 }
@@ -50,10 +51,10 @@ ensure_packages() {
     # Package scripts must not start daemons (this machine may have no init system; these scripts start what is
     # needed, the way they want it): a policy-rc.d answering 101 makes invoke-rc.d skip every start. It is only
     # written when there is none, and removed again right after (also when interrupted).
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
+    if [ ! -e "$_apt_policy" ]; then
       printf '#!/bin/sh\n# temporary, written by infra/scripts/lib/apt.sh\nexit 101\n' \
-        | as_root tee /usr/sbin/policy-rc.d >/dev/null
-      as_root chmod 755 /usr/sbin/policy-rc.d
+        | as_root tee "$_apt_policy" >/dev/null
+      as_root chmod 755 "$_apt_policy"
       _apt_policy_created=1
     fi
     local saved_traps

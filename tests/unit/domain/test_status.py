@@ -10,6 +10,7 @@ import pytest
 from payment_domain.errors import IllegalTransition
 from payment_domain.status import (
     AWAITING_STATUS_CHECK,
+    IN_FLIGHT,
     RETRYABLE,
     TERMINAL,
     TRANSITIONS,
@@ -181,3 +182,10 @@ def test_an_unrecognised_psp_answer_maps_to_unknown_final(raw: str) -> None:
 def test_a_psp_cannot_put_an_order_in_an_internal_only_status(internal: PaymentOrderStatus) -> None:
     assert map_psp_status(internal.value) is S.UNKNOWN_FINAL
     assert map_psp_status(internal.value.lower()) is S.UNKNOWN_FINAL
+
+
+def test_in_flight_statuses_are_those_neither_terminal_nor_parked_for_a_human() -> None:
+    parked = {PaymentOrderStatus.NEEDS_RECONCILIATION}
+    assert IN_FLIGHT | TERMINAL | parked == set(PaymentOrderStatus)
+    assert not IN_FLIGHT & (TERMINAL | parked)
+    assert PaymentOrderStatus.INITIATED_PENDING in IN_FLIGHT

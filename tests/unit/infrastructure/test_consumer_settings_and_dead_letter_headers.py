@@ -69,6 +69,7 @@ def test_dead_letter_backoff_is_capped_even_after_many_failures() -> None:
         ({"dependency_backoff_ms": 500, "dependency_backoff_max_ms": 100}, "dependency_backoff_max_ms"),
         ({"dependency_backoff_ms": 0}, "dependency_backoff_ms"),
         ({"max_in_flight_per_partition": 0}, "max_in_flight_per_partition"),
+        ({"stalled_poll_timeout_ms": 30_000, "rebalance_timeout_ms": 30_000}, "stalled_poll_timeout_ms"),
     ],
 )
 def test_inconsistent_consumer_settings_are_rejected_with_the_setting_named(
