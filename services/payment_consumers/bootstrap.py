@@ -34,6 +34,7 @@ from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.ledger_settings import LedgerSettings
 from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.inbox_purge import purge_processed_events
@@ -167,6 +168,7 @@ def build_container(
         policy=policy,
         randint=random.Random(seed).randint,
         consumer=GROUPS[Worker.RESULT_APPLIER][0],
+        commission=settings.ledger.commission(),
     )
     return Container(
         settings=settings,
@@ -228,13 +230,14 @@ class Reconciliation:
         await self._engine.dispose()
 
 
-def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
+def build_reconciliation(settings: DatabaseSettings, ledger: LedgerSettings) -> Reconciliation:
     engine = create_engine(settings.model_copy(update={"pool_size": 1}), application_name="payments-reconcile")
     parked = PostgresParkedOrders(engine)
     store = PostgresResultStore(
         engine, statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms
     )
-    return Reconciliation(parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()), engine)
+    settle = SettleParkedOrder(parked=parked, store=store, clock=SystemClock(), commission=ledger.commission())
+    return Reconciliation(parked, settle, engine)
 
 
 def build_dead_letter_inspector(bootstrap_servers: str, *, within: float) -> DeadLetterInspector:

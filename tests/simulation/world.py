@@ -32,6 +32,7 @@ from payment_domain.events import EventType
 from payment_domain.status import is_terminal
 from tests.fakes import FakeClock, FakeIdGenerator, FakePaymentRepository, FakePresenter
 from tests.fakes_consumers import (
+    COMMISSION,
     ConsumerTables,
     FakeClaims,
     FakeParkedOrders,
@@ -186,6 +187,7 @@ class World:
             policy=POLICY,
             randint=self.random.randint,
             consumer=consumer,
+            commission=COMMISSION,
         )
         self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
