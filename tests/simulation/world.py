@@ -32,7 +32,6 @@ from payment_domain.events import EventType
 from payment_domain.status import is_terminal
 from tests.fakes import FakeClock, FakeIdGenerator, FakePaymentRepository, FakePresenter
 from tests.fakes_consumers import (
-    COMMISSION,
     ConsumerTables,
     FakeClaims,
     FakeParkedOrders,
@@ -44,7 +43,7 @@ from tests.fakes_retry import FakeRetryQueue
 from tests.simulation.batches import SimBatcher
 from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
-from tests.simulation.invariants import check_invariants
+from tests.simulation.invariants import SIM_COMMISSION, check_invariants
 from tests.simulation.psp import SimPsp
 from tests.simulation.scheduler import Scheduler, Task, checkpoint
 
@@ -187,7 +186,7 @@ class World:
             policy=POLICY,
             randint=self.random.randint,
             consumer=consumer,
-            commission=COMMISSION,
+            commission=SIM_COMMISSION,
         )
         self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
