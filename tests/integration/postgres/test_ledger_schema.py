@@ -22,7 +22,7 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.execute(
         "INSERT INTO ledger_accounts (kind, owner, currency) VALUES "
         "('PSP_RECEIVABLE', 'platform', 'EUR'), ('PSP_RECEIVABLE', 'platform', 'USD'), "
-        "('SELLER_PAYABLE', 'seller-1', 'EUR'), ('SELLER_PAYABLE', 'seller-1', 'USD') ON CONFLICT DO NOTHING"
+        "('SELLER_PAYABLE', 'schema-seller', 'EUR'), ('SELLER_PAYABLE', 'schema-seller', 'USD') ON CONFLICT DO NOTHING"
     )
     yield connection
     await connection.close()
@@ -31,7 +31,7 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def new_entry(conn: asyncpg.Connection, kind: str = "CHARGE", order_id: int | None = None) -> int:
     entry_id: int = await conn.fetchval(
         "INSERT INTO journal_entries (kind, payment_order_id, seller_id, posted_at) "
-        "VALUES ($1, $2, 'seller-1', now()) RETURNING entry_id",
+        "VALUES ($1, $2, 'schema-seller', now()) RETURNING entry_id",
         kind,
         next(_orders) if order_id is None else order_id,
     )
@@ -57,7 +57,7 @@ async def balanced_entry(conn: asyncpg.Connection, amount: int = 1_000) -> int:
     async with conn.transaction():
         entry_id = await new_entry(conn)
         await post(conn, entry_id, "PSP_RECEIVABLE", "platform", "EUR", "DEBIT", amount)
-        await post(conn, entry_id, "SELLER_PAYABLE", "seller-1", "EUR", "CREDIT", amount)
+        await post(conn, entry_id, "SELLER_PAYABLE", "schema-seller", "EUR", "CREDIT", amount)
     return entry_id
 
 
@@ -71,7 +71,7 @@ async def test_a_transaction_leaving_an_entry_unbalanced_is_refused_at_commit(co
         async with conn.transaction():
             entry_id = await new_entry(conn)
             await post(conn, entry_id, "PSP_RECEIVABLE", "platform", "EUR", "DEBIT", 1_000)
-            await post(conn, entry_id, "SELLER_PAYABLE", "seller-1", "EUR", "CREDIT", 999)
+            await post(conn, entry_id, "SELLER_PAYABLE", "schema-seller", "EUR", "CREDIT", 999)
     assert await conn.fetchval("SELECT count(*) FROM journal_entries WHERE entry_id = $1", entry_id) == 0
 
 
@@ -80,7 +80,7 @@ async def test_an_entry_balances_per_currency(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             entry_id = await new_entry(conn)
             await post(conn, entry_id, "PSP_RECEIVABLE", "platform", "EUR", "DEBIT", 1_000)
-            await post(conn, entry_id, "SELLER_PAYABLE", "seller-1", "USD", "CREDIT", 1_000)
+            await post(conn, entry_id, "SELLER_PAYABLE", "schema-seller", "USD", "CREDIT", 1_000)
 
 
 async def test_an_entry_without_postings_is_refused(conn: asyncpg.Connection) -> None:
@@ -91,7 +91,7 @@ async def test_an_entry_without_postings_is_refused(conn: asyncpg.Connection) ->
 async def test_a_posting_added_later_that_unbalances_an_entry_is_refused(conn: asyncpg.Connection) -> None:
     entry_id = await balanced_entry(conn)
     with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
-        await post(conn, entry_id, "SELLER_PAYABLE", "seller-1", "EUR", "CREDIT", 1)
+        await post(conn, entry_id, "SELLER_PAYABLE", "schema-seller", "EUR", "CREDIT", 1)
 
 
 async def test_a_posting_names_an_account_of_the_chart(conn: asyncpg.Connection) -> None:
@@ -107,7 +107,7 @@ async def test_an_order_has_at_most_one_charge_entry(conn: asyncpg.Connection) -
     async with conn.transaction():
         entry_id = await new_entry(conn, order_id=order_id)
         await post(conn, entry_id, "PSP_RECEIVABLE", "platform", "EUR", "DEBIT", 5)
-        await post(conn, entry_id, "SELLER_PAYABLE", "seller-1", "EUR", "CREDIT", 5)
+        await post(conn, entry_id, "SELLER_PAYABLE", "schema-seller", "EUR", "CREDIT", 5)
     with pytest.raises(asyncpg.UniqueViolationError, match="journal_entries_one_charge_per_order"):
         await new_entry(conn, order_id=order_id)
 
@@ -119,8 +119,8 @@ async def test_an_order_has_at_most_one_charge_entry(conn: asyncpg.Connection) -
         "DELETE FROM postings WHERE entry_id = $1",
         "UPDATE journal_entries SET seller_id = 'someone-else' WHERE entry_id = $1",
         "DELETE FROM journal_entries WHERE entry_id = $1",
-        "UPDATE ledger_accounts SET owner = 'x' WHERE owner = 'seller-1' AND $1::bigint IS NOT NULL",
-        "DELETE FROM ledger_accounts WHERE owner = 'seller-1' AND $1::bigint IS NOT NULL",
+        "UPDATE ledger_accounts SET owner = 'x' WHERE owner = 'schema-seller' AND $1::bigint IS NOT NULL",
+        "DELETE FROM ledger_accounts WHERE owner = 'schema-seller' AND $1::bigint IS NOT NULL",
     ],
 )
 async def test_the_ledger_is_append_only(conn: asyncpg.Connection, statement: str) -> None:

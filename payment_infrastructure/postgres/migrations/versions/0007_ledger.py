@@ -63,7 +63,7 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX postings_entry_idx ON postings (entry_id)")
-    op.execute("CREATE INDEX postings_account_idx ON postings (account_kind, account_owner, currency, entry_id)")
+    op.execute("CREATE INDEX postings_account_idx ON postings (account_kind, account_owner, posting_id)")
     # An entry with a posting is checked by its postings' trigger; the entry's own only asks that it has one (a
     # single posting of a positive amount never balances).
     op.execute(
