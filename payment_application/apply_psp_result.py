@@ -30,18 +30,12 @@ from payment_domain.events import (
     payment_order_settled,
     psp_call_requested,
 )
-from payment_domain.ledger import CommissionSchedule, JournalEntry, charge_entry
+from payment_domain.ledger import CommissionSchedule, JournalEntry, charge_entry, posts_charge
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import Action, Decision, Policy, decide
 from payment_domain.status import RETRYABLE, PaymentOrderStatus
 
 log = structlog.get_logger(__name__)
-
-
-def becomes_successful(before: PaymentOrder, after: PaymentOrder) -> bool:
-    """The move that posts a charge entry (SUCCESSFUL_FINAL has no way out, so it happens once per order)."""
-    success = PaymentOrderStatus.SUCCESSFUL_FINAL
-    return after.status is success and before.status is not success
 
 
 class UnknownPaymentOrder(LookupError):
@@ -186,7 +180,7 @@ class ApplyPspResult:
                 updated_at=now,
             )
             await self._write(tx, locked, order, decision, result)
-            if becomes_successful(locked.order, order):
+            if posts_charge(locked.order.status, order.status):
                 entries.append(charge_entry(order, self._commission))
         return Applied(decision=decision, duplicate=not first, order=order)
 

@@ -17,7 +17,7 @@ from payment_application.ports.clock import Clock
 from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.payment_orders import ReconciliationEntry, ResultStore
 from payment_domain.events import payment_order_settled
-from payment_domain.ledger import CommissionSchedule, charge_entry
+from payment_domain.ledger import CommissionSchedule, charge_entry, posts_charge
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import FINAL_OUTCOMES, PaymentOrderStatus, PaymentStatus, transition
 
@@ -79,7 +79,7 @@ class SettleParkedOrder:
                 now=now,
             )
             await tx.add_events([payment_order_settled(order, trace_id=parked.trace_id, parent_event_id="", now=now)])
-            if outcome is PaymentOrderStatus.SUCCESSFUL_FINAL:
+            if posts_charge(locked.order.status, outcome):
                 await tx.post_entries([charge_entry(order, self._commission)], now)
             payment_status = await tx.roll_up(order.payment_id.value, now)
             await tx.record_reconciliation(

@@ -15,6 +15,7 @@ from enum import StrEnum
 from payment_domain.errors import DomainError
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
+from payment_domain.status import PaymentOrderStatus
 
 BPS_PER_UNIT = 10_000  # basis points in 100 %
 PLATFORM = "platform"  # the owner of every account that is not a seller's
@@ -174,6 +175,12 @@ class CommissionSchedule:
         return Split(seller=amount.value - commission, commission=commission)
 
 
+def posts_charge(before: PaymentOrderStatus, after: PaymentOrderStatus) -> bool:
+    """The move that posts an order's charge entry: into SUCCESSFUL_FINAL (which has no way out, so once)."""
+    success = PaymentOrderStatus.SUCCESSFUL_FINAL
+    return after is success and before is not success
+
+
 def charge_entry(order: PaymentOrder, commission: CommissionSchedule) -> JournalEntry:
     """PSP receivable debited with the amount; the seller credited the amount less commission; commission revenue
     credited the commission (a zero part is left out)."""
@@ -204,4 +211,5 @@ __all__ = [
     "charge_entry",
     "commission_of",
     "net_by_currency",
+    "posts_charge",
 ]

@@ -24,6 +24,7 @@ from payment_domain.ledger import (
     charge_entry,
     commission_of,
     net_by_currency,
+    posts_charge,
 )
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
@@ -189,3 +190,12 @@ def test_every_charge_entry_balances_and_its_credits_sum_to_the_amount(
     posted = charge_entry(an_order(amount, currency=currency), CommissionSchedule(default_bps=bps))
     assert net_by_currency(posted.postings) == {currency: 0}
     assert sum(p.amount for p in posted.postings if p.side is Side.CREDIT) == amount
+
+
+@pytest.mark.parametrize("before", list(PaymentOrderStatus))
+@pytest.mark.parametrize("after", list(PaymentOrderStatus))
+def test_only_the_move_into_successful_final_posts_a_charge(
+    before: PaymentOrderStatus, after: PaymentOrderStatus
+) -> None:
+    success = PaymentOrderStatus.SUCCESSFUL_FINAL
+    assert posts_charge(before, after) is (after is success and before is not success)
