@@ -30,6 +30,8 @@ CLIENT_SECRETS = {
     "order-service": "order-service-secret",
     "payment-reader": "payment-reader-secret",
     "no-role-client": "no-role-client-secret",
+    "finance-reader": "finance-reader-secret",
+    "seller-1-portal": "seller-1-portal-secret",
 }
 
 
@@ -133,7 +135,6 @@ class Keycloak(RealmEndpoints, RunsOneProcess):
             str(home / "bin" / "kc.sh"),
             "start",
             "--optimized",
-            "--import-realm",
             "--cache=local",
             "--http-enabled=true",
             f"--http-host={self.host}",
@@ -143,16 +144,16 @@ class Keycloak(RealmEndpoints, RunsOneProcess):
             f"--db-url=jdbc:h2:file:{self.data_dir / 'h2' / 'keycloakdb'};NON_KEYWORDS=VALUE",
         ]
 
+    @property
+    def import_file(self) -> Path:
+        return self.data_dir / "import" / self.realm_file.name
+
     def _stage_realm(self) -> None:
-        """`--import-realm` reads `<home>/data/import`; the realm there is replaced atomically at each start."""
-        imports = install() / "data" / "import"
-        imports.mkdir(parents=True, exist_ok=True)
-        target = imports / self.realm_file.name
-        if target.exists() and target.read_bytes() == self.realm_file.read_bytes():
-            return
-        staging = imports / f".{self.realm_file.name}.{os.getpid()}"
-        staging.write_bytes(self.realm_file.read_bytes())
-        staging.rename(target)
+        """The realm goes into this instance's own import directory, imported at start when the realm does not
+        exist yet (what `--import-realm` does, but `--import-realm` reads the shared `<home>/data/import`, which
+        Keycloaks started at the same time from other checkouts would overwrite with their realm)."""
+        self.import_file.parent.mkdir(parents=True, exist_ok=True)
+        self.import_file.write_bytes(self.realm_file.read_bytes())
 
     async def start(self, *, within: float = 120.0) -> float:
         """Start and wait until the realm's discovery document is served; returns the seconds that took."""
@@ -163,7 +164,7 @@ class Keycloak(RealmEndpoints, RunsOneProcess):
         tmp.mkdir(parents=True, exist_ok=True)
         env = _env() | {
             "JAVA_OPTS_KC_HEAP": self.heap,
-            "JAVA_OPTS_APPEND": f"-Djava.io.tmpdir={tmp}",
+            "JAVA_OPTS_APPEND": f"-Djava.io.tmpdir={tmp} " + " ".join(self._import_options()),
         }
         process = ServerProcess(
             "keycloak",
@@ -173,6 +174,14 @@ class Keycloak(RealmEndpoints, RunsOneProcess):
             tie_to_parent=self.tie_to_parent,
         )
         return await self._launch(process, self._serves_realm, within=within)
+
+    def _import_options(self) -> list[str]:
+        return [
+            "-Dkeycloak.migration.action=import",
+            "-Dkeycloak.migration.provider=singleFile",
+            f"-Dkeycloak.migration.file={self.import_file}",
+            "-Dkeycloak.migration.strategy=IGNORE_EXISTING",
+        ]
 
     async def _serves_realm(self) -> bool:
         async with httpx.AsyncClient(timeout=2.0) as client:

@@ -7,6 +7,7 @@ commit (no network I/O inside the transaction); a redelivered answer finds the i
 retry is queued, so a crash between commit and queueing loses nothing (queueing is idempotent per attempt).
 `apply_many` does the same for results of distinct orders in one transaction (most of a result's cost is per
 statement); each order keeps its own guard, and a batch that cannot apply whole falls back to one result at a time.
+An order that becomes SUCCESSFUL_FINAL posts its charge entry to the ledger in the same transaction (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from payment_domain.events import (
     payment_order_settled,
     psp_call_requested,
 )
+from payment_domain.ledger import CommissionSchedule, JournalEntry, charge_entry, posts_charge
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import Action, Decision, Policy, ResultSource, decide
 from payment_domain.status import RETRYABLE, PaymentOrderStatus
@@ -106,8 +108,10 @@ class ApplyPspResult:
         policy: ResultPolicy,
         randint: Callable[[int, int], int],
         consumer: str,
+        commission: CommissionSchedule,
     ) -> None:
         self._store = store
+        self._commission = commission
         self._retries = retries
         self._policy = policy
         self._randint = randint
@@ -123,7 +127,10 @@ class ApplyPspResult:
             if locked is None:
                 raise UnknownPaymentOrder(f"payment order {order_id} does not exist")
             _check_payment(locked, result)
-            applied = await self._apply_locked(tx, locked, result, first=first, now=now)
+            entries: list[JournalEntry] = []
+            applied = await self._apply_locked(tx, locked, result, first=first, now=now, entries=entries)
+            if entries:
+                await tx.post_entries(entries, now)
         await self._after_commit(result, applied)
         return applied
 
@@ -168,10 +175,16 @@ class ApplyPspResult:
                 raise UnknownPaymentOrder(f"payment orders {missing} do not exist")
             for order_id, result in zip(order_ids, results, strict=True):
                 _check_payment(locked[order_id], result)
-            return [
-                await self._apply_locked(tx, locked[order_id], result, first=result.event_id in first, now=now)
+            entries: list[JournalEntry] = []
+            applied = [
+                await self._apply_locked(
+                    tx, locked[order_id], result, first=result.event_id in first, now=now, entries=entries
+                )
                 for order_id, result in zip(order_ids, results, strict=True)
             ]
+            if entries:  # the charges of the batch's orders that became SUCCESSFUL_FINAL, in one write
+                await tx.post_entries(entries, now)
+            return applied
 
     async def _apply_locked(
         self,
@@ -181,8 +194,10 @@ class ApplyPspResult:
         *,
         first: bool,
         now: datetime,
+        entries: list[JournalEntry],
     ) -> Applied:
-        """The decision and its writes for one locked order (a redelivery decides nothing)."""
+        """The decision and its writes for one locked order (a redelivery decides nothing); the ledger entry it
+        causes is added to `entries`, for the caller to post before the transaction ends."""
         error = result.payload.error_detail
         decision = decide(locked.state_at(now), result.payload.outcome, self._policy.domain) if first else None
         order = locked.order
@@ -196,6 +211,8 @@ class ApplyPspResult:
                 updated_at=now,
             )
             await self._write(tx, locked, order, decision, result)
+            if posts_charge(locked.order.status, order.status):
+                entries.append(charge_entry(order, self._commission))
         return Applied(decision=decision, duplicate=not first, order=order)
 
     async def _after_commit_of(self, result: EventEnvelope[PspResultUpdated], applied: Applied) -> Applied | Exception:

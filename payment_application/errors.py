@@ -77,3 +77,10 @@ class IdempotencyKeyMismatch(ApplicationError):
     """The key was used before with a different request body."""
 
     code = "idempotency_key_mismatch"
+
+
+class LedgerEntryExists(ApplicationError):
+    """The ledger already holds an entry of this kind for the payment order: the transaction writing a second one
+    is rolled back (an entry is never posted twice)."""
+
+    code = "ledger_entry_exists"

@@ -1,8 +1,9 @@
 """Use case: an operator settles a parked order with what the PSP says (its dashboard, a report, support).
 
 The order moves out of NEEDS_RECONCILIATION the way the pipeline would move it: one transaction saves the final
-status, writes its succeeded/failed event to the outbox, rolls the payment up and keeps an audit line naming the
-operator and the evidence. Only a parked order can be settled this way, and only to a final outcome.
+status, writes its succeeded/failed event to the outbox, posts the charge entry when it succeeded, rolls the
+payment up and keeps an audit line naming the operator and the evidence. Only a parked order can be settled this
+way, and only to a final outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from payment_application.ports.clock import Clock
 from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.payment_orders import ReconciliationEntry, ResultStore
 from payment_domain.events import payment_order_settled
+from payment_domain.ledger import CommissionSchedule, charge_entry, posts_charge
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import FINAL_OUTCOMES, PaymentOrderStatus, PaymentStatus, transition
 
@@ -35,8 +37,11 @@ class Settled:
 
 
 class SettleParkedOrder:
-    def __init__(self, *, parked: ParkedOrders, store: ResultStore, clock: Clock) -> None:
+    def __init__(
+        self, *, parked: ParkedOrders, store: ResultStore, clock: Clock, commission: CommissionSchedule
+    ) -> None:
         self._parked = parked
+        self._commission = commission
         self._store = store
         self._clock = clock
 
@@ -74,6 +79,8 @@ class SettleParkedOrder:
                 now=now,
             )
             await tx.add_events([payment_order_settled(order, trace_id=parked.trace_id, parent_event_id="", now=now)])
+            if posts_charge(locked.order.status, outcome):
+                await tx.post_entries([charge_entry(order, self._commission)], now)
             payment_status = await tx.roll_up(order.payment_id.value, now)
             await tx.record_reconciliation(
                 ReconciliationEntry(

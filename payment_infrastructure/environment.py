@@ -46,6 +46,7 @@ SYSTEM_GROUPS: Mapping[str, tuple[str, ...]] = {
     "status_checks": ("payment-consumers",),
     "sweeper": ("payment-consumers",),
     "requery": ("payment-consumers",),
+    "ledger": ("payment-consumers",),
     "psp_sim": ("psp-simulator",),
 }
 """Settings group -> the deployables that read it (payment-service is the API and the outbox dispatcher)."""

@@ -19,18 +19,21 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from payment_application.errors import LedgerEntryExists
 from payment_application.ports.parked_orders import ParkedOrder
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_application.ports.stale_orders import StaleOrder
 from payment_domain.events import EventEnvelope
 from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.ledger import CommissionSchedule, JournalEntry
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
 
 ORDERS_CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+COMMISSION = CommissionSchedule(default_bps=1_000)  # what the use-case tests charge: 10 %
 
 
 def an_order(
@@ -86,6 +89,12 @@ class CheckRow:
     updated_at: datetime | None = dataclasses.field(default=None, compare=False)  # bookkeeping, for the sweeper
 
 
+@dataclasses.dataclass(frozen=True)
+class PostedEntry:
+    entry: JournalEntry
+    posted_at: datetime
+
+
 @dataclasses.dataclass
 class ConsumerTables:
     """payment_orders, payments, processed_events, outbox_event and payment_order_status_checks, in memory.
@@ -100,6 +109,10 @@ class ConsumerTables:
     unsent_outbox: set[int] = dataclasses.field(default_factory=set)
     checks: list[CheckRow] = dataclasses.field(default_factory=list)
     reconciliations: list[ReconciliationEntry] = dataclasses.field(default_factory=list)
+    journal: list[PostedEntry] = dataclasses.field(default_factory=list)  # ledger entries, in posting order
+
+    def entries_of(self, payment_order_id: int) -> list[JournalEntry]:
+        return [posted.entry for posted in self.journal if posted.entry.payment_order_id == payment_order_id]
 
     def add_order(self, order: PaymentOrder, *, status_check_number: int = 0, psp_calls: int = 0) -> PaymentOrder:
         """`psp_calls`: charge calls already claimed under the order's attempt (1: as if it had been called once)."""
@@ -212,6 +225,7 @@ class FakeResultTransaction:
         self._checks: list[CheckRow] = []
         self._payments: dict[int, PaymentStatus] = {}
         self._reconciliations: list[ReconciliationEntry] = []
+        self._entries: list[PostedEntry] = []
 
     def _maybe_fail(self, method: str) -> None:
         if method in self._failures:
@@ -295,6 +309,16 @@ class FakeResultTransaction:
         self._maybe_fail("record_reconciliation")
         self._reconciliations.append(dataclasses.replace(entry, actor=entry.actor[:255]))
 
+    async def post_entries(self, entries: Sequence[JournalEntry], now: datetime) -> None:
+        """As the Postgres statement: all or none, one entry of a kind per order (else LedgerEntryExists)."""
+        self._maybe_fail("post_entries")
+        taken = {(p.entry.kind, p.entry.payment_order_id) for p in [*self.tables.journal, *self._entries]}
+        keys = [(entry.kind, entry.payment_order_id) for entry in entries]
+        if len(set(keys)) != len(keys) or taken & set(keys):
+            orders = sorted({entry.payment_order_id for entry in entries})
+            raise LedgerEntryExists(f"a charge entry exists already for one of the payment orders {orders}")
+        self._entries.extend(PostedEntry(entry, now) for entry in entries)
+
     def commit(self) -> None:
         tables = self.tables
         tables.inbox |= self._inbox
@@ -315,6 +339,7 @@ class FakeResultTransaction:
                 )
         tables.payments.update(self._payments)
         tables.reconciliations.extend(self._reconciliations)
+        tables.journal.extend(self._entries)
 
 
 class FakeResultStore:

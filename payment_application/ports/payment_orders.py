@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from payment_domain.events import AnyEnvelope
+from payment_domain.ledger import JournalEntry
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import OrderState
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
@@ -121,6 +122,11 @@ class ResultTransaction(Protocol):
 
     async def record_reconciliation(self, entry: ReconciliationEntry) -> None:
         """One audit line for an order settled out of NEEDS_RECONCILIATION (kept with the settlement)."""
+        ...
+
+    async def post_entries(self, entries: Sequence[JournalEntry], now: datetime) -> None:
+        """Into the ledger, with the state change that causes them (one write for all of them). A second entry of a
+        kind for the same payment order is refused (the transaction fails), never stored twice."""
         ...
 
 

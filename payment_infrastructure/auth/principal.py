@@ -11,6 +11,7 @@ class Principal:
     client_id: str
     subject: str
     roles: frozenset[str]
+    seller_id: str | None = None  # the `seller_id` claim: a seller's own client, which reads only that seller
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -27,4 +28,6 @@ class Principal:
         realm_access = claims.get("realm_access")
         roles = realm_access.get("roles") if isinstance(realm_access, Mapping) else None
         role_names = frozenset(role for role in roles if isinstance(role, str)) if isinstance(roles, list) else None
-        return cls(client_id=client_id, subject=subject, roles=role_names or frozenset())
+        seller = claims.get("seller_id")
+        seller_id = seller if isinstance(seller, str) and seller.strip() else None
+        return cls(client_id=client_id, subject=subject, roles=role_names or frozenset(), seller_id=seller_id)

@@ -14,6 +14,7 @@ class AuthSettings(BaseModel):
     http_timeout_seconds: float = Field(default=2, gt=0)
     write_role: str = "payment:write"
     read_role: str = "payment:read"
+    finance_role: str = "finance:read"  # reads every seller's balance and statement
     verified_token_cache_size: int = Field(default=10_000, ge=0)
 
     @field_validator("issuer_url")

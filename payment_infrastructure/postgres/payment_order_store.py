@@ -1,4 +1,5 @@
-"""Postgres adapters of the consumers: the attempt claim, the result transaction, the status-check queue."""
+"""Postgres adapters of the consumers: the attempt claim, the result transaction (with its ledger entries), the
+status-check queue."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.ports.payment_orders import ClaimedAttempt, DueStatusCheck, LockedOrder, ReconciliationEntry
 from payment_domain.events import AnyEnvelope
+from payment_domain.ledger import JournalEntry
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, roll_up
 from payment_infrastructure.postgres.driver import bounded_transaction, driver_connection
 from payment_infrastructure.postgres.errors import translated_errors
+from payment_infrastructure.postgres.ledger_entries import insert_entries
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.runtime.batcher import Batcher
 from payment_infrastructure.serialization import envelope_to_bytes
@@ -336,6 +339,9 @@ class PostgresResultTransaction:
             entry.note,
             entry.at,
         )
+
+    async def post_entries(self, entries: Sequence[JournalEntry], now: datetime) -> None:
+        await insert_entries(self._conn, entries, now)
 
     async def flush(self) -> None:
         """Send every kept write; called before commit (a failure here rolls the whole transaction back)."""

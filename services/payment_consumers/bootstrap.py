@@ -26,6 +26,7 @@ from payment_application.ports.publisher import EventPublisher
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import SettleParkedOrder
+from payment_application.verify_ledger import VerifyLedger
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.kafka.consumer import PartitionOrderedConsumer
@@ -34,9 +35,11 @@ from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.ledger_settings import LedgerSettings
 from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.inbox_purge import purge_processed_events
+from payment_infrastructure.postgres.ledger_audit import PostgresLedgerAudit
 from payment_infrastructure.postgres.parked_orders import PostgresParkedOrders
 from payment_infrastructure.postgres.payment_order_store import (
     PostgresPaymentOrderClaims,
@@ -45,6 +48,7 @@ from payment_infrastructure.postgres.payment_order_store import (
 )
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
+from payment_infrastructure.psp.charged_record import SimulatorSummaryRecord
 from payment_infrastructure.psp.gateway import AiohttpPspGateway
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.retry_queue import RedisRetryQueue
@@ -171,6 +175,7 @@ def build_container(
         policy=policy,
         randint=random.Random(seed).randint,
         consumer=GROUPS[Worker.RESULT_APPLIER][0],
+        commission=settings.ledger.commission(),
     )
     return Container(
         settings=settings,
@@ -233,13 +238,31 @@ class Reconciliation:
         await self._engine.dispose()
 
 
-def build_reconciliation(settings: DatabaseSettings) -> Reconciliation:
+def build_reconciliation(settings: DatabaseSettings, ledger: LedgerSettings) -> Reconciliation:
     engine = create_engine(settings.model_copy(update={"pool_size": 1}), application_name="payments-reconcile")
     parked = PostgresParkedOrders(engine)
     store = PostgresResultStore(
         engine, statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms
     )
-    return Reconciliation(parked, SettleParkedOrder(parked=parked, store=store, clock=SystemClock()), engine)
+    settle = SettleParkedOrder(parked=parked, store=store, clock=SystemClock(), commission=ledger.commission())
+    return Reconciliation(parked, settle, engine)
+
+
+@dataclass
+class LedgerVerification:
+    """What `payments ledger verify` needs: the check, on a small pool of its own."""
+
+    verify: VerifyLedger
+    _engine: AsyncEngine = field(repr=False)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def build_ledger_verification(settings: DatabaseSettings, *, psp_url: str | None) -> LedgerVerification:
+    engine = create_engine(settings.model_copy(update={"pool_size": 1}), application_name="payments-ledger")
+    psp = SimulatorSummaryRecord(psp_url) if psp_url else None
+    return LedgerVerification(VerifyLedger(audit=PostgresLedgerAudit(engine), psp=psp), engine)
 
 
 def build_dead_letter_inspector(bootstrap_servers: str, *, within: float) -> DeadLetterInspector:

@@ -6,6 +6,7 @@
     payments dlq replay T.DLQ --partition P --offset O | --all
     payments topic read TOPIC [--key K] [--limit N]   messages of any topic (e.g. payment_order_created_topic)
     payments reconcile list | settle ID --outcome O --operator NAME --evidence TEXT   (see reconcile_cli.py)
+    payments ledger verify [--psp-url URL] [--accounts]   the trial balance, compared with the PSP (ledger_cli.py)
 
 Broker: --bootstrap-servers, else PAYMENTS_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092. A replay does not
 remove anything from the DLQ (Kafka cannot); consumers are idempotent, so replaying a letter twice is harmless.
@@ -31,7 +32,7 @@ from payment_infrastructure.kafka.dead_letter_format import (
     is_dlq,
 )
 from payment_infrastructure.kafka.records import ConsumedRecord
-from services.payment_consumers import reconcile_cli
+from services.payment_consumers import ledger_cli, reconcile_cli
 from services.payment_consumers.bootstrap import build_dead_letter_inspector
 
 _DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -85,14 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--key", help="only messages with this key (a paymentOrderId)")
     read.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default %(default)s)")
     reconcile_cli.add_parser(groups)
+    ledger_cli.add_parser(groups)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.group == "reconcile":
-        code = asyncio.run(reconcile_cli.run(args))
+    if args.group in ("reconcile", "ledger"):
+        code = asyncio.run((reconcile_cli if args.group == "reconcile" else ledger_cli).run(args))
         if code:
             raise SystemExit(code)
         return

@@ -7,7 +7,8 @@
 Most parked orders leave on their own (a late PSP answer, or the hourly re-query); `settle` is for the rest, with
 the PSP's word found by a person. It writes the final status, the succeeded/failed event (through the outbox),
 the payment's roll-up and an audit line (table `reconciliation_audit`) in one transaction.
-Database: --database-url, else PAYMENTS_DB__URL, else the local default.
+Database: --database-url, else PAYMENTS_DB__URL, else the local default. The commission of a settled charge comes
+from PAYMENTS_LEDGER__* as in the consumers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from payment_domain.ids import PaymentOrderId
 from payment_domain.status import FINAL_OUTCOMES, PaymentOrderStatus
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from services.payment_consumers.bootstrap import build_reconciliation
+from services.payment_consumers.settings import ConsumersSettings
 
 
 def add_parser(groups: Any) -> None:
@@ -49,7 +51,7 @@ def _order_id(raw: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    reconciliation = build_reconciliation(DatabaseSettings(url=args.database_url))
+    reconciliation = build_reconciliation(DatabaseSettings(url=args.database_url), ConsumersSettings().ledger)
     try:
         if args.command == "list":
             parked = await reconciliation.parked.list_parked(limit=args.limit)

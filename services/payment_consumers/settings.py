@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.ledger_settings import LedgerSettings
 from payment_infrastructure.observability.settings import LoggingSettings
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.psp.settings import PspSettings
@@ -107,6 +108,7 @@ class ConsumersSettings(BaseSettings):
     status_checks: StatusCheckSettings = StatusCheckSettings()
     sweeper: SweeperSettings = SweeperSettings()
     requery: RequerySettings = RequerySettings()
+    ledger: LedgerSettings = LedgerSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.create_payment import CreatePayment
 from payment_application.dispatch_outbox import DispatchOutbox
 from payment_application.get_payment import GetPayment
+from payment_application.get_seller_balance import GetSellerBalance
+from payment_application.get_seller_statement import GetSellerStatement
 from payment_application.ports.clock import Clock
 from payment_application.ports.publisher import EventPublisher
 from payment_infrastructure.auth.verifier import JwtVerifier
@@ -48,6 +50,7 @@ from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
 from payment_infrastructure.postgres.pipeline_backlog import PostgresPipelineBacklog
 from payment_infrastructure.postgres.pool import acquire, create_pool
+from payment_infrastructure.postgres.seller_ledger import PostgresSellerLedger
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
 from payment_infrastructure.runtime.pacing import Pacing, Worker, every
@@ -87,6 +90,8 @@ class Container:
     payments: PostgresPaymentRepository
     create_payment: CreatePayment
     get_payment: GetPayment
+    get_seller_balance: GetSellerBalance
+    get_seller_statement: GetSellerStatement
     admission: CreateAdmission
     pipeline: PipelineBudget | None
     """Flow control from the pipeline's backlog; None when `admission.enabled` is off."""
@@ -160,6 +165,7 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
     async def purge_expired_keys(now: datetime) -> int:
         return await purge_expired_idempotency_keys(engine, now=now, batch=settings.api.idempotency_purge_batch)
 
+    seller_ledger = PostgresSellerLedger(engine)
     return Container(
         settings=settings,
         clock=clock,
@@ -168,6 +174,8 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         payments=payments,
         create_payment=create,
         get_payment=GetPayment(payments=payments),
+        get_seller_balance=GetSellerBalance(ledger=seller_ledger),
+        get_seller_statement=GetSellerStatement(ledger=seller_ledger),
         admission=CreateAdmission(
             settings.api.create_queue_max
             or writers * settings.api.create_batch_max_payments * ADMITTED_BATCHES_PER_WRITER

@@ -82,6 +82,8 @@ class Ledger:
     first_success_key: dict[str, str] = field(default_factory=dict)
     charged_again: dict[str, set[str]] = field(default_factory=dict)
     charged_minor_by_currency: Counter[str] = field(default_factory=Counter)
+    # seller -> currency -> minor units charged (what `payments ledger verify` compares each seller's book with)
+    charged_minor_by_seller: dict[str, Counter[str]] = field(default_factory=dict)
     calls: int = 0
     executions: int = 0
     replays: int = 0
@@ -98,6 +100,8 @@ class Ledger:
         if first != key:
             self.charged_again.setdefault(reference, {first}).add(key)
         self.charged_minor_by_currency[charge.request.currency] += charge.request.amount
+        by_seller = self.charged_minor_by_seller.setdefault(charge.request.seller_id, Counter())
+        by_seller[charge.request.currency] += charge.request.amount
 
     def summary(self, scenario: str) -> dict[str, Any]:
         doubles = sorted(self.charged_again)
@@ -118,4 +122,5 @@ class Ledger:
             "orders_charged_more_than_once": len(doubles),
             "orders_charged_more_than_once_sample": doubles[:_SAMPLE_SIZE],
             "charged_minor_by_currency": dict(self.charged_minor_by_currency),
+            "charged_minor_by_seller": {seller: dict(c) for seller, c in sorted(self.charged_minor_by_seller.items())},
         }

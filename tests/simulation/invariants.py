@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from payment_domain.events import EventType
+from payment_domain.ids import PaymentOrderId
+from payment_domain.ledger import AccountKind, CommissionSchedule, EntryKind, charge_entry, net_by_currency
+from payment_domain.money import Amount, Currency
 from payment_domain.status import PaymentOrderStatus, is_terminal, roll_up
 from tests.simulation.creates import one_payment_per_order
 
@@ -12,6 +16,15 @@ if TYPE_CHECKING:
     from tests.simulation.world import World
 
 S = PaymentOrderStatus
+# An odd default (rounding on nearly every charge) and sellers of their own: none, a low rate, all of it.
+SIM_COMMISSION = CommissionSchedule(
+    default_bps=1_234,
+    seller_bps={
+        **{f"seller-{n}-1": 0 for n in range(100)},
+        **{f"seller-{n}-2": 250 for n in range(100)},
+        "seller-0-0": 10_000,
+    },
+)
 _SETTLED_TYPES = {EventType.PAYMENT_ORDER_SUCCEEDED, EventType.PAYMENT_ORDER_FAILED}
 
 
@@ -38,6 +51,7 @@ def check_invariants(world: World) -> None:
             problems.append(f"payment {payment_id} is {payment_status}, its orders say {expected}")
     problems += one_payment_per_order(world.repository, world.requests)
     problems += _event_order(world)
+    problems += _ledger(world)
     if problems:
         raise SimulationFailed("; ".join(problems))
 
@@ -80,4 +94,54 @@ def _event_order(world: World) -> list[str]:
                 problems.append(f"order {order_id} is {status} but its settled events are {settled}")
         elif settled:
             problems.append(f"order {order_id} is {status} but has settled events {settled}")
+    return problems
+
+
+def _ledger(world: World) -> list[str]:
+    """Debits equal credits per currency; every SUCCESSFUL_FINAL order has exactly one charge entry, the one its
+    amount and seller call for, and no other order has one; each seller's balance, the PSP receivable and the
+    commission revenue are what the PSP's own ledger says was charged, less commission, to the cent (orders still
+    parked are left out on both sides: their money waits for reconciliation)."""
+    problems: list[str] = []
+    journal = [posted.entry for posted in world.tables.journal]
+    if off := {c: n for c, n in net_by_currency(p for e in journal for p in e.postings).items() if n}:
+        problems.append(f"the ledger's debits and credits differ: {off}")
+    charges: dict[int, list[object]] = {}
+    for entry in journal:
+        if entry.kind is EntryKind.CHARGE:
+            charges.setdefault(entry.payment_order_id, []).append(entry)
+    rows = world.tables.orders
+    for order_id, row in rows.items():
+        posted = charges.get(order_id, [])
+        if row.order.status is S.SUCCESSFUL_FINAL:
+            if posted != [charge_entry(row.order, SIM_COMMISSION)]:
+                problems.append(f"order {order_id} SUCCESSFUL_FINAL with charge entries {posted}")
+        elif posted:
+            problems.append(f"order {order_id} is {row.order.status} but has charge entries {posted}")
+    if strays := sorted(set(charges) - set(rows)):
+        problems.append(f"charge entries for orders that do not exist: {strays}")
+    parked = {o for o, row in rows.items() if row.order.status is S.NEEDS_RECONCILIATION}
+
+    book: Counter[tuple[AccountKind, str, str]] = Counter()
+    for entry in journal:
+        if entry.payment_order_id in parked:
+            continue
+        for p in entry.postings:
+            side = 1 if p.account.normal_side is p.side else -1
+            book[(p.account.kind, p.account.owner, p.account.currency.value)] += side * p.amount
+    psp: Counter[tuple[AccountKind, str, str]] = Counter()
+    for reference, key in world.psp.ledger:
+        if PaymentOrderId.from_public(reference).value in parked:
+            continue
+        request = world.psp.requests[key]
+        split = SIM_COMMISSION.split(Amount(request.amount_minor, Currency(request.currency)), request.seller_id)
+        psp[(AccountKind.PSP_RECEIVABLE, "platform", request.currency)] += request.amount_minor
+        psp[(AccountKind.SELLER_PAYABLE, request.seller_id, request.currency)] += split.seller
+        psp[(AccountKind.COMMISSION_REVENUE, "platform", request.currency)] += split.commission
+    for account in sorted(set(book) | set(psp)):
+        if book[account] != psp[account]:
+            kind, owner, currency = account
+            problems.append(
+                f"{kind.value} {owner} {currency}: the ledger holds {book[account]}, the PSP charged for {psp[account]}"
+            )
     return problems

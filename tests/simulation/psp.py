@@ -50,6 +50,7 @@ class SimPsp:
     faults: Callable[[], bool]  # True while faults are on
     keys: dict[str, KeyState] = field(default_factory=dict)
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per charge made
+    requests: dict[str, PspChargeRequest] = field(default_factory=dict)  # key -> its first request (amount, seller)
     late: list[LateExecution] = field(default_factory=list)
     status_outage: bool = False  # the status endpoint is down while faults are on: unknown outcomes get parked
     # The longest a charge takes from its start until nothing of it can reach the PSP (the executor's call budget):
@@ -132,6 +133,7 @@ class SimPsp:
             self.trace(f"PSP refused {key} with 503, nothing recorded")
             return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code="HTTP_503")
         self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS)
+        self.requests[key] = request
         what = self._pick(
             {"success": 60, "decline": 8, "transient": 12, "pending": 8, "late": 6, "lost": 6}
             if faulty

@@ -1,17 +1,25 @@
 """The deterministic simulation in `make test`: thousands of seeds of the whole money path under faults.
 
 A failing seed reports itself with its trace; `python -m tests.simulation --seed N` replays it identically.
-`PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200).
+`PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). A store that posts the
+ledger entries after the state change commits must fail seeds: the oracle is shown to catch it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
 
 import pytest
 import structlog
 
+from payment_domain.ledger import JournalEntry
+from tests.fakes_consumers import FakeResultStore, FakeResultTransaction
+from tests.simulation import world as world_module
+from tests.simulation.scheduler import checkpoint
 from tests.simulation.world import SimulationFailed, World
 
 SEEDS = int(os.environ.get("PAYMENTS_SIMULATION_SEEDS", "2000"))
@@ -84,3 +92,36 @@ def _run(seed: int) -> World:
     world = World(seed)
     world.run()
     return world
+
+
+class _PostsAfterCommit(FakeResultStore):
+    """A broken result store: the ledger entries go into a second transaction after the state change commits (a
+    crash in between leaves a final order without its entry)."""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
+        later: list[tuple[Sequence[JournalEntry], datetime]] = []
+        async with super().transaction() as tx:
+
+            async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
+                later.append((entries, now))
+
+            tx.post_entries = post_after_commit  # type: ignore[method-assign]
+            yield tx
+        for entries, now in later:
+            await checkpoint()
+            async with super().transaction() as second:
+                await second.post_entries(entries, now)
+
+
+def test_the_ledger_oracle_fails_seeds_when_entries_are_posted_outside_the_state_changes_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(world_module, "FakeResultStore", _PostsAfterCommit)
+    failures = []
+    for seed in range(300):
+        try:
+            World(seed).run()
+        except SimulationFailed as failure:
+            failures.append(str(failure))
+    assert any("SUCCESSFUL_FINAL with charge entries []" in f for f in failures), len(failures)

@@ -43,7 +43,7 @@ from tests.fakes_retry import FakeRetryQueue
 from tests.simulation.batches import SimBatcher
 from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
-from tests.simulation.invariants import check_invariants
+from tests.simulation.invariants import SIM_COMMISSION, check_invariants
 from tests.simulation.psp import SimPsp
 from tests.simulation.scheduler import Scheduler, Task, checkpoint
 
@@ -197,6 +197,7 @@ class World:
             policy=POLICY,
             randint=self.random.randint,
             consumer=consumer,
+            commission=SIM_COMMISSION,
         )
         self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))

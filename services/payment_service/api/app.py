@@ -9,6 +9,7 @@ from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
 
 from services.payment_service.api.admission import AdmissionMiddleware
+from services.payment_service.api.ledger_routes import router as ledger_router
 from services.payment_service.api.middleware import RequestContextMiddleware
 from services.payment_service.api.problems import install_problem_handlers
 from services.payment_service.api.routes import router
@@ -30,6 +31,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.auth_settings = container.settings.auth
     install_problem_handlers(app, retry_after_seconds=container.settings.api.retry_after_seconds)
     app.include_router(router)
+    app.include_router(ledger_router)
     # Added first, so it runs inside the request context (trace id, latency metric) and before routing.
     app.add_middleware(
         AdmissionMiddleware,
@@ -63,7 +65,9 @@ def _document_request_schemas(app: FastAPI) -> None:
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
-                "description": "A Keycloak access token; POST needs realm role payment:write, GET payment:read",
+                "description": "A Keycloak access token; POST needs realm role payment:write, GET /payments "
+                "payment:read, "
+                "GET /sellers/{sellerId}/... finance:read or the seller's own client (claim seller_id)",
             }
             app.openapi_schema = document
         return app.openapi_schema

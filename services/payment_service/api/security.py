@@ -57,6 +57,17 @@ require_write = require_role("write_role")
 require_read = require_role("read_role")
 
 
+async def require_seller_reader(request: Request, seller_id: str) -> Principal:
+    """The caller may read seller `seller_id`'s account: its own (the token's `seller_id` claim names it) or any
+    seller's with the finance role; anyone else gets 403."""
+    verifier: TokenVerifier = request.app.state.jwt_verifier
+    settings: AuthSettings = request.app.state.auth_settings
+    principal = await verifier.verify(bearer_token(request))
+    if principal.seller_id is None or principal.seller_id != seller_id:
+        verifier.require(principal, settings.finance_role)
+    return principal
+
+
 def www_authenticate(error: AuthenticationError, *, realm: str = DEFAULT_REALM) -> str:
     """The 401's ``WWW-Authenticate`` value (RFC 6750 3): no error code when no token was sent at all."""
     challenge = f'Bearer realm="{_quoted(realm)}"'

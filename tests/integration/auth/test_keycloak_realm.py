@@ -16,12 +16,15 @@ from payment_infrastructure.auth import AuthenticationError, AuthorizationError
 from tests.fixtures.signing_issuer import REALM_FILE, SigningIssuer
 from tests.integration.auth.conftest import VerifierKit
 
-PAYMENT_ROLES = {"payment:write", "payment:read"}
+PAYMENT_ROLES = {"payment:write", "payment:read", "finance:read"}
 EXPECTED_ROLES = {
     "order-service": {"payment:write", "payment:read"},
     "payment-reader": {"payment:read"},
     "no-role-client": set(),
+    "finance-reader": {"finance:read"},
+    "seller-1-portal": set(),
 }
+SELLER_CLAIMS = {"seller-1-portal": "seller-1"}  # the clients of one seller: their token's seller_id
 # Fields of Keycloak's RealmRepresentation used by the export.
 KEYCLOAK_REALM_FIELDS = {
     "realm", "displayName", "enabled", "sslRequired", "accessTokenLifespan", "roles", "clients", "users",
@@ -110,6 +113,7 @@ async def test_each_client_gets_a_token_with_the_issuer_client_and_roles_the_api
     assert claims["exp"] - claims["iat"] == 300
     roles = set(claims.get("realm_access", {}).get("roles", []))
     assert roles & PAYMENT_ROLES == EXPECTED_ROLES[client_id]
+    assert claims.get("seller_id") == SELLER_CLAIMS.get(client_id)
     assert "aud" not in claims  # Keycloak 26's client-credentials token names no audience by default
 
 
@@ -156,6 +160,7 @@ async def test_jwt_verifier_accepts_keycloak_tokens_and_maps_their_roles(
     assert principal.client_id == client_id
     assert principal.subject == user["id"]
     assert principal.roles & PAYMENT_ROLES == EXPECTED_ROLES[client_id]
+    assert principal.seller_id == SELLER_CLAIMS.get(client_id)
     for role in sorted(PAYMENT_ROLES):
         if role in EXPECTED_ROLES[client_id]:
             verifier.require(principal, role)

@@ -3,9 +3,9 @@ StatusCheckQueue and ParkedOrders: the fakes over one ConsumerTables and FakeClo
 the session database.
 
 Every payment a case adds has ids of its own (far from what other tests' counters reach), and the Postgres world
-deletes what it wrote when the case ends. The status-check queue claims whatever is due in the whole table, so its
-cases open a world that has the table to itself. Time moves through the world: the fake's clock, or Postgres
-`now()` polled until it has moved.
+deletes what it wrote when the case ends (but its ledger entries: the ledger is append-only). The status-check
+queue claims whatever is due in the whole table, so its cases open a world that has the table to itself. Time
+moves through the world: the fake's clock, or Postgres `now()` polled until it has moved.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from sqlalchemy import text
@@ -30,6 +30,8 @@ from payment_application.ports.payment_orders import (
     StatusCheckQueue,
 )
 from payment_domain.events import EventEnvelope
+from payment_domain.ledger import Account, AccountKind, EntryKind, JournalEntry, Posting, Side
+from payment_domain.money import Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from payment_infrastructure.postgres.parked_orders import PostgresParkedOrders
@@ -128,6 +130,10 @@ class OrdersWorld(Protocol):
         """The order's reconciliation audit, in the order written."""
         ...
 
+    async def ledger(self, payment_order_id: int) -> list[tuple[JournalEntry, datetime]]:
+        """The order's journal entries with their posting time, in the order posted."""
+        ...
+
 
 async def add_order(world: OrdersWorld, order: Order | None = None) -> PaymentOrder:
     """One order, alone in its payment."""
@@ -179,6 +185,9 @@ class FakeWorld:
 
     async def audit(self, payment_order_id: int) -> list[ReconciliationEntry]:
         return [e for e in self.tables.reconciliations if e.payment_order_id == payment_order_id]
+
+    async def ledger(self, payment_order_id: int) -> list[tuple[JournalEntry, datetime]]:
+        return [(p.entry, p.posted_at) for p in self.tables.journal if p.entry.payment_order_id == payment_order_id]
 
 
 _MINE = "SELECT payment_order_id FROM payment_orders WHERE payment_id = ANY(CAST(:payments AS bigint[]))"
@@ -298,6 +307,41 @@ class PostgresWorld:
                 at=r.created_at,
             )
             for r in rows
+        ]
+
+    async def ledger(self, payment_order_id: int) -> list[tuple[JournalEntry, datetime]]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT e.entry_id, e.kind, e.seller_id, e.posted_at, p.account_kind, p.account_owner, "
+                        "p.currency, p.side, p.amount FROM journal_entries e JOIN postings p USING (entry_id) "
+                        "WHERE e.payment_order_id = :id ORDER BY e.entry_id, p.posting_id"
+                    ),
+                    {"id": payment_order_id},
+                )
+            ).all()
+        by_entry: dict[int, list[Any]] = {}
+        for row in rows:
+            by_entry.setdefault(row.entry_id, []).append(row)
+        return [
+            (
+                JournalEntry(
+                    EntryKind(lines[0].kind),
+                    payment_order_id,
+                    lines[0].seller_id,
+                    tuple(
+                        Posting(
+                            Account(AccountKind(r.account_kind), r.account_owner, Currency(r.currency)),
+                            Side(r.side),
+                            r.amount,
+                        )
+                        for r in lines
+                    ),
+                ),
+                lines[0].posted_at,
+            )
+            for lines in by_entry.values()
         ]
 
     async def clean_up(self) -> None:

@@ -1,7 +1,7 @@
 """ResultStore: FakeResultStore and PostgresResultStore (on the session database) pass the same cases. One
 transaction records the event in the inbox, locks the order, saves it, writes its events and its next status
-check, rolls its payment up and keeps the audit of a reconciliation: all of it on the database's clock, and all or
-nothing."""
+check, rolls its payment up, keeps the audit of a reconciliation and posts the ledger entries: all of it on the
+database's clock, and all or nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment_application.errors import LedgerEntryExists
 from payment_application.ports.payment_orders import LockedOrder, ReconciliationEntry, ResultTransaction
 from payment_domain.events import EventEnvelope, payment_order_settled, psp_result_updated
+from payment_domain.ledger import CommissionSchedule, JournalEntry, charge_entry
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
@@ -476,3 +478,58 @@ async def test_a_commit_keeps_what_others_committed_while_the_transaction_was_op
     assert (
         await world.claims.claim_attempt(order_id, attempt=0, claim_token="delivery-b", lease_seconds=LEASE) is None
     )  # the claim still stands
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------------
+
+
+def a_charge(order: PaymentOrder) -> JournalEntry:
+    return charge_entry(order, CommissionSchedule(default_bps=1_000))
+
+
+async def test_entries_are_posted_with_the_state_change_on_the_transactions_clock(world: OrdersWorld) -> None:
+    first, second = await world.add_payment(Order(), Order())
+    async with world.results.transaction() as tx:
+        await save(tx, first, S.SUCCESSFUL_FINAL)
+        await save(tx, second, S.SUCCESSFUL_FINAL)
+        await tx.post_entries([a_charge(first), a_charge(second)], tx.now)
+        began = tx.now
+
+    assert await world.ledger(first.payment_order_id.value) == [(a_charge(first), began)]
+    assert await world.ledger(second.payment_order_id.value) == [(a_charge(second), began)]
+
+
+async def test_a_second_charge_entry_for_an_order_is_refused_and_nothing_of_its_transaction_is_written(
+    world: OrdersWorld,
+) -> None:
+    order, other = await world.add_payment(Order(), Order())
+    async with world.results.transaction() as tx:
+        await tx.post_entries([a_charge(order)], tx.now)
+
+    with pytest.raises(LedgerEntryExists):
+        async with world.results.transaction() as tx:
+            await save(tx, other, S.SUCCESSFUL_FINAL)
+            await tx.post_entries([a_charge(other), a_charge(order)], tx.now)
+
+    assert len(await world.ledger(order.payment_order_id.value)) == 1
+    assert await world.ledger(other.payment_order_id.value) == []
+    stored = await locked(world, other)
+    assert stored is not None and stored.order.status is S.INITIATED_PENDING
+
+
+async def test_two_charge_entries_for_one_order_in_one_write_are_refused(world: OrdersWorld) -> None:
+    order = await add_order(world)
+    with pytest.raises(LedgerEntryExists):
+        async with world.results.transaction() as tx:
+            await tx.post_entries([a_charge(order), a_charge(order)], tx.now)
+    assert await world.ledger(order.payment_order_id.value) == []
+
+
+async def test_entries_roll_back_with_their_transaction(world: OrdersWorld) -> None:
+    order = await add_order(world)
+    with pytest.raises(RuntimeError):
+        async with world.results.transaction() as tx:
+            await save(tx, order, S.SUCCESSFUL_FINAL)
+            await tx.post_entries([a_charge(order)], tx.now)
+            raise RuntimeError("the applier crashed before its commit")
+    assert await world.ledger(order.payment_order_id.value) == []

@@ -37,6 +37,7 @@ from payment_infrastructure.redis.retry_settings import RetrySettings
 from payment_infrastructure.redis.settings import RedisSettings
 from payment_infrastructure.serialization import envelope_to_bytes
 from services.payment_consumers.handlers import result_batcher, result_handler
+from tests.fakes_consumers import COMMISSION
 from tests.fixtures.broker import TopicReader, unique_topic
 from tests.fixtures.redis import RedisServer, start_redis_server
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -81,6 +82,7 @@ class Outage:
             policy=ResultPolicy(retry_base_ms=60_000, retry_max_ms=60_000),
             randint=random.Random(7).randint,
             consumer=f"outage-{uuid.uuid4().hex[:8]}",
+            commission=COMMISSION,
         )
         self._handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)  # as deployed
         self.failures: list[tuple[int, float]] = []

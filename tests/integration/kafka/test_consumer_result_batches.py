@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_application.apply_psp_result import ApplyPspResult, ResultPolicy
 from payment_domain.events import EventEnvelope, psp_result_updated
 from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.ledger import CommissionSchedule
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import ResultSource
@@ -98,6 +99,7 @@ async def test_an_answer_naming_another_payment_is_dead_lettered_alone_and_its_b
         policy=ResultPolicy(),
         randint=random.Random(3).randint,
         consumer=f"result-batches-{uuid.uuid4().hex[:8]}",
+        commission=CommissionSchedule(default_bps=1_000),
     )
     batcher = result_batcher(apply, concurrency=1, max_batch=32)
     forged = an_answer(order_a, S.FAILED_FINAL, payment_id=first + 9)  # order A, but a payment it is not part of

@@ -81,6 +81,18 @@ async def test_an_operator_lists_and_settles_a_parked_order(own_database: str) -
         "alice",
         "PSP dashboard: charge ch_42 captured",
     )
+    postings = await fetch(
+        own_database,
+        "SELECT p.account_kind, p.side, p.amount FROM journal_entries e JOIN postings p USING (entry_id) "
+        "WHERE e.payment_order_id = 11 AND e.kind = 'CHARGE' ORDER BY p.posting_id",
+    )
+    amount = (await fetch(own_database, "SELECT amount_value FROM payment_orders WHERE payment_order_id = 11"))[0][0]
+    commission = amount * 1_000 // 10_000  # the default commission, 10 %
+    assert [tuple(p) for p in postings] == [
+        ("PSP_RECEIVABLE", "DEBIT", amount),
+        ("SELLER_PAYABLE", "CREDIT", amount - commission),
+        ("COMMISSION_REVENUE", "CREDIT", commission),
+    ]
 
     again = payments(
         own_database, "settle", "11", "--outcome", "DECLINED_FINAL", "--operator", "bob", "--evidence", "second try"

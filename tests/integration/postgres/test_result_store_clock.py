@@ -21,6 +21,7 @@ from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.payment_order_store import PostgresResultStore
 from payment_infrastructure.postgres.rows import order_from_row
 from payment_infrastructure.postgres.settings import DatabaseSettings
+from tests.fakes_consumers import COMMISSION
 from tests.fakes_retry import FakeRetryQueue
 from tests.fixtures.database import migrated_database
 from tests.integration.api.helpers import fetch
@@ -65,6 +66,7 @@ async def test_a_status_check_is_due_on_the_databases_clock_whatever_the_results
             policy=ResultPolicy(status_check_delays_seconds=(FIRST_CHECK_SECONDS, 30)),
             randint=random.Random(5).randint,
             consumer="clock-tests",
+            commission=COMMISSION,
         )
         await apply(timed_out)
     finally:

@@ -151,6 +151,7 @@ async def test_transient_failure_records_no_charge_and_replays_as_transient(
     assert summary["by_outcome"]["FAILED_TRANSIENT_ERROR"] == 1
     assert summary["orders_charged"] == 0
     assert summary["charged_minor_by_currency"] == {}
+    assert summary["charged_minor_by_seller"] == {}
 
 
 async def test_one_reference_charged_under_two_keys_counts_as_charged_more_than_once(
@@ -168,6 +169,8 @@ async def test_one_reference_charged_under_two_keys_counts_as_charged_more_than_
     assert summary["orders_charged_more_than_once"] == 1
     assert summary["orders_charged_more_than_once_sample"] == ["po-double"]
     assert summary["charged_minor_by_currency"] == {"EUR": 1700}
+    seller = charge_body("x", 1)["sellerId"]
+    assert summary["charged_minor_by_seller"] == {seller: {"EUR": 1700}}
 
 
 async def test_scenario_switch_at_runtime_is_reported_and_applied(

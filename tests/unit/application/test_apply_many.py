@@ -16,7 +16,7 @@ from payment_domain.ids import PaymentId
 from payment_domain.psp_result import Action
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.fakes import FakeClock
-from tests.fakes_consumers import ConsumerTables, FakeResultStore, an_order
+from tests.fakes_consumers import COMMISSION, ConsumerTables, FakeResultStore, an_order
 from tests.fakes_retry import FakeRetryQueue
 from tests.unit.application.test_consumer_use_cases import CONSUMER, PAYMENT, POLICY, T0, charge_result, check_result
 
@@ -35,6 +35,7 @@ class World:
             policy=POLICY,
             randint=random.Random(20260301).randint,
             consumer=CONSUMER,
+            commission=COMMISSION,
         )
 
     def add_mixed_orders(self) -> list[EventEnvelope]:

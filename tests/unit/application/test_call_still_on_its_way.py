@@ -30,6 +30,7 @@ from payment_domain.psp_result import (
 from payment_domain.status import PaymentOrderStatus
 from tests.fakes import FakeClock
 from tests.fakes_consumers import (
+    COMMISSION,
     CheckRow,
     ConsumerTables,
     FakeClaims,
@@ -65,6 +66,7 @@ class World:
             policy=POLICY,
             randint=random.Random(5).randint,
             consumer=CONSUMER,
+            commission=COMMISSION,
         )
         self.claims = FakeClaims(self.tables, self.clock)
 

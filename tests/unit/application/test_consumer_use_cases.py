@@ -34,6 +34,7 @@ from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from payment_domain.topics import Topic
 from tests.fakes import FakeClock
 from tests.fakes_consumers import (
+    COMMISSION,
     CheckRow,
     ConsumerTables,
     FakeClaims,
@@ -91,6 +92,7 @@ class World:
             policy=POLICY,
             randint=self.randint,
             consumer=CONSUMER,
+            commission=COMMISSION,
         )
 
     @property

@@ -19,6 +19,7 @@ from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.fakes import FakeClock
 from tests.fakes_consumers import (
+    COMMISSION,
     ConsumerTables,
     FakeEventSink,
     FakeParkedOrders,
@@ -47,11 +48,12 @@ class Parked:
             policy=ResultPolicy(status_check_delays_seconds=(5, 30, 120)),
             randint=random.Random(1).randint,
             consumer="psp-result-applier",
+            commission=COMMISSION,
         )
         self.requery = RequeryParkedOrders(
             parked=self.parked, psp=self.psp, events=self.sink, clock=self.clock, every=EVERY
         )
-        self.settle = SettleParkedOrder(parked=self.parked, store=self.store, clock=self.clock)
+        self.settle = SettleParkedOrder(parked=self.parked, store=self.store, clock=self.clock, commission=COMMISSION)
 
     def park(self, order_id: int = 7, *, payment_id: int = 3) -> PaymentOrder:
         order = an_order(order_id, status=S.NEEDS_RECONCILIATION, attempt=1, payment_id=payment_id)

@@ -15,7 +15,7 @@ from payment_infrastructure.kafka.records import ConsumedRecord, PoisonMessage
 from payment_infrastructure.serialization import envelope_to_bytes
 from services.payment_consumers.handlers import result_batcher, result_handler
 from tests.fakes import FakeClock
-from tests.fakes_consumers import ConsumerTables, FakeResultStore, an_order
+from tests.fakes_consumers import COMMISSION, ConsumerTables, FakeResultStore, an_order
 from tests.fakes_retry import FakeRetryQueue
 from tests.unit.application.test_consumer_use_cases import CONSUMER, PAYMENT, POLICY, T0, charge_result
 
@@ -30,7 +30,12 @@ async def test_records_handled_together_share_a_transaction_and_an_unknown_order
     tables = ConsumerTables()
     store = FakeResultStore(tables, FakeClock(T0))
     apply = ApplyPspResult(
-        store=store, retries=FakeRetryQueue(), policy=POLICY, randint=random.Random(1).randint, consumer=CONSUMER
+        store=store,
+        retries=FakeRetryQueue(),
+        policy=POLICY,
+        randint=random.Random(1).randint,
+        consumer=CONSUMER,
+        commission=COMMISSION,
     )
     handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)
     seven, eight = tables.add_order(an_order(7)), tables.add_order(an_order(8, payment_id=5))
@@ -68,7 +73,12 @@ async def test_an_undecodable_record_is_poison_before_it_reaches_a_batch() -> No
     tables = ConsumerTables()
     store = FakeResultStore(tables, FakeClock(T0))
     apply = ApplyPspResult(
-        store=store, retries=FakeRetryQueue(), policy=POLICY, randint=random.Random(1).randint, consumer=CONSUMER
+        store=store,
+        retries=FakeRetryQueue(),
+        policy=POLICY,
+        randint=random.Random(1).randint,
+        consumer=CONSUMER,
+        commission=COMMISSION,
     )
     handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)
 

@@ -1,0 +1,34 @@
+"""The PSP's record of what it charged, read from the PSP simulator's `GET /admin/summary` (a real PSP's settlement
+report would stand behind the same port)."""
+
+from __future__ import annotations
+
+import httpx
+
+from payment_application.ports.ledger_audit import PspCharged
+
+
+class PspRecordUnavailable(RuntimeError):
+    """The PSP's record could not be read (unreachable, an error status, or not the expected document)."""
+
+
+class SimulatorSummaryRecord:
+    def __init__(self, base_url: str, *, timeout_seconds: float = 10) -> None:
+        self._url = base_url.rstrip("/") + "/admin/summary"
+        self._timeout = timeout_seconds
+
+    async def charged(self) -> PspCharged:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(self._url)
+                response.raise_for_status()
+            summary = response.json()
+            by_currency = {str(c): int(n) for c, n in summary["charged_minor_by_currency"].items()}
+            by_seller = {
+                (str(seller), str(currency)): int(n)
+                for seller, currencies in summary["charged_minor_by_seller"].items()
+                for currency, n in currencies.items()
+            }
+        except (httpx.HTTPError, ValueError, KeyError, AttributeError, TypeError) as error:
+            raise PspRecordUnavailable(f"cannot read the PSP's record at {self._url}: {error!r}") from error
+        return PspCharged(by_currency=by_currency, by_seller=by_seller)
