@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.benchmarks import bench_e2e
+from tests.benchmarks.e2e_report import JVM_PARTS, LOAD_PARTS
 from tests.benchmarks.e2e_summary import Summary
 
 MB = 1024 * 1024
@@ -48,11 +49,8 @@ CASES = (
 
 
 def row(case: Case, page: Path, summary: Summary) -> str:
-    cpu = sum(p.cpu_ms_per_order or 0.0 for p in summary.parts if p.name not in {"k6", "bench sampler"})
-    largest = max(
-        (p for p in summary.parts if p.name not in {"kafka", "keycloak", "postgres"}),
-        key=lambda p: p.largest_rss_bytes,
-    )
+    cpu = sum(p.cpu_ms_per_order or 0.0 for p in summary.parts if p.name not in LOAD_PARTS)
+    largest = max((p for p in summary.parts if p.name not in JVM_PARTS | LOAD_PARTS), key=lambda p: p.largest_rss_bytes)
     latency = summary.latency_s
     shed = summary.api_shed_ms
     return (
@@ -87,7 +85,7 @@ COLUMNS = (
     "final",
     "CPU ms / order (product)",
     "cores busy",
-    "largest RSS (ours)",
+    "largest RSS (ours, JVMs aside)",
 )
 TABLE_HEAD = "| " + " | ".join(COLUMNS) + " |\n|---|---|" + "--:|" * (len(COLUMNS) - 2) + "\n"
 
