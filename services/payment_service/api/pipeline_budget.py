@@ -58,7 +58,6 @@ class PipelineBudget:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`fixed`: a budget that does not follow the readings (`min_in_flight` and `max_in_flight` are then it)."""
-        self._fixed = fixed is not None
         if fixed is not None:
             min_in_flight = max_in_flight = fixed
         if not 1 <= min_in_flight <= max_in_flight:
@@ -118,8 +117,6 @@ class PipelineBudget:
     def _budget_for(self, reading: BacklogReading) -> int:
         """Little's law on the readings: the rate they show (orders / wait, smoothed over about a second of
         readings, so one burst or one lull does not swing it) times the target wait."""
-        if self._fixed:
-            return self._max
         if reading.orders > 0 and reading.wait_p95_seconds > 0:
             rate = reading.orders / reading.wait_p95_seconds
             self._rate = rate if self._rate is None else self._rate + _SMOOTHING * (rate - self._rate)
