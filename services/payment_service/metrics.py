@@ -29,14 +29,19 @@ PIPELINE_ORDERS_IN_FLIGHT = Gauge(
     "Orders accepted and not yet answered by the PSP once, as admission control last read it",
     multiprocess_mode="max",
 )
+PIPELINE_ORDERS_QUEUED = Gauge(
+    "payment_pipeline_orders_queued",
+    "Orders accepted and queued in front of their first PSP call (not in one), as admission control last read it",
+    multiprocess_mode="max",
+)
 PIPELINE_BUDGET = Gauge(
     "payment_pipeline_in_flight_budget",
-    "Orders awaiting their first PSP answer past which creates are refused with 503 pipeline-behind",
+    "Orders queued in front of their first PSP call past which creates are refused with 503 pipeline-behind",
     multiprocess_mode="max",
 )
 PIPELINE_WAIT_P95 = Gauge(
     "payment_pipeline_wait_p95_seconds",
-    "95th percentile of how long the orders awaiting their first PSP answer have waited, as last read",
+    "95th percentile of how long the orders queued in front of their first PSP call have waited, as last read",
     multiprocess_mode="max",
 )
 PIPELINE_READING_FAILURES = Counter(

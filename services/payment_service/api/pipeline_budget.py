@@ -1,14 +1,17 @@
 """End-to-end flow control: creates are admitted while the pipeline behind the API keeps up.
 
 The API can write far more payments than the dispatcher, the consumers and the PSP can settle; what it accepts
-beyond that only waits, and every order behind it waits longer. So admission also bounds the orders accepted and not
-yet answered by the PSP once. Little's law sizes the bound: orders in flight = the rate they settle x the time each
-waits, so with L orders waiting for W (their 95th-percentile wait), the pipeline settles about L / W a second and
-`L / W x target` orders keep the wait at the target. The rate is smoothed over about a second of readings and the
-budget follows it (between `min_in_flight`,
-so that a few stuck orders never close the door, and `max_in_flight`): a slow PSP or stopped consumers raise W and
-shrink it within seconds; a faster pipeline grows it. Past the budget a create is refused at once with 503
-`pipeline-behind` and Retry-After: nothing was written, and the client retries with the same Idempotency-Key.
+beyond that only waits, and every order behind it waits longer. So admission also bounds the orders accepted and
+queued in front of their first PSP call (in the outbox, on a topic, waiting for a consumer). Little's law sizes the
+bound: orders queued = the rate they leave the queue x the time each waits, so with L orders queued for W (their
+95th-percentile wait), the pipeline takes about L / W a second and `L / W x target` orders keep the wait at the
+target. The rate is smoothed over about a second of readings and the budget follows it (between `min_in_flight`,
+so that a few stuck orders never close the door, and `max_in_flight`, which also bounds every order awaiting its
+first answer, in a PSP call or not): stopped consumers or too few PSP calls in flight raise W and shrink it within
+seconds; a faster pipeline grows it. The PSP's own latency is not queueing: a PSP that answers in 150 ms, or lets a
+fifth of the calls wait out their timeout, leaves the budget alone as long as the calls keep up. Past the budget a
+create is refused at once with 503 `pipeline-behind` and Retry-After: nothing was written, and the client retries
+with the same Idempotency-Key.
 
 The reading comes from the database (every API process sees every process's orders), taken at most every
 `refresh_seconds` and only while creates arrive; between readings a process adds the orders it accepted itself. A
@@ -29,6 +32,7 @@ from payment_application.ports.pipeline import BacklogReading, PipelineBacklog
 from services.payment_service.metrics import (
     PIPELINE_BUDGET,
     PIPELINE_ORDERS_IN_FLIGHT,
+    PIPELINE_ORDERS_QUEUED,
     PIPELINE_READING_FAILURES,
     PIPELINE_WAIT_P95,
 )
@@ -72,7 +76,8 @@ class PipelineBudget:
         self._refresh_seconds = refresh_seconds
         self._stale_after = stale_after_seconds
         self._monotonic = monotonic
-        self._reading = 0
+        self._orders = 0
+        self._queued = 0
         self._read_at = -math.inf
         self._asked_at = -math.inf
         self._accepted_since = 0
@@ -82,7 +87,12 @@ class PipelineBudget:
     @property
     def in_flight(self) -> int:
         """Orders awaiting their first PSP answer: the last reading plus what this process accepted since."""
-        return self._reading + self._accepted_since
+        return self._orders + self._accepted_since
+
+    @property
+    def queued(self) -> int:
+        """Those of them not in a PSP call: the last reading plus what this process accepted since."""
+        return self._queued + self._accepted_since
 
     @property
     def fresh(self) -> bool:
@@ -95,7 +105,7 @@ class PipelineBudget:
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh(), name="pipeline-budget")
         if now - self._read_at > self._stale_after:
             return True
-        return self.in_flight < self.budget
+        return self.queued < self.budget and self.in_flight < self._max
 
     def accepted(self, orders: int) -> None:
         self._accepted_since += orders
@@ -107,18 +117,19 @@ class PipelineBudget:
         # Orders accepted before the read began are in the reading; those accepted while it ran may be too, and
         # stay counted until the next one (an over-count, never an under-count).
         self._accepted_since -= counted
-        self._reading = reading.orders
+        self._orders, self._queued = reading.orders, reading.queued
         self._read_at = self._monotonic()
         self.budget = self._budget_for(reading)
         PIPELINE_ORDERS_IN_FLIGHT.set(reading.orders)
+        PIPELINE_ORDERS_QUEUED.set(reading.queued)
         PIPELINE_WAIT_P95.set(reading.wait_p95_seconds)
         PIPELINE_BUDGET.set(self.budget)
 
     def _budget_for(self, reading: BacklogReading) -> int:
-        """Little's law on the readings: the rate they show (orders / wait, smoothed over about a second of
+        """Little's law on the queue: the rate it shows (orders queued / their wait, smoothed over about a second of
         readings, so one burst or one lull does not swing it) times the target wait."""
-        if reading.orders > 0 and reading.wait_p95_seconds > 0:
-            rate = reading.orders / reading.wait_p95_seconds
+        if reading.queued > 0 and reading.wait_p95_seconds > 0:
+            rate = reading.queued / reading.wait_p95_seconds
             self._rate = rate if self._rate is None else self._rate + _SMOOTHING * (rate - self._rate)
         if self._rate is None:
             return self._max  # nothing has waited yet: no evidence the pipeline is short of anything

@@ -1,6 +1,7 @@
 """PostgresPipelineBacklog against the migrated schema: it counts the orders not yet answered by the PSP once
-(INITIATED_PENDING) and nothing else, stops at its limit (keeping the oldest), gives how long the oldest 5 % of them
-waited, and is served by the partial index of orders in flight however many settled orders the table holds."""
+(INITIATED_PENDING) and nothing else, stops at its limit (keeping the oldest), says which of them are queued (not
+under a live PSP-call claim) and how long the oldest 5 % of those waited, and is served by the partial index of
+orders in flight however many settled orders the table holds."""
 
 from __future__ import annotations
 
@@ -47,12 +48,41 @@ async def test_only_orders_awaiting_their_first_answer_are_read_up_to_the_limit_
     await insert_orders(database, [*others, *waiting])
 
     reading = await backlog.read(limit=100)
-    assert reading.orders == 20
+    assert reading.orders == reading.queued == 20
     assert 60 <= reading.wait_p95_seconds < 70
     oldest = await backlog.read(limit=5)  # the oldest five: the ten-minute one among them
     assert oldest.orders == 5 and oldest.wait_p95_seconds >= 600
     with pytest.raises(ValueError, match="at least 1"):
         await backlog.read(limit=0)
+
+
+async def test_orders_in_a_psp_call_are_in_flight_but_not_queued_until_their_claim_runs_out(
+    database: str, backlog: PostgresPipelineBacklog
+) -> None:
+    now = datetime.now(UTC)
+    settled = "UPDATE payment_orders SET status = 'SUCCESSFUL_FINAL' WHERE status = 'INITIATED_PENDING'"
+    claim = (
+        "UPDATE payment_orders SET psp_claim_token = 'delivery', psp_claim_expires_at = now() + $2::interval"
+        " WHERE payment_order_id = ANY($1::bigint[])"
+    )
+    queued = [StoredOrder(3_000 + i, now - timedelta(seconds=2)) for i in range(10)]
+    calling = [StoredOrder(3_100 + i, now - timedelta(seconds=20)) for i in range(10)]
+    conn = await asyncpg.connect(dsn(database))
+    try:
+        await conn.execute(settled)  # the other tests' orders out of the way
+        await insert_orders(database, [*queued, *calling])
+        # Ten in a PSP call for 20 s (a slow PSP): in flight, but their time is not the queue's.
+        await conn.execute(claim, [o.payment_order_id for o in calling], timedelta(seconds=30))
+        reading = await backlog.read(limit=1_000)
+        assert (reading.orders, reading.queued) == (20, 10)
+        assert 2 <= reading.wait_p95_seconds < 10
+        # Their consumer died mid-call and the claims ran out: waiting to be taken again, queued since creation.
+        await conn.execute(claim, [o.payment_order_id for o in calling], timedelta(seconds=-1))
+        reading = await backlog.read(limit=1_000)
+        assert (reading.orders, reading.queued) == (20, 20)
+        assert 20 <= reading.wait_p95_seconds < 30
+    finally:
+        await conn.close()
 
 
 async def test_the_count_is_served_by_the_partial_index_of_orders_in_flight(database: str) -> None:

@@ -21,11 +21,12 @@ from tests.unit.payment_service.test_create_admission import App, call, payments
 
 
 class FakeBacklog:
-    """Answers `count` orders waiting `wait` (or raises `error`); `gate`, when set, holds each reading until it is
-    opened."""
+    """Answers `count` orders queued for `wait` and `calling` more in a PSP call (or raises `error`); `gate`, when
+    set, holds each reading until it is opened."""
 
     def __init__(self, count: int = 0, wait: float = 0.1) -> None:
         self.count = count
+        self.calling = 0
         self.wait = wait
         self.error: Exception | None = None
         self.reads = 0
@@ -39,7 +40,8 @@ class FakeBacklog:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return BacklogReading(min(self.count, limit), self.wait if self.count else 0.0)
+        queued = min(self.count, limit)
+        return BacklogReading(min(queued + self.calling, limit), queued, self.wait if queued else 0.0)
 
 
 class Clock:
@@ -231,6 +233,22 @@ async def test_one_reading_out_of_line_moves_the_budget_only_part_of_the_way_and
     backlog.count = 0  # a lull: nothing waits, nothing is learnt
     await pipeline.refresh()
     assert pipeline.budget == before
+
+
+async def test_orders_in_a_psp_call_are_not_queueing_but_count_toward_the_ceiling() -> None:
+    backlog, clock = FakeBacklog(), Clock()
+    pipeline = adaptive(backlog, clock)
+    # A PSP that makes a fifth of the calls wait out their timeout: 150 orders in calls, 100 queued for 0.25 s.
+    backlog.calling = 150
+    assert await settle(pipeline, backlog, 100, 0.25) in (200, 201)  # the queue's rate alone sizes the budget
+    assert pipeline.queued == 100 and pipeline.in_flight == 250
+    assert pipeline.admits()
+    backlog.calling = 900  # but no more than max_in_flight await a first answer, in a call or not
+    await pipeline.refresh()
+    assert pipeline.in_flight == 1_000
+    assert not pipeline.admits()
+    assert REGISTRY.get_sample_value("payment_pipeline_orders_queued") == 100
+    assert REGISTRY.get_sample_value("payment_pipeline_orders_in_flight") == 1_000
 
 
 def test_admission_settings_are_checked() -> None:
