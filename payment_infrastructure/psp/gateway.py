@@ -41,6 +41,7 @@ from yarl import URL
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_domain.status import PaymentOrderStatus, map_psp_status
+from payment_infrastructure.psp.concurrency_limit import GradientLimit
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
     PSP_CALLS,
@@ -102,8 +103,12 @@ class AiohttpPspGateway:
     def __init__(self, settings: PspSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        limit = settings.concurrency_limit()
         self._pool: PspWorkerPool[_Answer] = PspWorkerPool(
-            settings.workers, settings.queue_size, grace_s=settings.call_grace_ms / 1000
+            settings.workers,
+            settings.queue_size,
+            grace_s=settings.call_grace_ms / 1000,
+            limit=None if limit is None else GradientLimit(limit),
         )
         self._connect_s = settings.connect_timeout_ms / 1000
         self._status_timeout = _timeout(settings.status_timeout_ms / 1000, self._connect_s)
@@ -135,7 +140,14 @@ class AiohttpPspGateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self._pool.start()
-        log.info("psp_gateway_started", base_url=s.base_url, workers=s.workers, queue_size=s.queue_size)
+        log.info(
+            "psp_gateway_started",
+            base_url=s.base_url,
+            workers=s.workers,
+            allowed_workers=self._pool.allowed_workers,
+            adaptive_workers=s.adaptive_workers,
+            queue_size=s.queue_size,
+        )
 
     async def close(self) -> None:
         """Let queued and running charges finish (each within its timeout), then close the session."""

@@ -37,6 +37,11 @@ PSP_CALL_LATENCY = Histogram(
     buckets=_BUCKETS,
 )
 PSP_POOL_QUEUE_DEPTH = Gauge("psp_pool_queue_depth", "Charges waiting in the PSP worker pool queues.")
+PSP_CONCURRENCY_LIMIT = Gauge(
+    "psp_concurrency_limit",
+    "PSP calls allowed at once now: PSP__WORKERS, or the adaptive limit following the PSP's latency within "
+    "PSP__MIN_WORKERS..PSP__WORKERS.",
+)
 PSP_STATUS_CHECKS = Counter(
     "psp_status_checks_total",
     "PSP status queries by result: the mapped status name, NOT_FOUND, or the reason we could not ask "

@@ -12,6 +12,11 @@ does not cancel the request at the deadline: those timeouts end it and say how f
 or sent and unanswered), and a request cancelled mid-way says nothing and costs its connection; cancellation
 is only a backstop `grace_s` later. The PSP may still finish a charge after we hung up: that unknown outcome
 is resolved by a status query.
+
+With a `GradientLimit` the pool runs at most `limit.current` of its `workers` at once, the limit following the
+PSP's latency (payment_infrastructure/psp/concurrency_limit.py); `workers` is then the ceiling. Worker i takes a
+call only while i < the limit, so a lower limit parks the highest-numbered workers once their call ends (a worker
+already waiting for a call when the limit fell may still take one more).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from payment_infrastructure.psp.metrics import PSP_EXEC_DURATION, PSP_POOL_QUEUE_DEPTH, PSP_QUEUE_DELAY
+from payment_infrastructure.psp.concurrency_limit import GradientLimit
+from payment_infrastructure.psp.metrics import (
+    PSP_CONCURRENCY_LIMIT,
+    PSP_EXEC_DURATION,
+    PSP_POOL_QUEUE_DEPTH,
+    PSP_QUEUE_DELAY,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +63,15 @@ class _Job(Generic[T]):
 
 
 class PspWorkerPool(Generic[T]):
-    def __init__(self, workers: int, queue_size: int, grace_s: float = 1.0) -> None:
+    def __init__(self, workers: int, queue_size: int, grace_s: float = 1.0, limit: GradientLimit | None = None) -> None:
         if workers < 1 or queue_size < 1:
             raise ValueError("a worker pool needs at least one worker and one queue slot")
+        if limit is not None and limit.current > workers:
+            raise ValueError("the concurrency limit cannot start above the pool's workers")
         self._worker_count = workers
+        self._limit = limit
+        self._allowed = workers if limit is None else limit.current
+        self._grew = asyncio.Event()
         self._grace_s = grace_s
         self._queue: asyncio.Queue[_Job[T]] = asyncio.Queue(maxsize=queue_size)
         self._workers: list[asyncio.Task[None]] = []
@@ -70,11 +86,17 @@ class PspWorkerPool(Generic[T]):
     def busy_workers(self) -> int:
         return self._busy
 
+    @property
+    def allowed_workers(self) -> int:
+        """Calls that may run at once now: `workers`, or the adaptive limit's current value."""
+        return self._allowed
+
     async def start(self) -> None:
         if self._workers:
             return
-        self._workers = [asyncio.create_task(self._work(), name=f"psp-worker-{i}") for i in range(self._worker_count)]
+        self._workers = [asyncio.create_task(self._work(i), name=f"psp-worker-{i}") for i in range(self._worker_count)]
         self._accepting = True
+        PSP_CONCURRENCY_LIMIT.set(self._allowed)
 
     async def close(self, drain_timeout_s: float) -> None:
         """Refuse new calls, let queued ones finish (each is bounded by its deadline), then stop workers."""
@@ -122,9 +144,11 @@ class PspWorkerPool(Generic[T]):
                 raise PoolRejected(PoolRejected.QUEUE_TIMEOUT, "waited out the call timeout in the queue") from None
             raise
 
-    async def _work(self) -> None:
+    async def _work(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            while index >= self._allowed:
+                await self._grew.wait()
             job = await self._queue.get()
             PSP_POOL_QUEUE_DEPTH.dec()
             try:
@@ -155,5 +179,16 @@ class PspWorkerPool(Generic[T]):
             if not job.future.done():
                 job.future.set_result(result)
         finally:
+            took = loop.time() - started
+            if self._limit is not None and self._limit.on_call(took, self._busy):
+                self._follow_limit(self._limit.current)
             self._busy -= 1
-            PSP_EXEC_DURATION.observe(loop.time() - started)
+            PSP_EXEC_DURATION.observe(took)
+
+    def _follow_limit(self, allowed: int) -> None:
+        grew = allowed > self._allowed
+        self._allowed = min(allowed, self._worker_count)
+        PSP_CONCURRENCY_LIMIT.set(self._allowed)
+        if grew:  # wake the parked workers; each checks its own index again
+            self._grew.set()
+            self._grew = asyncio.Event()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from payment_infrastructure.psp.concurrency_limit import GradientLimit, LimitSettings
 from payment_infrastructure.psp.worker_pool import PoolRejected, PspWorkerPool
 from tests.integration.psp.polling import wait_until
 
@@ -85,3 +86,39 @@ async def test_closed_pool_rejects_new_calls() -> None:
         await pool.run(lambda _left: asyncio.sleep(0, "x"), timeout_s=1)
 
     assert rejected.value.code == PoolRejected.CLOSED
+
+
+async def test_with_an_adaptive_limit_no_more_calls_run_at_once_than_it_allows_and_it_grows_with_the_demand() -> None:
+    limit = GradientLimit(LimitSettings(initial=2, minimum=1, maximum=6, window_calls=2))
+    pool: PspWorkerPool[str] = PspWorkerPool(workers=6, queue_size=64, grace_s=1.0, limit=limit)
+    await pool.start()
+    release = asyncio.Event()
+    running = 0
+    most = 0
+    seen_over: list[tuple[int, int]] = []
+
+    async def call(_left: float) -> str:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if running > pool.allowed_workers:
+            seen_over.append((running, pool.allowed_workers))
+        await release.wait()
+        await asyncio.sleep(0.01)  # the PSP's latency: steady, so the limit may grow
+        running -= 1
+        return "ok"
+
+    try:
+        first = [asyncio.create_task(pool.run(call, timeout_s=5)) for _ in range(8)]
+        await wait_until(lambda: pool.busy_workers == 2 and pool.queue_depth == 6)
+        assert pool.allowed_workers == 2  # two of six workers take calls; the others are parked
+        release.set()
+        assert await asyncio.gather(*first) == ["ok"] * 8
+        more = [asyncio.create_task(pool.run(call, timeout_s=5)) for _ in range(60)]
+        assert await asyncio.gather(*more) == ["ok"] * 60
+        assert pool.allowed_workers > 2  # the calls used the limit and the latency held: it grew
+        assert seen_over == []
+        assert most <= 6
+    finally:
+        release.set()
+        await pool.close(drain_timeout_s=2)
