@@ -44,6 +44,7 @@ class Ports:
     api_management: int = 9000
     consumers_management: int = 9001
     dispatcher_management: int = 9002
+    lag_exporter: int = 9003
     psp: int = 8090
     kafka: int = 9092
     kafka_controller: int = 9093
@@ -213,6 +214,15 @@ class Stack:
                 env,
                 run / "payment-consumers.log",
             ),
+            python_part(
+                "lag-exporter",
+                "consumer-group lag exporter",
+                f"{local}:{p.lag_exporter}/metrics",
+                ["-m", "services.payment_consumers.lag_exporter"],
+                f"{local}:{p.lag_exporter}/health/live",
+                env,
+                run / "lag-exporter.log",
+            ),
         ]
 
     @property
@@ -235,6 +245,7 @@ class Stack:
             "PAYMENTS_API__MANAGEMENT_PORT": str(p.api_management),
             "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(p.dispatcher_management),
             "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(p.consumers_management),
+            "PAYMENTS_LAG_EXPORTER__PORT": str(p.lag_exporter),
         }
 
     def migrate(self) -> None:

@@ -47,6 +47,7 @@ SYSTEM_GROUPS: Mapping[str, tuple[str, ...]] = {
     "sweeper": ("payment-consumers",),
     "requery": ("payment-consumers",),
     "ledger": ("payment-consumers",),
+    "lag_exporter": ("payment-consumers",),
     "psp_sim": ("psp-simulator",),
 }
 """Settings group -> the deployables that read it (payment-service is the API and the outbox dispatcher)."""
@@ -87,8 +88,9 @@ def unknown_variables(own: Iterable[str], *, environ: Mapping[str, str]) -> dict
     nearest known name (None when nothing is close)."""
     own = frozenset(name.upper() for name in own)
     own_groups = {name.removeprefix(PREFIX).split(DELIMITER, 1)[0] for name in own}
-    whole_groups = {f"{PREFIX}{group}".upper() for group in own_groups}  # PAYMENTS_DB='{"url": ...}' (JSON)
     sibling_groups = {group.upper() for group in SYSTEM_GROUPS} - own_groups
+    # PAYMENTS_DB='{"url": ...}' (a whole group as JSON): checked by whichever deployable owns the group.
+    whole_groups = {f"{PREFIX}{group}".upper() for group in own_groups | sibling_groups}
     known = own | TOOL_VARIABLES | {f"{PREFIX}{group}{DELIMITER}" for group in sibling_groups}
     # Compared without the prefix every candidate shares, which would make any PAYMENTS_ name look close.
     candidates = {name.removeprefix(PREFIX): name for name in known}

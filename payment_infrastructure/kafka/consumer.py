@@ -25,8 +25,8 @@ from aiokafka.errors import KafkaError
 
 from payment_infrastructure.kafka.consumer_metrics import (
     export_consumer_series,
+    kafka_consumer_member_lag,
     kafka_consumer_rebalances_total,
-    kafka_consumergroup_lag,
 )
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink
@@ -267,7 +267,7 @@ class PartitionOrderedConsumer:
             try:
                 await self._commit(list(self._workers.values()), reason="periodic")
                 for topic, lag in self.lag().items():
-                    kafka_consumergroup_lag.labels(self._group_id, topic).set(lag)
+                    kafka_consumer_member_lag.labels(self._group_id, topic).set(lag)
             except Exception:  # a bug here must not end the commits for good
                 log.exception("offset_commit_loop_failed")
 
@@ -324,7 +324,7 @@ class PartitionOrderedConsumer:
             for topic in self._topics:
                 # A member that left reports no lag; the remaining members report theirs.
                 with contextlib.suppress(KeyError):
-                    kafka_consumergroup_lag.remove(self._group_id, topic)
+                    kafka_consumer_member_lag.remove(self._group_id, topic)
             await consumer.stop()
             log.info("consumer_stopped", aborted=aborted)
 

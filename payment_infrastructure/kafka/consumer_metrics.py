@@ -24,9 +24,10 @@ kafka_consumer_handle_seconds = Histogram(
     ["group", "topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-# Same name and labels as prometheus-kafka-exporter, so the lag autoscaling rule works with either source.
-kafka_consumergroup_lag = Gauge(
-    "kafka_consumergroup_lag",
+# The member's own view, of the partitions it holds; the group's lag as the broker sees it (a group with no live
+# member included) is the lag exporter's kafka_consumergroup_lag (services/payment_consumers/lag_exporter.py).
+kafka_consumer_member_lag = Gauge(
+    "kafka_consumer_member_lag",
     "Records behind the partition highwater (highwater - committed), summed over this member's partitions.",
     ["consumergroup", "topic"],
 )

@@ -77,6 +77,23 @@ class ProcessSettings(BaseModel):
     inbox_retention_days: float = Field(default=7, gt=0)
 
 
+class LagExporterOptions(BaseModel):
+    """The broker-side lag exporter (services/payment_consumers/lag_exporter.py): one per Kafka cluster. It is a
+    process of the payment-consumers deployable (same image, same settings); it reads only `kafka` and this."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9003, ge=0, le=65535)
+    interval_seconds: float = Field(default=10, gt=0, description="how often the broker is asked")
+    # Ready while the last good reading is younger than this (a scrape then shows what the broker said recently).
+    stale_after_seconds: float = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.stale_after_seconds <= self.interval_seconds:
+            raise ValueError("lag_exporter.stale_after_seconds must exceed lag_exporter.interval_seconds")
+        return self
+
+
 class ConsumersDatabaseSettings(DatabaseSettings):
     """The consumers' own defaults, as a class: an instance default would be dropped as soon as any `DB__` variable
     is set (pydantic-settings builds the nested model from the environment alone).
@@ -109,6 +126,7 @@ class ConsumersSettings(BaseSettings):
     sweeper: SweeperSettings = SweeperSettings()
     requery: RequerySettings = RequerySettings()
     ledger: LedgerSettings = LedgerSettings()
+    lag_exporter: LagExporterOptions = LagExporterOptions()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

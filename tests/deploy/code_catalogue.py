@@ -11,6 +11,8 @@ from tests.deploy.charts import REPO
 
 SOURCE_ROOTS = ("payment_infrastructure", "services")
 METRIC_KINDS = ("Counter", "Gauge", "Histogram", "Summary")
+# A custom collector's families (prometheus_client.core), as the kind of metric they expose.
+FAMILY_KINDS = {"GaugeMetricFamily": "Gauge", "CounterMetricFamily": "Counter"}
 # Series Prometheus adds itself, with the labels it gives them.
 BUILTIN_SERIES = {"up": frozenset({"job", "instance"})}
 # Labels a scrape adds to every series (static config or Kubernetes service discovery).
@@ -43,6 +45,7 @@ def _metric_of(node: ast.AST, path: Path) -> Metric | None:
         return None
     func = node.func
     kind = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    kind = FAMILY_KINDS.get(kind or "", kind)
     if kind not in METRIC_KINDS or not node.args:
         return None
     name = node.args[0]
@@ -50,7 +53,9 @@ def _metric_of(node: ast.AST, path: Path) -> Metric | None:
         return None  # collections.Counter(...) and friends
     labels: list[str] = []
     label_arg = (
-        node.args[2] if len(node.args) > 2 else next((k.value for k in node.keywords if k.arg == "labelnames"), None)
+        node.args[2]
+        if len(node.args) > 2
+        else next((k.value for k in node.keywords if k.arg in ("labelnames", "labels")), None)
     )
     if isinstance(label_arg, ast.List | ast.Tuple):
         labels = [e.value for e in label_arg.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]

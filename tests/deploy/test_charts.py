@@ -191,7 +191,9 @@ def test_names_are_dns_labels_of_at_most_63_characters_even_for_the_longest_rele
     assert len(set(names)) == len(names), "two objects of one kind share a name"
     # The component suffix is kept whole; the release part is shortened instead.
     assert {n for k, n in names if k == "Deployment"} and all(
-        n.endswith(("-api", "-dispatcher", "-pipeline", "-support")) for k, n in names if k == "Deployment"
+        n.endswith(("-api", "-dispatcher", "-pipeline", "-support", "-lag-exporter"))
+        for k, n in names
+        if k == "Deployment"
     )
 
 
@@ -294,6 +296,9 @@ def test_probes_point_at_paths_and_ports_the_processes_really_serve(monkeypatch:
             )
             assert container_port(container, "http") == settings.api.port
             assert settings.api.host == "0.0.0.0"
+        elif module == "services.payment_consumers.lag_exporter":
+            served_port, served_paths = settings.lag_exporter.port, management_paths
+            host = settings.lag_exporter.host
         else:
             served_port, served_paths = settings.process.management_port, management_paths
             host = settings.process.management_host
@@ -321,6 +326,9 @@ def test_termination_grace_outlasts_each_process_drain() -> None:
         elif module == "services.payment_service.dispatcher":
             # A batch in flight waits for the Kafka delivery timeout before the producer flushes.
             assert grace > defaults.kafka.delivery_timeout_seconds, name
+        elif module == "services.payment_consumers.lag_exporter":
+            # Nothing to drain: a reading in progress is dropped; the broker's request timeout bounds the close.
+            assert grace >= defaults.kafka.request_timeout_ms / 1000 + 10, name
         else:
             sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
             assert grace >= sleep + 30, name
@@ -573,7 +581,10 @@ def test_prometheus_rule_links_each_alert_to_its_runbook_under_the_base_url() ->
 
 @pytest.mark.parametrize(
     ("chart", "jobs"),
-    [("payment-service", {"payment-service", "payment-dispatcher"}), ("payment-consumers", {"payment-consumers"})],
+    [
+        ("payment-service", {"payment-service", "payment-dispatcher"}),
+        ("payment-consumers", {"payment-consumers", "payment-lag-exporter"}),
+    ],
 )
 def test_service_monitors_set_the_job_names_the_alert_rules_use(chart: str, jobs: set[str]) -> None:
     monitors = render(chart, {"serviceMonitor": {"enabled": True}}).of_kind("ServiceMonitor")
@@ -617,8 +628,9 @@ def test_custom_resources_service_monitors_scrape_real_metrics_ports(name: str) 
 
 def test_service_monitor_release_label_is_configurable() -> None:
     rendered = render("payment-consumers", {"serviceMonitor": {"enabled": True, "release": "kps"}})
-    (monitor,) = rendered.of_kind("ServiceMonitor")
-    assert monitor["metadata"]["labels"]["release"] == "kps"
+    monitors = rendered.of_kind("ServiceMonitor")
+    assert len(monitors) == 2  # the consumers' and the lag exporter's
+    assert all(monitor["metadata"]["labels"]["release"] == "kps" for monitor in monitors)
 
 
 # ---- payment-consumers: components and lag-based autoscaling ----------------------------------------------------
@@ -633,7 +645,8 @@ def test_every_worker_runs_in_some_deployment(name: str) -> None:
     running: list[str] = []
     for deployment in rendered.of_kind("Deployment"):
         container = pod_spec(deployment)["containers"][0]
-        running += json.loads(literal_env(container)["PAYMENTS_PROCESS__WORKERS"])
+        if module_of(container) == "services.payment_consumers":  # (not the lag exporter)
+            running += json.loads(literal_env(container)["PAYMENTS_PROCESS__WORKERS"])
     assert sorted(set(running)) == sorted(w.value for w in Worker)
 
 

@@ -34,6 +34,7 @@ APP_SETTINGS = {
     "payment-service": ServiceSettings,
     "payment-dispatcher": ServiceSettings,
     "payment-consumers": ConsumersSettings,
+    "payment-lag-exporter": ConsumersSettings,
     "psp-simulator": None,
 }
 HEALTH_URL = re.compile(r"urlopen\('(http://127\.0\.0\.1:(\d+)(/[^']*))'")
@@ -116,6 +117,7 @@ def test_compose_runs_every_part_of_the_system() -> None:
         "payment-service",
         "payment-dispatcher",
         "payment-consumers",
+        "payment-lag-exporter",
         "psp-simulator",
     }
 

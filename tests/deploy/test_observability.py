@@ -65,7 +65,8 @@ def test_metric_catalogue_is_read_from_the_sources() -> None:
     catalogue = metrics()
     assert catalogue["psp_calls_total"].labels == {"result"}
     assert catalogue["http_server_requests_seconds"].kind == "Histogram"
-    assert catalogue["kafka_consumergroup_lag"].labels == {"consumergroup", "topic"}
+    assert catalogue["kafka_consumergroup_lag"].labels == {"consumergroup", "topic", "partition"}  # a collector's
+    assert catalogue["kafka_consumer_member_lag"].labels == {"consumergroup", "topic"}
     assert "http_server_requests_seconds_bucket" in series() and "outbox_dispatched_total" in series()
     assert "Counter" not in {m.name for m in catalogue.values()}  # collections.Counter() is not a metric
 

@@ -16,6 +16,7 @@ SETTINGS_OF_MODULE: dict[str, type[BaseSettings] | None] = {
     "services.payment_service": ServiceSettings,
     "services.payment_service.dispatcher": ServiceSettings,
     "services.payment_consumers": ConsumersSettings,
+    "services.payment_consumers.lag_exporter": ConsumersSettings,
     "payment_infrastructure.postgres.migrate": None,
 }
 # What the downward API would give (fieldRef); enough to expand $(POD_NAME) like the kubelet does.

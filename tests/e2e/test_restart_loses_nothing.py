@@ -89,6 +89,7 @@ class StackPorts:
     api_management: int = field(default_factory=free_port)
     consumers_management: int = field(default_factory=free_port)
     dispatcher_management: int = field(default_factory=free_port)
+    lag_exporter: int = field(default_factory=free_port)
     kafka: int = field(default_factory=free_port)
     kafka_controller: int = field(default_factory=free_port)
     keycloak: int = field(default_factory=free_port)

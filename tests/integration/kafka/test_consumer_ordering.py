@@ -125,7 +125,7 @@ async def test_lag_is_the_highwater_minus_the_committed_offset_and_health_follow
         await wait_until(lambda: run.consumer.lag() == {topic: 0}, what="lag of 0")
         await wait_until(
             lambda: (
-                REGISTRY.get_sample_value("kafka_consumergroup_lag", {"consumergroup": group, "topic": topic}) == 0.0
+                REGISTRY.get_sample_value("kafka_consumer_member_lag", {"consumergroup": group, "topic": topic}) == 0.0
             ),
             what="the lag gauge",
         )
@@ -135,4 +135,4 @@ async def test_lag_is_the_highwater_minus_the_committed_offset_and_health_follow
         assert not run.consumer.healthy
         with pytest.raises(ConsumerNotReady):
             await run.consumer.check_ready()
-        assert REGISTRY.get_sample_value("kafka_consumergroup_lag", {"consumergroup": group, "topic": topic}) is None
+        assert REGISTRY.get_sample_value("kafka_consumer_member_lag", {"consumergroup": group, "topic": topic}) is None

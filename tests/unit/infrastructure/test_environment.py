@@ -105,6 +105,7 @@ def test_every_payments_variable_a_development_tool_reads_is_a_tool_variable() -
         ("services.payment_service", "payment-service"),
         ("services.payment_service.dispatcher", "payment-service"),
         ("services.payment_consumers", "payment-consumers"),
+        ("services.payment_consumers.lag_exporter", "payment-consumers"),
     ],
 )
 def test_a_process_started_with_a_misspelt_setting_exits_at_once_naming_it(module: str, deployable: str) -> None:
