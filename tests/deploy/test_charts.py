@@ -58,7 +58,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "consumers-production": ("payment-consumers", PRODUCTION["payment-consumers"]),
     "consumers-everything-on": ("payment-consumers", EVERYTHING_ON["payment-consumers"]),
     "consumers-keda": ("payment-consumers", {"autoscaling": {"mode": "keda"}}),
-    "consumers-cpu": ("payment-consumers", {"autoscaling": {"mode": "cpu"}}),
+    "consumers-external": ("payment-consumers", {"autoscaling": {"mode": "external"}}),
     "consumers-none": ("payment-consumers", {"autoscaling": {"mode": "none"}}),
 }
 KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.latest_version())
@@ -663,8 +663,20 @@ def test_chart_refuses_more_lag_scaled_replicas_than_partitions(mode: str) -> No
     render("payment-consumers", {**too_many, "kafka": {"partitions": 9}})  # the ceiling itself is fine
 
 
-def test_external_mode_is_the_originals_hpa_on_the_worst_group_lag() -> None:
+def test_the_default_scales_the_pipeline_on_cpu_which_a_plain_cluster_can_measure() -> None:
     rendered = scenario("consumers-default")
+    (hpa,) = rendered.of_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == PIPELINE
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric == {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+    }
+    assert rendered.named("Deployment", "payments-payment-consumers-support")["spec"]["replicas"] == 2
+
+
+def test_external_mode_is_the_originals_hpa_on_the_worst_group_lag() -> None:
+    rendered = scenario("consumers-external")
     (hpa,) = rendered.of_kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == PIPELINE
     assert "replicas" not in rendered.named("Deployment", PIPELINE)["spec"]
@@ -674,7 +686,8 @@ def test_external_mode_is_the_originals_hpa_on_the_worst_group_lag() -> None:
     assert metric["type"] == "External"
     external = metric["external"]
     assert external["metric"]["name"] == "kafka_consumer_group_lag_worst2"
-    assert external["target"] == {"type": "Value", "value": "2400"}
+    # Per pod, as KEDA's lagThreshold: ceil(worst lag / 800) replicas (a Value target would multiply by replicas).
+    assert external["target"] == {"type": "AverageValue", "averageValue": "800"}
     (expression,) = external["metric"]["selector"]["matchExpressions"]
     assert expression["key"] == "consumergroup" and expression["operator"] == "In"
     assert set(expression["values"]) == {group for group, _topic in LAG_GROUPS}
@@ -683,6 +696,15 @@ def test_external_mode_is_the_originals_hpa_on_the_worst_group_lag() -> None:
     assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert behavior["scaleDown"]["policies"] == [{"type": "Percent", "value": 50, "periodSeconds": 60}]
+
+
+def test_both_lag_modes_aim_at_the_same_lag_per_replica() -> None:
+    external = render("payment-consumers", {"autoscaling": {"mode": "external", "lagPerReplica": 321}})
+    keda = render("payment-consumers", {"autoscaling": {"mode": "keda", "lagPerReplica": 321}})
+    (hpa,) = external.of_kind("HorizontalPodAutoscaler")
+    (scaled,) = keda.of_kind("ScaledObject")
+    assert hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"] == "321"
+    assert {t["metadata"]["lagThreshold"] for t in scaled["spec"]["triggers"]} == {"321"}
 
 
 @pytest.mark.parametrize("name", ["consumers-keda", "consumers-production"])
@@ -717,7 +739,7 @@ def test_custom_resources_keda_scales_the_pipeline_on_its_consumer_groups_lag(na
 
 
 def test_keda_lag_threshold_and_brokers_are_configurable() -> None:
-    values = {"autoscaling": {"mode": "keda", "keda": {"lagThreshold": 123, "bootstrapServers": "k:1"}}}
+    values = {"autoscaling": {"mode": "keda", "lagPerReplica": 123, "keda": {"bootstrapServers": "k:1"}}}
     (scaled,) = render("payment-consumers", values).of_kind("ScaledObject")
     assert {t["metadata"]["lagThreshold"] for t in scaled["spec"]["triggers"]} == {"123"}
     assert {t["metadata"]["bootstrapServers"] for t in scaled["spec"]["triggers"]} == {"k:1"}
@@ -752,7 +774,8 @@ def test_no_autoscaling_gives_fixed_replicas() -> None:
 def test_notes_tell_the_operator_about_the_secret_and_the_partition_ceiling() -> None:
     notes = scenario("consumers-default").notes
     assert "payment-consumers-secrets" in notes and "kafka.partitions" in notes
-    assert "kafka_consumer_group_lag_worst2" in notes
+    assert "metrics-server" in notes
+    assert "kafka_consumer_group_lag_worst2" in scenario("consumers-external").notes
     assert "payment-service-secrets" in scenario("service-default").notes
 
 
