@@ -9,6 +9,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -125,7 +127,10 @@ def test_compose_runs_every_part_of_the_system() -> None:
 def test_every_service_has_an_image_and_app_services_build_the_repository_dockerfile() -> None:
     for name, service in services().items():
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", service["image"]), f"{name}: pin an image tag"
-        if name in APP_SETTINGS:
+        if name == "psp-simulator":  # the dev-only image, never the runtime one
+            assert service["build"] == {"context": ".", "dockerfile": "infra/docker/Dockerfile", "target": name}
+            assert service["image"] != services()["payment-service"]["image"]
+        elif name in APP_SETTINGS:
             assert service["build"] == {"context": ".", "dockerfile": "infra/docker/Dockerfile"}
             assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
         else:
@@ -307,7 +312,8 @@ def test_dockerfile_builds_from_the_lock_in_two_python_stages_and_runs_as_non_ro
     args = {v.split("=", 1)[0]: v.split("=", 1)[1] for k, v in instructions if k == "ARG" and "=" in v}
     assert args["PYTHON_IMAGE"] == "python:3.11-slim"
     stages = [v for k, v in instructions if k == "FROM"]
-    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+    # The runtime image is the last (default) target; the simulator's is a sibling of it, not its parent.
+    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS base", "base AS psp-simulator", "base AS runtime"]
     makefile_uv = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
     assert makefile_uv is not None and args["UV_VERSION"] == makefile_uv.group(1)
     runs = [v for k, v in instructions if k == "RUN"]
@@ -317,6 +323,29 @@ def test_dockerfile_builds_from_the_lock_in_two_python_stages_and_runs_as_non_ro
     assert instructions[-1][0] == "CMD"
     command = json.loads(instructions[-1][1])
     assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None
+
+
+def test_the_runtime_image_has_the_payments_cli_and_not_the_psp_simulator(tmp_path: Path) -> None:
+    """The image installs the project's wheel (uv sync --no-editable): built here, it carries the `payments` entry
+    point and every package the processes import, and leaves the simulator out; only its own target copies it."""
+    subprocess.run(
+        [str(REPO / ".venv" / "bin" / "uv"), "build", "--wheel", "--out-dir", str(tmp_path), "-q", str(REPO)],
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
+        assert "payments = services.payment_consumers.cli:main" in archive.read(entry_points).decode()
+    assert not [n for n in names if n.startswith("services/psp_simulator/")]
+    for module in ("services/payment_consumers/cli.py", "services/payment_consumers/lag_exporter.py"):
+        assert module in names
+    assert any(n.startswith("payment_infrastructure/postgres/migrations/versions/") for n in names)
+    runs = [v for k, v in dockerfile_instructions() if k == "RUN"]
+    assert any("uv sync --frozen --no-dev --no-editable" in run for run in runs)
+    runtime = DOCKERFILE.read_text().split("AS runtime", 1)[1]
+    assert "psp_simulator" not in runtime
 
 
 def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_through() -> None:
