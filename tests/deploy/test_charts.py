@@ -38,8 +38,9 @@ EVERYTHING_ON: dict[str, dict[str, Any]] = {
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
         "ingress": {"enabled": True, "tls": [{"hosts": ["payments.example.local"], "secretName": "tls"}]},
+        "networkPolicy": {"enabled": True},
     },
-    "payment-consumers": {"serviceMonitor": {"enabled": True}},
+    "payment-consumers": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
 }
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "service-default": ("payment-service", {}),
@@ -597,6 +598,36 @@ def test_service_monitors_set_the_job_names_the_alert_rules_use(chart: str, jobs
     assert named == jobs
     rules = (REPO / "infra/prometheus/alerts.yml").read_text()
     assert all(f'job="{job}"' in rules for job in jobs)
+
+
+@pytest.mark.parametrize("name", ["service-everything-on", "consumers-everything-on"])
+def test_network_policies_cover_every_pod_and_let_in_only_what_it_serves(name: str) -> None:
+    rendered = scenario(name)
+    policies = rendered.of_kind("NetworkPolicy")
+    assert policies
+    for deployment in rendered.of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (policy,) = [p for p in policies if matches(p["spec"]["podSelector"]["matchLabels"], labels)]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        container = pod_spec(deployment)["containers"][0]
+        allowed = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+        assert allowed == {p["name"] for p in container["ports"]}, deployment["metadata"]["name"]
+        for rule in policy["spec"]["ingress"]:
+            if rule["ports"][0]["port"] != "http":  # management and metrics: Prometheus only
+                assert rule["from"] == [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                ]
+    assert not scenario(name.replace("everything-on", "default")).of_kind("NetworkPolicy")  # opt-in
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_an_image_digest_pins_every_container(chart: str) -> None:
+    digest = "sha256:" + "a" * 64
+    rendered = render(chart, {"image": {"digest": digest}})
+    images = {c["image"] for _w, c in rendered.containers()}
+    assert images == {f"payments@{digest}"}
+    with pytest.raises(helm.HelmValuesError, match="/image/digest"):
+        render(chart, {"image": {"digest": "latest"}})
 
 
 # ---- Custom resources (no schema ships for them: check what their operators read) --------------------------------
