@@ -46,6 +46,7 @@ from payment_infrastructure.postgres.payment_order_store import (
     PostgresResultStore,
     PostgresStatusCheckQueue,
 )
+from payment_infrastructure.postgres.pool_metrics import watch_engine
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
 from payment_infrastructure.psp.charged_record import SimulatorSummaryRecord
@@ -137,6 +138,7 @@ def build_container(
     """`publisher` replaces the Kafka publisher of the workers' own events (e.g. a decorated one)."""
     clock = clock or SystemClock()
     engine = create_engine(settings.db, application_name="payment-consumers")
+    watch_engine("engine", engine)
     redis = create_redis(settings.redis)
     publisher = publisher or KafkaEventPublisher.from_settings(
         settings.kafka, client_id=f"{settings.kafka.client_id}-events"

@@ -50,6 +50,7 @@ from payment_infrastructure.postgres.outbox_store import PostgresOutboxStore
 from payment_infrastructure.postgres.payment_repository import PostgresPaymentRepository
 from payment_infrastructure.postgres.pipeline_backlog import PostgresPipelineBacklog
 from payment_infrastructure.postgres.pool import acquire, create_pool
+from payment_infrastructure.postgres.pool_metrics import watch_asyncpg_pool, watch_engine
 from payment_infrastructure.postgres.seller_ledger import PostgresSellerLedger
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
@@ -122,6 +123,8 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
     clock = clock or SystemClock()
     engine = create_engine(settings.db, application_name="payment-service")
     pool = await create_pool(settings.db, application_name="payment-service")
+    watch_engine("engine", engine)
+    watch_asyncpg_pool("creates", pool)
     redis = create_redis(settings.redis)
     http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
     verifier = JwtVerifier(settings.auth, http)
@@ -249,6 +252,7 @@ def build_dispatcher_container(
     clock = clock or SystemClock()
     outbox = settings.outbox
     engine = create_engine(settings.db, application_name="payment-outbox-dispatcher")
+    watch_engine("engine", engine)
     store = PostgresOutboxStore(engine)
     publisher = publisher or KafkaEventPublisher.from_settings(
         settings.kafka, client_id=f"{settings.kafka.client_id}-outbox"

@@ -630,6 +630,34 @@ def test_an_image_digest_pins_every_container(chart: str) -> None:
         render(chart, {"image": {"digest": "latest"}})
 
 
+@pytest.mark.parametrize("name", ["service-default", "service-production", "consumers-default", "consumers-production"])
+def test_notes_give_the_postgres_connections_the_release_may_open_at_its_largest(name: str) -> None:
+    """Counted from the rendered workloads: each Deployment at its most pods (its HPA's or ScaledObject's maximum,
+    else its replicas) times the connections one of its processes may open."""
+    rendered = scenario(name)
+    most = {
+        h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"]
+        for h in rendered.of_kind("HorizontalPodAutoscaler")
+    }
+    most |= {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]["maxReplicaCount"] for o in rendered.of_kind("ScaledObject")
+    }
+    total = 0
+    for deployment in rendered.of_kind("Deployment"):
+        container = pod_spec(deployment)["containers"][0]
+        config = config_map_env(rendered, container)
+        pool = int(config.get("PAYMENTS_DB__POOL_SIZE", "10")) + int(config.get("PAYMENTS_DB__MAX_OVERFLOW", "0"))
+        per_process = {
+            "services.payment_service": 2 * pool,  # the engine and the create path's asyncpg pool
+            "services.payment_service.dispatcher": pool + 1,  # and its LISTEN connection
+            "services.payment_consumers": pool,
+            "services.payment_consumers.lag_exporter": 0,
+        }[module_of(container)]
+        pods = most.get(deployment["metadata"]["name"], deployment["spec"].get("replicas", 1))
+        total += pods * per_process
+    assert f"Postgres connections: up to {total} from this release" in rendered.notes
+
+
 # ---- Custom resources (no schema ships for them: check what their operators read) --------------------------------
 
 
