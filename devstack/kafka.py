@@ -57,6 +57,9 @@ class KafkaBroker(RunsOneProcess):
     heap: str = HEAP
     tie_to_parent: bool = True
     extra_properties: dict[str, str] = field(default_factory=dict)
+    # More `StorageTool format` arguments, e.g. `--add-scram SCRAM-SHA-256=[name=u,password=p]` (KRaft keeps SCRAM
+    # users in its metadata, created at format time).
+    format_args: tuple[str, ...] = ()
 
     host = "127.0.0.1"
 
@@ -138,7 +141,12 @@ class KafkaBroker(RunsOneProcess):
             return
         cluster_id = _cluster_id()
         command = self._java(
-            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={server}", log4j=log4j
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            f"--config={server}",
+            *self.format_args,
+            log4j=log4j,
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from payment_domain.topics import Topic, dlq_of
+from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,7 @@ async def create_topics(settings: KafkaSettings, layout: Mapping[str, int]) -> l
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=settings.request_timeout_ms,
+        **client_security(settings),
     )
     await admin.start()
     try:

@@ -34,6 +34,7 @@ from payment_infrastructure.kafka.failures import DEPENDENCY_NAMES
 from payment_infrastructure.kafka.partition_worker import PartitionWorker
 from payment_infrastructure.kafka.record_processor import RecordProcessor
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage, consumed_record
+from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
 
 __all__ = [
@@ -213,6 +214,7 @@ class PartitionOrderedConsumer:
             request_timeout_ms=s.request_timeout_ms,
             retry_backoff_ms=self._kafka.retry_backoff_ms,
             metadata_max_age_ms=self._kafka.metadata_max_age_ms,
+            **client_security(self._kafka),
         )
 
     async def _poll_and_dispatch(self, consumer: AIOKafkaConsumer) -> None:

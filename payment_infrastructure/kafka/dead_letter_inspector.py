@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from payment_infrastructure.kafka.dead_letter_format import DeadLetter, Replayed, TopicNotFound, is_dlq
 from payment_infrastructure.kafka.producer import build_producer
 from payment_infrastructure.kafka.records import ConsumedRecord, consumed_record
+from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
 
 
@@ -93,6 +94,7 @@ class _Reader:
             auto_offset_reset="earliest",
             request_timeout_ms=settings.request_timeout_ms,
             fetch_max_wait_ms=100,
+            **client_security(settings),
         )
 
     async def __aenter__(self) -> _Reader:
@@ -102,6 +104,7 @@ class _Reader:
             bootstrap_servers=self._settings.bootstrap_servers,
             client_id=f"{self._settings.client_id}-dlq-reader",
             request_timeout_ms=self._settings.request_timeout_ms,
+            **client_security(self._settings),
         )
         await admin.start()
         try:

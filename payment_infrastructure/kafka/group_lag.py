@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
 
 
@@ -58,6 +59,7 @@ class BrokerGroupLag:
             bootstrap_servers=settings.bootstrap_servers,
             client_id=client_id,
             request_timeout_ms=settings.request_timeout_ms,
+            **client_security(settings),
         )
         self._offsets = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -66,6 +68,7 @@ class BrokerGroupLag:
             enable_auto_commit=False,
             request_timeout_ms=settings.request_timeout_ms,
             metadata_max_age_ms=settings.metadata_max_age_ms,
+            **client_security(settings),
         )
 
     async def start(self) -> None:

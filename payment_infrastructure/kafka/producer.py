@@ -19,6 +19,7 @@ from payment_infrastructure.kafka.metrics import (
     kafka_publish_batch_seconds,
     kafka_publish_failed_total,
 )
+from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
 from payment_infrastructure.serialization import envelope_to_bytes
 
@@ -58,6 +59,7 @@ def build_producer(settings: KafkaSettings, *, client_id: str | None = None) -> 
         request_timeout_ms=settings.request_timeout_ms,
         retry_backoff_ms=settings.retry_backoff_ms,
         metadata_max_age_ms=settings.metadata_max_age_ms,
+        **client_security(settings),
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Literal, Self
 
 from aiokafka import codec
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 CompressionType = Literal["none", "gzip", "lz4", "zstd", "snappy"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 _CODEC_AVAILABLE = {
     "none": lambda: True,
@@ -47,6 +49,21 @@ class KafkaSettings(BaseModel):
     # development broker) means an acknowledged record is lost with that broker's disk.
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
+    # A secured cluster (payment_infrastructure/kafka/security.py): TLS to the brokers (SSL, SASL_SSL) verified
+    # against ssl_cafile (the system's CAs when unset), a client certificate for mutual TLS, and SASL: PLAIN or
+    # SCRAM with a user and password, or OAUTHBEARER with tokens of an OAuth client (client credentials).
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_scope: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -57,6 +74,7 @@ class KafkaSettings(BaseModel):
                 f"kafka.min_insync_replicas ({self.min_insync_replicas}) must not exceed kafka.replication_factor "
                 f"({self.replication_factor}): no write could ever be acknowledged"
             )
+        self._secured_consistently()
         if self.delivery_timeout_ms < self.request_timeout_ms:
             raise ValueError("kafka.delivery_timeout_ms must be >= kafka.request_timeout_ms")
         if not _CODEC_AVAILABLE[self.compression_type]():
@@ -64,6 +82,30 @@ class KafkaSettings(BaseModel):
                 f"kafka.compression_type={self.compression_type} needs the 'cramjam' package; install it or use gzip"
             )
         return self
+
+    def _secured_consistently(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl != (self.sasl_mechanism is not None):
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} "
+                + ("needs kafka.sasl_mechanism" if sasl else "takes no kafka.sasl_mechanism (use SASL_SSL)")
+            )
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"kafka.sasl_mechanism {self.sasl_mechanism} needs kafka.sasl_username and sasl_password")
+        if self.sasl_mechanism == "OAUTHBEARER" and not (
+            self.oauth_token_url and self.oauth_client_id and self.oauth_client_secret
+        ):
+            raise ValueError(
+                "kafka.sasl_mechanism OAUTHBEARER needs kafka.oauth_token_url, oauth_client_id and oauth_client_secret"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("kafka.ssl_certfile and kafka.ssl_keyfile go together (a client certificate and its key)")
+        if self.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError(
+                f"kafka.ssl_* settings need security_protocol SSL or SASL_SSL, not {self.security_protocol}"
+            )
 
     @property
     def delivery_timeout_seconds(self) -> float:
