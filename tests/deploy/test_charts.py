@@ -31,6 +31,9 @@ from tests.deploy.workloads import (
 )
 
 PRODUCTION: dict[str, dict[str, Any]] = {chart: values_file(chart) for chart in CHART_NAMES}
+SECURED_KAFKA: dict[str, dict[str, Any]] = {
+    chart: values_file(chart, "secured-kafka-values.yaml") for chart in CHART_NAMES
+}
 # Every optional object switched on, so every template is rendered and validated at least once.
 EVERYTHING_ON: dict[str, dict[str, Any]] = {
     "payment-service": {
@@ -105,10 +108,40 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("chart", CHART_NAMES)
-@pytest.mark.parametrize("values_name", ["default", "production"])
+@pytest.mark.parametrize("values_name", ["default", "production", "secured-kafka"])
 def test_charts_pass_helm_lint_strict(chart: str, values_name: str) -> None:
-    values = None if values_name == "default" else PRODUCTION[chart]
+    values = {"default": None, "production": PRODUCTION[chart], "secured-kafka": SECURED_KAFKA[chart]}[values_name]
     assert lint(chart, values) == []
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_the_secured_kafka_values_give_every_process_tls_sasl_and_the_mounted_ca(
+    chart: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, SECURED_KAFKA[chart])
+    for obj in rendered.objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    checked = 0
+    for workload, container in rendered.containers():
+        if settings_class(container) is None:
+            continue  # the migration Job talks to Postgres only
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["kafka-ca"] == {"name": "kafka-ca", "mountPath": "/etc/payments/kafka-ca", "readOnly": True}
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "kafka-ca"
+        settings = load_settings(
+            monkeypatch, rendered, container, secret={"PAYMENTS_KAFKA__SASL_PASSWORD": "from-the-secret"}
+        )
+        kafka = settings.kafka
+        assert (kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username) == (
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+            "payments",
+        )
+        assert kafka.ssl_cafile == "/etc/payments/kafka-ca/ca.crt"
+        checked += 1
+    assert checked >= 2
 
 
 @pytest.mark.parametrize(
@@ -338,14 +371,20 @@ def test_termination_grace_outlasts_each_process_drain() -> None:
 # ---- Settings ------------------------------------------------------------------------------------------------
 
 
-def load_settings(monkeypatch: pytest.MonkeyPatch, rendered: Rendered, container: dict[str, Any]) -> Any:
-    """Instantiate the process's settings class from exactly the environment the chart gives it."""
+def load_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    rendered: Rendered,
+    container: dict[str, Any],
+    secret: dict[str, str] | None = None,
+) -> Any:
+    """Instantiate the process's settings class from exactly the environment the chart gives it (and `secret`: what
+    the operator's Secret adds)."""
     cls = settings_class(container)
     assert cls is not None
     with monkeypatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("PAYMENTS_")]:
             patch.delenv(key)
-        for key, value in effective_env(rendered, container).items():
+        for key, value in {**(secret or {}), **effective_env(rendered, container)}.items():
             patch.setenv(key, value)
         return cls()
 

@@ -171,11 +171,24 @@ topologySpreadConstraints:
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- if .Values.kafkaCaSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafkaCaSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end }}
 
 {{- define "payment-consumers.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- if .Values.kafkaCaSecret }}
+- name: kafka-ca
+  mountPath: /etc/payments/kafka-ca
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/*
