@@ -1,11 +1,27 @@
-"""Trace ids: the original's `X-Trace-Id`, and W3C `traceparent` (version 00) for everything else."""
+"""Trace ids (the envelope's `traceId`, from `X-Trace-Id` or W3C `traceparent`) and OpenTelemetry spans.
+
+Spans are exported by OTLP only when the standard `OTEL_*` variables name an endpoint; without one every helper here
+is a single check and returns. The W3C `traceparent` travels in the HTTP and Kafka headers and with each outbox row,
+so one payment is one trace across the API, the dispatcher and the consumers (docs/operations.md, "Tracing").
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SAFE_TRACE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
@@ -46,3 +62,144 @@ def trace_from_headers(x_trace_id: str | None, traceparent: str | None) -> Trace
     if parsed and parsed.group(1) != "0" * 32:
         return TraceContext(parsed.group(1), span, sampled)
     return TraceContext(new_trace_id(), span)
+
+
+# --- OpenTelemetry spans ------------------------------------------------------------------------------------------
+# Off unless an OTLP endpoint is configured (the standard OTEL_* variables, see docs/operations.md): then every helper
+# below is one check of `_tracer` and returns, so a process without an endpoint pays nothing per request or record.
+# On, the sampler (OTEL_TRACES_SAMPLER, default parent-based always-on) decides per trace at its root; a trace it
+# drops is carried on (its traceparent says "not sampled") but never recorded, so the exporter never sees it.
+
+_tracer: otel_trace.Tracer | None = None
+_provider: TracerProvider | None = None
+_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def tracing_enabled() -> bool:
+    return _tracer is not None
+
+
+def otlp_endpoint(environ: Mapping[str, str]) -> str | None:
+    """The configured OTLP endpoint for traces, or None when spans are not to be exported at all."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return endpoint.strip() or None if endpoint else None
+
+
+def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Install an SDK tracer provider exporting by OTLP when an endpoint is configured; return whether it did.
+
+    The SDK reads the rest of the standard variables itself: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*, the exporter's
+    OTEL_EXPORTER_OTLP_* (headers, timeout, certificate), OTEL_RESOURCE_ATTRIBUTES. OTEL_SERVICE_NAME, when set,
+    replaces the deployable's own name."""
+    global _tracer, _provider
+    if otlp_endpoint(environ) is None:
+        return False
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or _PROTOCOLS[0]
+    ).strip()
+    exporter: SpanExporter
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter()
+    elif protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        exporter = GrpcExporter()
+    else:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use one of {', '.join(_PROTOCOLS)}"
+        )
+    name = environ.get("OTEL_SERVICE_NAME", "").strip() or service
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    otel_trace.set_tracer_provider(provider)
+    _provider = provider
+    _tracer = provider.get_tracer("payments")
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush the spans still queued (the SDK also does it at interpreter exit)."""
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
+def parent_context(traceparent: str | None, tracestate: str | None = None) -> Context | None:
+    """The remote parent a W3C traceparent names, or None when there is none (or tracing is off)."""
+    if _tracer is None or not traceparent:
+        return None
+    carrier = (
+        {"traceparent": traceparent} if tracestate is None else {"traceparent": traceparent, "tracestate": tracestate}
+    )
+    context = _PROPAGATOR.extract(carrier)
+    return context if otel_trace.get_current_span(context).get_span_context().is_valid else None
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Context | None = None,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[otel_trace.Span | None]:
+    """A span made current for the block (None when tracing is off); `parent`: a remote parent instead of the
+    current span. An exception leaving the block marks the span as failed."""
+    if _tracer is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
+        yield current
+
+
+def start_span(
+    name: str, *, kind: SpanKind, parent: Context | None = None, attributes: Mapping[str, str | int] | None = None
+) -> otel_trace.Span | None:
+    """A span the caller ends (`span.end()`), not made current: for work that finishes elsewhere."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+def traceparent_of(current: otel_trace.Span | None = None) -> str | None:
+    """The traceparent to hand on for `current` (default: the active span), None when there is no span."""
+    if _tracer is None:
+        return None
+    context = (current or otel_trace.get_current_span()).get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_span() -> otel_trace.Span | None:
+    """The active span when tracing is on and it is recorded (sampled), else None."""
+    if _tracer is None:
+        return None
+    current = otel_trace.get_current_span()
+    return current if current.is_recording() else None
+
+
+def active_span_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the active span when it is recorded (sampled), for log lines; else None."""
+    if _tracer is None:
+        return None
+    current = otel_trace.get_current_span()
+    if not current.is_recording():
+        return None
+    context = current.get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def mark_failed(current: otel_trace.Span | None, description: str) -> None:
+    if current is not None:
+        current.set_status(Status(StatusCode.ERROR, description[:500]))
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
