@@ -56,7 +56,7 @@ def trace_from_headers(x_trace_id: str | None, traceparent: str | None) -> Trace
     """X-Trace-Id wins when it is sane (the original's header); then traceparent; else a fresh W3C id."""
     span = new_span_id()
     parsed = _TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
-    sampled = parsed is None or parsed.group(3) != "00"
+    sampled = parsed is None or int(parsed.group(3), 16) & 1 == 1  # the sampled bit; 0x02 is "random trace id"
     if x_trace_id and _SAFE_TRACE_ID.match(x_trace_id.strip()):
         return TraceContext(x_trace_id.strip(), span, sampled)
     if parsed and parsed.group(1) != "0" * 32:
