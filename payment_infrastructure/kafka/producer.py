@@ -30,7 +30,8 @@ Header = tuple[str, bytes]
 
 
 def kafka_headers(headers: EventHeaders, traceparent: str | None = None) -> list[Header]:
-    """`traceparent`: the publish span's, which replaces the one the message came with."""
+    """`traceparent`: the publish span's (or, with no span, the current one's), which replaces the one the message
+    came with."""
     wire = [
         ("eventId", headers.event_id.encode()),
         ("eventType", headers.event_type.encode()),
@@ -111,7 +112,7 @@ class KafkaEventPublisher(OwnsProducer):
 
     async def publish(self, topic: str, key: str, value: bytes, headers: EventHeaders) -> None:
         span = publish_span(topic, headers)
-        wire = kafka_headers(headers, tracing.traceparent_of(span) if span is not None else None)
+        wire = kafka_headers(headers, tracing.traceparent_of(span))
         try:
             async with asyncio.timeout(self._delivery_timeout):
                 future = await self._producer.send(topic, value, key=key.encode(), headers=wire)
@@ -141,9 +142,7 @@ class KafkaEventPublisher(OwnsProducer):
                             message.topic,
                             message.value,
                             key=message.key.encode(),
-                            headers=kafka_headers(
-                                message.headers, tracing.traceparent_of(span) if span is not None else None
-                            ),
+                            headers=kafka_headers(message.headers, tracing.traceparent_of(span)),
                         )
                     except Exception as error:  # unknown topic, message too large, producer closed...
                         outcomes[index] = error

@@ -15,13 +15,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SAFE_TRACE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
@@ -71,7 +68,7 @@ def trace_from_headers(x_trace_id: str | None, traceparent: str | None) -> Trace
 # drops is carried on (its traceparent says "not sampled") but never recorded, so the exporter never sees it.
 
 _tracer: otel_trace.Tracer | None = None
-_provider: TracerProvider | None = None
+_parent_based = True  # the sampler follows the parent's decision (every parentbased_* sampler, the default)
 _PROTOCOLS = ("http/protobuf", "grpc")
 
 
@@ -95,9 +92,15 @@ def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> 
     The SDK reads the rest of the standard variables itself: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*, the exporter's
     OTEL_EXPORTER_OTLP_* (headers, timeout, certificate), OTEL_RESOURCE_ATTRIBUTES. OTEL_SERVICE_NAME, when set,
     replaces the deployable's own name."""
-    global _tracer, _provider
+    global _tracer, _parent_based
     if otlp_endpoint(environ) is None:
         return False
+    # The SDK is imported only here: a process without an endpoint never loads it.
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or _PROTOCOLS[0]
     ).strip()
@@ -118,28 +121,35 @@ def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     otel_trace.set_tracer_provider(provider)
-    _provider = provider
+    _parent_based = isinstance(provider.sampler, ParentBased)
     _tracer = provider.get_tracer("payments")
     return True
-
-
-def shutdown_tracing() -> None:
-    """Flush the spans still queued (the SDK also does it at interpreter exit)."""
-    global _tracer, _provider
-    if _provider is not None:
-        _provider.shutdown()
-    _tracer = _provider = None
 
 
 def parent_context(traceparent: str | None, tracestate: str | None = None) -> Context | None:
     """The remote parent a W3C traceparent names, or None when there is none (or tracing is off)."""
     if _tracer is None or not traceparent:
         return None
-    carrier = (
-        {"traceparent": traceparent} if tracestate is None else {"traceparent": traceparent, "tracestate": tracestate}
+    parsed = _TRACEPARENT.match(traceparent.strip().lower())
+    if parsed is None or parsed.group(1) == "0" * 32 or parsed.group(2) == "0" * 16:
+        return None
+    remote = otel_trace.SpanContext(
+        trace_id=int(parsed.group(1), 16),
+        span_id=int(parsed.group(2), 16),
+        is_remote=True,
+        trace_flags=otel_trace.TraceFlags(int(parsed.group(3), 16)),
+        trace_state=otel_trace.TraceState.from_header([tracestate]) if tracestate else None,
     )
-    context = _PROPAGATOR.extract(carrier)
-    return context if otel_trace.get_current_span(context).get_span_context().is_valid else None
+    return otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(remote))
+
+
+def _dropped(parent: Context | None) -> bool:
+    """The parent (given, else the current span) is a trace the sampler dropped: with a parent-based sampler its
+    children are dropped too, so they need no span at all; the parent's traceparent is handed on as it is."""
+    if not _parent_based:
+        return False
+    context = otel_trace.get_current_span(parent).get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
 
 
 @contextmanager
@@ -150,10 +160,19 @@ def span(
     parent: Context | None = None,
     attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[otel_trace.Span | None]:
-    """A span made current for the block (None when tracing is off); `parent`: a remote parent instead of the
-    current span. An exception leaving the block marks the span as failed."""
+    """A span made current for the block (None when tracing is off or the trace was dropped: then `parent`, if
+    given, is made current instead, so what the block publishes carries it on). `parent`: a remote parent instead
+    of the current span. An exception leaving the block marks the span as failed."""
     if _tracer is None:
         yield None
+        return
+    if _dropped(parent):
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            yield None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         return
     with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
         yield current
@@ -162,8 +181,9 @@ def span(
 def start_span(
     name: str, *, kind: SpanKind, parent: Context | None = None, attributes: Mapping[str, str | int] | None = None
 ) -> otel_trace.Span | None:
-    """A span the caller ends (`span.end()`), not made current: for work that finishes elsewhere."""
-    if _tracer is None:
+    """A span the caller ends (`span.end()`), not made current: for work that finishes elsewhere. None when
+    tracing is off or the trace was dropped."""
+    if _tracer is None or _dropped(parent):
         return None
     return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
 
@@ -200,6 +220,3 @@ def active_span_ids() -> tuple[str, str] | None:
 def mark_failed(current: otel_trace.Span | None, description: str) -> None:
     if current is not None:
         current.set_status(Status(StatusCode.ERROR, description[:500]))
-
-
-_PROPAGATOR = TraceContextTextMapPropagator()

@@ -158,12 +158,14 @@ async def test_a_request_the_sampler_drops_is_carried_on_but_never_exported(monk
 
     answered = await _request(middleware, [])
     dropped = answered[b"traceparent"].decode()
-    with tracing.span("payment create transaction"):
-        pass
-    publish = publish_span("payment_order_created_topic", _headers(dropped))
-    assert publish is not None and not publish.is_recording()
-    publish.end()
+    with tracing.span("payment create transaction", parent=tracing.parent_context(dropped)) as create:
+        stored = tracing.traceparent_of(create)
+    publish = publish_span("payment_order_created_topic", _headers(stored))
+    with tracing.span("payment_order_created_topic process", parent=tracing.parent_context(dropped)) as step:
+        handed_on = dict(kafka_headers(_headers(), tracing.traceparent_of()))
 
+    assert create is None and publish is None and step is None  # no span at all below a dropped root
+    assert stored == dropped and handed_on["traceparent"].decode() == dropped
     assert int(dropped.rsplit("-", 1)[1], 16) & 1 == 0  # W3C flags: the sampled bit is off
     assert answered[b"x-trace-id"].decode() == dropped.split("-")[1]
     assert ids == [None]
