@@ -1,6 +1,7 @@
 """One payment is one trace: the real processes (API, outbox dispatcher, payment-consumers) export their spans by
 OTLP/HTTP to a receiver in this test, and the spans of one POST form a single tree from the request to the last
-consumer step of every order, across the processes and the Kafka hops."""
+consumer step of every order, across the processes and the Kafka hops; a payment its caller did not sample is
+recorded by none of them."""
 
 from __future__ import annotations
 
@@ -103,7 +104,9 @@ async def traced_pipeline(
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_TRACES_SAMPLER": "always_on",
+        # Every root sampled, every child following its parent: a caller's "not sampled" is obeyed (plain always_on
+        # would record that payment too).
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     async with running_pipeline_processes(
@@ -119,6 +122,8 @@ SERVER, CLIENT, PRODUCER, CONSUMER = (
     SpanProto.SPAN_KIND_PRODUCER,
     SpanProto.SPAN_KIND_CONSUMER,
 )
+DROPPED_TRACE = "0af7651916cd43dd8448eb211c80319c"
+NOT_SAMPLED = f"00-{DROPPED_TRACE}-b7ad6b7169203331-00"
 PER_ORDER = [
     (f"{Topic.PAYMENT_ORDER_CREATED.value} publish", PRODUCER),
     (f"{Topic.PAYMENT_ORDER_CREATED.value} process", CONSUMER),
@@ -134,6 +139,14 @@ async def test_one_payment_is_one_connected_trace_from_post_to_final_state(
 ) -> None:
     token = tokens["order-service"]
     async with httpx.AsyncClient(base_url=traced_pipeline.api_url, timeout=10) as http:
+        # First a payment whose caller says "not sampled": it flows, and no process records a span of it.
+        dropped = await http.post(
+            "/payments", json=payment_body(sellers=2), headers={**bearer(token), "traceparent": NOT_SAMPLED}
+        )
+        assert dropped.status_code == 202, dropped.text
+        assert dropped.headers["traceparent"].startswith(f"00-{DROPPED_TRACE}-")
+        assert dropped.headers["traceparent"].endswith("-00")
+        await _wait_until_final(http, token, dropped.json()["paymentId"], traced_pipeline, within=60)
         created = await http.post("/payments", json=payment_body(sellers=2), headers=bearer(token))
         assert created.status_code == 202, created.text
         trace_id = created.headers["traceparent"].split("-")[1]
@@ -144,6 +157,8 @@ async def test_one_payment_is_one_connected_trace_from_post_to_final_state(
     # The request and the create, then per order its hops and the PSP call (a child of the PSP-call step).
     spans = await _spans_of(otlp_receiver, trace_id, count=2 + orders * (len(PER_ORDER) + 1), within=30)
 
+    # Each process exports in order: the dropped payment's spans, had there been any, came before these.
+    assert not [s.name for s in otlp_receiver.spans if s.trace_id == DROPPED_TRACE]
     by_id = {s.span_id: s for s in spans}
     roots = [s for s in spans if not s.parent_span_id]
     assert [(r.name, r.kind, r.service) for r in roots] == [("POST /payments", SERVER, "payment-service")]
