@@ -6,89 +6,24 @@ recorded by none of them."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from devstack.keycloak import Keycloak
 from payment_domain.topics import Topic
 from tests.e2e.helpers import FINAL, payment_body
+from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan
 from tests.fixtures.pipeline import PipelineProcesses, running_pipeline_processes
-from tests.fixtures.ports import free_port
 from tests.fixtures.psp import PspSimulatorHandle
 from tests.integration.api.helpers import bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@dataclass(frozen=True)
-class ReceivedSpan:
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    kind: int
-    service: str
-
-
-class OtlpReceiver:
-    """A tiny OTLP/HTTP traces endpoint: decodes every export (protobuf) and keeps its spans."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
-        self.port = free_port()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _traces(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        export = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in export.resource_spans:
-            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append(
-                        ReceivedSpan(
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_span_id=span.parent_span_id.hex(),
-                            name=span.name,
-                            kind=span.kind,
-                            service=attributes.get("service.name", ""),
-                        )
-                    )
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
-        )
-
-    @classmethod
-    async def running(cls) -> AsyncIterator[OtlpReceiver]:
-        receiver = cls()
-        app = web.Application()
-        app.router.add_post("/v1/traces", receiver._traces)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
-        try:
-            yield receiver
-        finally:
-            await runner.cleanup()
 
 
 @pytest.fixture
