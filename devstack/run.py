@@ -230,6 +230,7 @@ class Stack:
         return [*self.infrastructure, *self.psp, *self.services]
 
     def service_env(self) -> dict[str, str]:
+        """Added to this process's own environment, which every part inherits (the OTEL_* variables included)."""
         c, p = self.config, self.config.ports
         return {
             "PAYMENTS_DB__URL": c.database_url,

@@ -27,6 +27,7 @@ def message_of(record: OutboxRecord) -> OutboundMessage:
             trace_id=record.trace_id,
             parent_event_id=record.parent_event_id,
             aggregate_id=record.aggregate_id,
+            traceparent=record.traceparent,
         ),
     )
 

@@ -17,7 +17,8 @@ from payment_application.relay_report import RelayReport
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """One committed event waiting to be published; `payload` is the envelope JSON, published as-is."""
+    """One committed event waiting to be published; `payload` is the envelope JSON, published as-is; `traceparent`:
+    the W3C trace context of the work that wrote it, if any (its publish continues that trace)."""
 
     id: int
     created_at: datetime
@@ -29,6 +30,7 @@ class OutboxRecord:
     parent_event_id: str
     payload: bytes
     publish_attempts: int
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,15 @@ from payment_domain.events import AnyEnvelope
 
 @dataclass(frozen=True, slots=True)
 class EventHeaders:
-    """The original's message headers, so a consumer can route and trace without parsing the value."""
+    """The original's message headers, so a consumer can route and trace without parsing the value; `traceparent`:
+    the W3C trace context the publish continues (None: the publisher's current one, if any)."""
 
     event_id: str
     event_type: str
     trace_id: str
     parent_event_id: str
     aggregate_id: str
+    traceparent: str | None = None
 
     @classmethod
     def of(cls, envelope: AnyEnvelope) -> EventHeaders:

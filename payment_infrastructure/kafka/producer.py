@@ -1,4 +1,6 @@
-"""The one Kafka producer every process uses: aiokafka, keyed by paymentOrderId, original header names."""
+"""The one Kafka producer every process uses: aiokafka, keyed by paymentOrderId, original header names, and the W3C
+`traceparent` of the publish span when tracing is on (its parent: the message's stored traceparent, else the current
+span; a message with neither is sent without one, no span)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from opentelemetry.trace import Span, SpanKind
 
 from payment_application.ports.publisher import EventHeaders, OutboundMessage
 from payment_domain.events import AnyEnvelope
@@ -21,19 +24,54 @@ from payment_infrastructure.kafka.metrics import (
 )
 from payment_infrastructure.kafka.security import client_security
 from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.observability import tracing
 from payment_infrastructure.serialization import envelope_to_bytes
 
 Header = tuple[str, bytes]
 
 
-def kafka_headers(headers: EventHeaders) -> list[Header]:
-    return [
+def kafka_headers(headers: EventHeaders, traceparent: str | None = None) -> list[Header]:
+    """`traceparent`: the publish span's (or, with no span, the current one's), which replaces the one the message
+    came with."""
+    wire = [
         ("eventId", headers.event_id.encode()),
         ("eventType", headers.event_type.encode()),
         ("traceId", headers.trace_id.encode()),
         ("parentEventId", headers.parent_event_id.encode()),
         ("aggregateId", headers.aggregate_id.encode()),
     ]
+    context = traceparent or headers.traceparent
+    if context:
+        wire.append(("traceparent", context.encode()))
+    return wire
+
+
+def publish_span(topic: str, headers: EventHeaders) -> Span | None:
+    """The producer span of one message, when tracing is on and the message belongs to a trace."""
+    if not tracing.tracing_enabled():
+        return None
+    parent = tracing.parent_context(headers.traceparent)
+    if parent is None and tracing.traceparent_of() is None:
+        return None
+    return tracing.start_span(
+        f"{topic} publish",
+        kind=SpanKind.PRODUCER,
+        parent=parent,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.kafka.message.key": headers.aggregate_id,
+            "messaging.message.id": headers.event_id,
+        },
+    )
+
+
+def _end_span(span: Span | None, failure: BaseException | None) -> None:
+    if span is not None:
+        if failure is not None:
+            tracing.mark_failed(span, f"{type(failure).__name__}: {failure}")
+        span.end()
 
 
 def outbound_message(envelope: AnyEnvelope) -> OutboundMessage:
@@ -75,31 +113,38 @@ class KafkaEventPublisher(OwnsProducer):
         return cls(build_producer(settings, client_id=client_id), delivery_timeout=settings.delivery_timeout_seconds)
 
     async def publish(self, topic: str, key: str, value: bytes, headers: EventHeaders) -> None:
+        span = publish_span(topic, headers)
+        wire = kafka_headers(headers, tracing.traceparent_of(span))
         try:
             async with asyncio.timeout(self._delivery_timeout):
-                future = await self._producer.send(topic, value, key=key.encode(), headers=kafka_headers(headers))
+                future = await self._producer.send(topic, value, key=key.encode(), headers=wire)
                 await future
         except TimeoutError as error:
             kafka_publish_failed_total.labels(topic).inc()
+            _end_span(span, error)
             raise KafkaTimeoutError(f"no acknowledgement within {self._delivery_timeout}s") from error
-        except Exception:
+        except Exception as error:
             kafka_publish_failed_total.labels(topic).inc()
+            _end_span(span, error)
             raise
+        _end_span(span, None)
         kafka_messages_published_total.labels(topic).inc()
 
     async def publish_batch(self, messages: Sequence[OutboundMessage]) -> list[Exception | None]:
         outcomes: list[Exception | None] = [None] * len(messages)
         futures: list[asyncio.Future[Any] | None] = [None] * len(messages)
+        spans = [publish_span(m.topic, m.headers) for m in messages] if tracing.tracing_enabled() else None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._delivery_timeout):
                 for index, message in enumerate(messages):
+                    span = spans[index] if spans is not None else None
                     try:
                         futures[index] = await self._producer.send(
                             message.topic,
                             message.value,
                             key=message.key.encode(),
-                            headers=kafka_headers(message.headers),
+                            headers=kafka_headers(message.headers, tracing.traceparent_of(span)),
                         )
                     except Exception as error:  # unknown topic, message too large, producer closed...
                         outcomes[index] = error
@@ -124,6 +169,9 @@ class KafkaEventPublisher(OwnsProducer):
                 if failure is not None:
                     outcomes[index] = failure if isinstance(failure, Exception) else RuntimeError(repr(failure))
         kafka_publish_batch_seconds.observe(time.perf_counter() - started)
+        if spans is not None:
+            for span, outcome in zip(spans, outcomes, strict=True):
+                _end_span(span, outcome)
         _count(messages, outcomes)
         return outcomes
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from opentelemetry.trace import SpanKind
 
 from payment_domain.backoff import RandInt
 from payment_infrastructure.kafka.consumer_metrics import (
@@ -32,6 +33,7 @@ from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink, error_class_name
 from payment_infrastructure.kafka.failures import FailureKind, classify
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage
+from payment_infrastructure.observability import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +83,30 @@ class RecordProcessor:
     async def process(self, record: ConsumedRecord) -> None:
         with structlog.contextvars.bound_contextvars(**record_log_context(record)):
             try:
-                await self._deliver(record)
+                if tracing.tracing_enabled():
+                    await self._deliver_in_span(record)
+                else:
+                    await self._deliver(record)
             finally:
                 self._unblock(record)
+
+    async def _deliver_in_span(self, record: ConsumedRecord) -> None:
+        """The consumer step's span, a child of the publish that sent the record (its `traceparent` header)."""
+        with tracing.span(
+            f"{record.topic} process",
+            kind=SpanKind.CONSUMER,
+            parent=tracing.parent_context(record.header("traceparent")),
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.consumer.group.name": self._group_id,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.message.id": record.header("eventId") or "",
+            },
+        ):
+            await self._deliver(record)
 
     async def _deliver(self, record: ConsumedRecord) -> None:
         attempts = unexpected = dependency_retries = 0
@@ -185,6 +208,7 @@ class RecordProcessor:
                 await self._sleep(self._settings.dead_letter_backoff_seconds(failures))
                 continue
             kafka_consumer_records_total.labels(self._group_id, record.topic, "dead_lettered").inc()
+            tracing.mark_failed(tracing.current_span(), f"dead-lettered: {error_class_name(error)}")
             log.error(
                 "record_dead_lettered",
                 attempts=attempts,

@@ -48,7 +48,7 @@ WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
   AND o.created_at >= (SELECT min(created_at) FROM picked)
   AND o.created_at <= (SELECT max(created_at) FROM picked)
 RETURNING o.id, o.created_at, o.event_id::text, o.event_type, o.topic, o.aggregate_id, o.trace_id,
-          o.parent_event_id::text, o.payload, o.publish_attempts
+          o.parent_event_id::text, o.payload, o.publish_attempts, o.traceparent
 """
 
 _MARK_SENT = """
@@ -116,6 +116,7 @@ class PostgresOutboxStore:
                 parent_event_id=row[7],
                 payload=row[8],
                 publish_attempts=row[9],
+                traceparent=row[10],
             )
             for row in rows
         ]

@@ -18,6 +18,7 @@ from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import Payment
 from payment_domain.status import PaymentStatus
+from payment_infrastructure.observability import tracing
 from payment_infrastructure.postgres.errors import (
     lock_timeout_on_row,
     order_already_paid,
@@ -50,10 +51,10 @@ _CREATE_MANY = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::int[],
-                         $14::bytea[], $15::timestamptz[]) WITH ORDINALITY
+                         $14::bytea[], $15::timestamptz[], $29::text[]) WITH ORDINALITY
         AS i(payment_id, public_payment_id, buyer_id, order_id, amount_value, amount_currency, status, client_id,
              trace_id, created_at, idempotency_key, request_hash, response_status, response_body, expires_at,
-             position)
+             traceparent, position)
 ), claim AS (
     INSERT INTO idempotency_keys AS k (client_id, idempotency_key, request_hash, response_status, response_body,
                                        payment_id, created_at, expires_at)
@@ -83,9 +84,9 @@ WITH input AS (
     JOIN go USING (payment_id)
 ), e AS (
     INSERT INTO outbox_event (event_id, event_type, topic, aggregate_id, trace_id, parent_event_id, payload,
-                              status, created_at)
+                              status, created_at, traceparent)
     SELECT u.event_id, u.event_type, u.topic, u.aggregate_id, go.trace_id, u.parent_event_id, u.payload, 'NEW',
-           go.created_at
+           go.created_at, go.traceparent
     FROM unnest($22::bigint[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::uuid[], $28::bytea[])
              AS u(payment_id, event_id, event_type, topic, aggregate_id, parent_event_id, payload)
     JOIN go USING (payment_id)
@@ -121,6 +122,7 @@ class PaymentWrite:
     client_id: str
     trace_id: str
     idempotency: IdempotencyRecord | None
+    traceparent: str | None = None  # the create's span, stored with the outbox rows for the dispatcher to go on
 
     def conflict_key(self) -> tuple[str, str] | None:
         return None if self.idempotency is None else (self.client_id, self.idempotency.key)
@@ -160,7 +162,11 @@ class PostgresPaymentRepository:
         trace_id: str,
         idempotency: IdempotencyRecord | None,
     ) -> IdempotencyRecord | None:
-        return await self._writes.submit(PaymentWrite(payment, outbox, client_id, trace_id, idempotency))
+        with tracing.span(
+            "payment create transaction", attributes={"payment.id": str(payment.payment_id.value)}
+        ) as created:
+            write = PaymentWrite(payment, outbox, client_id, trace_id, idempotency, tracing.traceparent_of(created))
+            return await self._writes.submit(write)
 
     @property
     def queued_creates(self) -> int:
@@ -311,6 +317,7 @@ def _create_args(writes: Sequence[PaymentWrite]) -> list[Any]:
         [e.aggregate_id for e, _ in events],
         [e.parent_event_id for e, _ in events],
         [envelope_to_bytes(e) for e, _ in events],
+        [w.traceparent for w in writes],
     ]
 
 

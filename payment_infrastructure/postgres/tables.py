@@ -83,4 +83,5 @@ outbox_event = Table(
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("publish_attempts", Integer, nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    Column("traceparent", Text),
 )

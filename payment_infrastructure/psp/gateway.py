@@ -37,10 +37,12 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
 from payment_domain.status import PaymentOrderStatus, map_psp_status
+from payment_infrastructure.observability import tracing
 from payment_infrastructure.psp.concurrency_limit import GradientLimit
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
@@ -164,11 +166,22 @@ class AiohttpPspGateway:
         await self.close()
 
     async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        with tracing.span(
+            "psp charge", kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": request.idempotency_key}
+        ) as span:
+            result = await self._charge(request, tracing.traceparent_of(span))
+            if span is not None:
+                span.set_attribute("psp.status", result.status.value)
+                if result.error_code is not None:
+                    span.set_attribute("psp.error_code", result.error_code)
+            return result
+
+    async def _charge(self, request: PspChargeRequest, traceparent: str | None) -> PspCallResult:
         session = self._require_session()
         started = time.perf_counter()
         try:
             answer = await self._pool.run(
-                lambda seconds_left: self._post_charge(session, request, seconds_left),
+                lambda seconds_left: self._post_charge(session, request, seconds_left, traceparent),
                 self._settings.call_timeout_ms / 1000,
             )
         except PoolRejected as exc:  # never sent: a new attempt is safe
@@ -203,7 +216,16 @@ class AiohttpPspGateway:
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
         session = self._require_session()
         started = time.perf_counter()
-        found, status, code = await self._get_status(session, idempotency_key)
+        with tracing.span(
+            "psp status check", kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": idempotency_key}
+        ) as span:
+            found, status, code = await self._get_status(session, idempotency_key, tracing.traceparent_of(span))
+            if span is not None:
+                span.set_attribute("psp.found", found)
+                if status is not None:
+                    span.set_attribute("psp.status", status.value)
+                if code is not None:
+                    span.set_attribute("psp.error_code", code)
         elapsed = time.perf_counter() - started
         PSP_STATUS_CHECK_LATENCY.observe(elapsed)
         metric = status.value if status is not None else ("NOT_FOUND" if not found else code or "ERROR")
@@ -216,7 +238,7 @@ class AiohttpPspGateway:
         return self._session
 
     async def _post_charge(
-        self, session: aiohttp.ClientSession, request: PspChargeRequest, seconds_left: float
+        self, session: aiohttp.ClientSession, request: PspChargeRequest, seconds_left: float, traceparent: str | None
     ) -> _Answer:
         body = orjson.dumps(
             {
@@ -226,13 +248,16 @@ class AiohttpPspGateway:
                 "sellerId": request.seller_id,
             }
         )
+        headers = {"Idempotency-Key": request.idempotency_key, "Content-Type": "application/json"}
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         must_queue = self._in_flight >= self._settings.max_connections
         self._in_flight += 1
         try:
             async with session.post(
                 self._charges_url,
                 data=body,
-                headers={"Idempotency-Key": request.idempotency_key, "Content-Type": "application/json"},
+                headers=headers,
                 timeout=_timeout(seconds_left, self._connect_s),
                 allow_redirects=False,
             ) as response:
@@ -251,13 +276,14 @@ class AiohttpPspGateway:
         return _answer_from_response(code, payload)
 
     async def _get_status(
-        self, session: aiohttp.ClientSession, key: str
+        self, session: aiohttp.ClientSession, key: str, traceparent: str | None
     ) -> tuple[bool, PaymentOrderStatus | None, str | None]:
         """(found, status, error code) as PspStatusResult defines them."""
         self._in_flight += 1
         try:
             async with session.get(
                 URL(self._status_prefix + quote(key, safe=""), encoded=True),
+                headers=None if traceparent is None else {"traceparent": traceparent},
                 timeout=self._status_timeout,
                 allow_redirects=False,
             ) as response:

@@ -14,6 +14,7 @@ import uvloop
 from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.observability.tracing import configure_tracing
 from payment_infrastructure.server import http_server, run_until_stopped
 from services.payment_consumers.bootstrap import (
     Container,
@@ -53,4 +54,5 @@ async def serve(
 def main() -> None:
     settings = settings_from_environment(ConsumersSettings, deployable="payment-consumers")
     configure_logging(service="payment-consumers", level=settings.logging.level, json=settings.logging.json_output)
+    configure_tracing("payment-consumers")
     uvloop.run(serve(settings))

@@ -19,6 +19,7 @@ import uvloop
 from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.observability.tracing import configure_tracing
 from payment_infrastructure.server import http_server, run_until_stopped
 from services.payment_service.bootstrap import DispatcherContainer, build_dispatcher_container, dispatcher_workers
 from services.payment_service.settings import ServiceSettings
@@ -78,6 +79,7 @@ def main() -> None:
     configure_logging(
         service="payment-outbox-dispatcher", level=settings.logging.level, json=settings.logging.json_output
     )
+    configure_tracing("payment-outbox-dispatcher")
     uvloop.run(serve(settings))
 
 

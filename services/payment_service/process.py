@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.observability.tracing import configure_tracing
 from payment_infrastructure.server import http_server, reuse_port_socket, run_until_stopped
 from services.payment_service.api.app import create_app
 from services.payment_service.bootstrap import Container, build_container
@@ -74,6 +75,7 @@ def _settle_garbage_collector() -> None:
 def _run_worker(worker: int) -> None:
     settings = settings_from_environment(ServiceSettings, deployable="payment-service")
     configure_logging(service="payment-service", level=settings.logging.level, json=settings.logging.json_output)
+    configure_tracing("payment-service")
     structlog.contextvars.bind_contextvars(worker=worker)
     uvloop.run(serve(settings, worker=worker))
 

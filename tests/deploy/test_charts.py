@@ -18,6 +18,7 @@ import yaml
 
 from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.observability.tracing import otlp_endpoint
 from services.payment_consumers.groups import GROUPS
 from services.payment_consumers.settings import ConsumersSettings, Worker
 from tests.deploy.charts import CHART_NAMES, CHARTS, NAMESPACE, REPO, Rendered, deep_merge, lint, render, values_file
@@ -889,3 +890,37 @@ def test_both_charts_create_topics_with_the_same_partition_count(values_name: st
         return str(config_map["data"]["PAYMENTS_KAFKA__PARTITIONS"])
 
     assert partitions("payment-service") == partitions("payment-consumers")
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_tracing_values_give_every_deployment_the_otel_variables_and_none_without_an_endpoint(chart: str) -> None:
+    tracing = {
+        "endpoint": "http://otel-collector.observability:4318",
+        "samplerArg": 0.01,
+        "env": {"OTEL_BSP_MAX_QUEUE_SIZE": 4096},
+    }
+    values = deep_merge(values_file(chart), {"tracing": tracing})
+    assert lint(chart, values) == []
+    rendered = render(chart, values)
+    seen = 0
+    for workload, container in rendered.containers():
+        if workload["kind"] == "Job":
+            continue
+        env = config_map_env(rendered, container)
+        assert {k: v for k, v in env.items() if k.startswith("OTEL_")} == {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "4096",
+        }, workload["metadata"]["name"]
+        assert otlp_endpoint(env) == tracing["endpoint"]
+        seen += 1
+    assert seen >= 2
+    off = render(chart, values_file(chart))
+    for _workload, container in off.containers():
+        assert not [k for k in config_map_env(off, container) if k.startswith("OTEL_")], chart
+    with pytest.raises(helm.HelmError, match=r"PAYMENTS_X__Y' does not match pattern '\^OTEL_"):
+        render(chart, {"tracing": {"env": {"PAYMENTS_X__Y": "1"}}})
+    with pytest.raises(helm.HelmError, match="/tracing/protocol': value must be one of"):
+        render(chart, {"tracing": {"protocol": "http/json"}})

@@ -24,6 +24,7 @@ from devstack import keycloak as devstack_keycloak
 from payment_infrastructure.auth.settings import AuthSettings
 from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
+from payment_infrastructure.observability.tracing import otlp_endpoint
 from services.payment_consumers.settings import ConsumersSettings, ProcessSettings, Worker
 from services.payment_service.settings import ApiSettings, ServiceSettings
 from services.psp_simulator import __main__ as psp_simulator_main
@@ -121,6 +122,8 @@ def test_compose_runs_every_part_of_the_system() -> None:
         "payment-consumers",
         "payment-lag-exporter",
         "psp-simulator",
+        "otel-collector",
+        "jaeger",
     }
 
 
@@ -359,3 +362,20 @@ def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_through() 
     # Everything the processes import is in the image.
     packages = {"payment_domain", "payment_application", "payment_infrastructure", "services"}
     assert packages <= set(sources)
+
+
+TRACED = ("payment-service", "payment-dispatcher", "payment-consumers")
+
+
+@pytest.mark.parametrize("name", TRACED)
+def test_app_services_export_their_spans_to_the_collector_which_forwards_them_to_jaeger(name: str) -> None:
+    env = {k: str(v) for k, v in services()[name]["environment"].items()}
+    endpoint = urlsplit(otlp_endpoint(env) or "")
+    assert (endpoint.hostname, env["OTEL_EXPORTER_OTLP_PROTOCOL"]) == ("otel-collector", "http/protobuf")
+    collector = yaml.safe_load((REPO / "infra/otel/collector.yaml").read_text())
+    receiver = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert receiver.rsplit(":", 1)[1] == str(endpoint.port)
+    (exporter,) = collector["service"]["pipelines"]["traces"]["exporters"]
+    assert urlsplit("//" + collector["exporters"][exporter]["endpoint"]).hostname == "jaeger"
+    mounted = services()["otel-collector"]["volumes"]
+    assert "./infra/otel/collector.yaml:/etc/otelcol/collector.yaml:ro" in mounted
