@@ -600,7 +600,9 @@ def test_dashboard_and_alert_rules_in_the_chart_are_the_repository_files() -> No
     rendered = scenario("service-everything-on")
     dashboard = rendered.named("ConfigMap", "payments-payment-service-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(dashboard["data"]["payments.json"]) == json.loads((files / "payments.json").read_text())
+    for name in ("payments.json", "payment-consumers.json"):
+        assert (files / name).read_bytes() == (REPO / "infra/grafana/dashboards" / name).read_bytes()
+        assert json.loads(dashboard["data"][name]) == json.loads((files / name).read_text())
     (rule,) = rendered.of_kind("PrometheusRule")
     assert rule["spec"]["groups"] == yaml.safe_load((files / "alerts.yml").read_text())["groups"]
 

@@ -17,6 +17,15 @@ ALERTS = REPO / "infra" / "prometheus" / "alerts.yml"
 ALERT_TESTS = REPO / "infra" / "prometheus" / "alerts_test.yml"
 RUNBOOKS = REPO / "docs" / "runbooks"
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "payments.json"
+CONSUMERS_DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "payment-consumers.json"
+# Series of the cluster, not of the code: kube-state-metrics (kube_*) and the kubelet's cAdvisor (container_*).
+CLUSTER_SERIES = {
+    "kube_deployment_status_replicas_available": frozenset({"deployment"}),
+    "kube_horizontalpodautoscaler_status_desired_replicas": frozenset({"horizontalpodautoscaler"}),
+    "kube_pod_container_status_restarts_total": frozenset({"pod", "container"}),
+    "container_cpu_usage_seconds_total": frozenset({"pod", "container"}),
+    "container_memory_working_set_bytes": frozenset({"pod", "container"}),
+}
 ADAPTER = REPO / "infra" / "prometheus" / "prometheus-adapter-values.yaml"
 DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 
@@ -34,18 +43,18 @@ def recording_rules() -> list[dict[str, Any]]:
     return [rule for rule in rules() if "record" in rule]
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+def dashboard(path: Any = DASHBOARD) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
 
-def dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+def dashboard_exprs(path: Any = DASHBOARD) -> list[str]:
+    return [t["expr"] for p in dashboard(path)["panels"] for t in p.get("targets", [])]
 
 
 def unknown_series(expr: str) -> list[str]:
     """Series (or label matchers) in `expr` that nothing in the code exposes."""
-    known = dict(series()) | {rule["record"]: frozenset({"namespace"}) for rule in recording_rules()}
+    known = dict(series()) | {rule["record"]: frozenset({"namespace"}) for rule in recording_rules()} | CLUSTER_SERIES
     problems = []
     for selector in selectors(expr):
         if selector.metric not in known:
@@ -234,9 +243,12 @@ def test_create_slos_have_fast_and_slow_multiwindow_burn_rate_alerts(sli: str, b
 # ---- Dashboard ---------------------------------------------------------------------------------------------------
 
 
-def test_dashboard_has_a_stable_uid_and_a_prometheus_datasource_variable() -> None:
-    board = dashboard()
-    assert board["uid"] == "payments-overview"
+@pytest.mark.parametrize(
+    ("path", "uid"), [(DASHBOARD, "payments-overview"), (CONSUMERS_DASHBOARD, "payments-consumers")]
+)
+def test_dashboard_has_a_stable_uid_and_a_prometheus_datasource_variable(path: Any, uid: str) -> None:
+    board = dashboard(path)
+    assert board["uid"] == uid
     (variable,) = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
     assert variable["query"] == "prometheus"
     reference = {"type": "prometheus", "uid": f"${{{variable['name']}}}"}
@@ -249,9 +261,26 @@ def test_dashboard_has_a_stable_uid_and_a_prometheus_datasource_variable() -> No
         assert grid["x"] + grid["w"] <= 24, panel["title"]
 
 
-@pytest.mark.parametrize("expr", dashboard_exprs())
+@pytest.mark.parametrize("expr", dashboard_exprs() + dashboard_exprs(CONSUMERS_DASHBOARD))
 def test_dashboard_queries_use_only_series_the_code_exposes(expr: str) -> None:
     assert unknown_series(expr) == []
+
+
+def test_the_consumers_dashboard_filters_every_query_by_its_namespace_variable() -> None:
+    board = dashboard(CONSUMERS_DASHBOARD)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "job"} <= set(variables)
+    for expr in dashboard_exprs(CONSUMERS_DASHBOARD):
+        assert all(("namespace", "=~", "$namespace") in s.matchers for s in selectors(expr)), expr
+    needed = (
+        "kafka_consumergroup_lag",
+        "kube_deployment_status_replicas_available",
+        "container_cpu_usage_seconds",
+        "container_memory_working_set_bytes",
+        "kube_pod_container_status_restarts_total",
+        "db_pool_connections",
+    )
+    assert all(any(n in e for e in dashboard_exprs(CONSUMERS_DASHBOARD)) for n in needed)
 
 
 @pytest.mark.parametrize(
