@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from payment_domain.psp_answer import PspAnswer, order_status_for, status_check_reading
 from payment_domain.status import PaymentOrderStatus
 
 
@@ -23,22 +24,27 @@ class PspChargeRequest:
 
 @dataclass(frozen=True)
 class PspCallResult:
-    """What one charge call came to, already mapped to a payment order status.
+    """What one charge call came to, as the PSP's answer (see payment_domain.psp_answer).
 
-    TIMEOUT_EXCEEDED_1S_TRANSIENT means the outcome is unknown (the request may have reached the PSP and
-    may still complete): resolve it with `charge_status`, never with a new charge. PSP_UNAVAILABLE_TRANSIENT
-    means the request never reached the PSP (refused, rejected by our own pool, or the PSP said 503/429).
+    OUTCOME_UNKNOWN means the request may have reached the PSP and may still complete: resolve it with
+    `charge_status`, never with a new charge. NOT_CHARGED means the request was not executed (refused before
+    sending, rejected by our own pool, or the PSP said 503/429).
     """
 
-    status: PaymentOrderStatus
+    answer: PspAnswer
     latency_ms: int
     error_code: str | None = None
     error_detail: str | None = None
 
+    @property
+    def status(self) -> PaymentOrderStatus:
+        """The order status this answer stands for (the domain's one mapping)."""
+        return order_status_for(self.answer)
+
 
 @dataclass(frozen=True)
 class PspStatusResult:
-    """The PSP's answer about one idempotency key.
+    """The PSP's answer about one idempotency key, read as (found, status) by the domain's one mapping:
 
     | found | status | meaning                                                                      |
     |-------|--------|------------------------------------------------------------------------------|
@@ -51,14 +57,17 @@ class PspStatusResult:
     |       |        | license a second charge by mistake                                           |
     """
 
-    found: bool
-    status: PaymentOrderStatus | None
+    answer: PspAnswer
     latency_ms: int
     error_code: str | None = None
 
-    def __post_init__(self) -> None:
-        if not self.found and self.status is not None:
-            raise ValueError("a charge the PSP does not have cannot have a status")
+    @property
+    def found(self) -> bool:
+        return status_check_reading(self.answer)[0]
+
+    @property
+    def status(self) -> PaymentOrderStatus | None:
+        return status_check_reading(self.answer)[1]
 
     @property
     def psp_has_no_such_charge(self) -> bool:

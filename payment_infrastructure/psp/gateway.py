@@ -1,19 +1,20 @@
 """AiohttpPspGateway: the PSP port over HTTP, every charge run in the bounded worker pool.
 
-Outcome mapping, decided by one question: could the request have reached the PSP?
-- 200: the PSP's status through map_psp_status ("PENDING" -> PENDING_STATUS_CHECK_LATER).
+Answer mapping (to a PspAnswer; payment_domain.psp_answer turns it into order states), decided by one question:
+could the request have reached the PSP?
+- 200: the PSP's status word through answer_for_psp_status ("PENDING" -> an unknown outcome, still pending).
 - Never sent (connection refused, connect timeout, no free connection, our worker pool full or the call
-  timeout spent in its queue, PSP answered 503/429 "not now"): PSP_UNAVAILABLE_TRANSIENT; a new attempt is
-  safe.
+  timeout spent in its queue, PSP answered 503/429 "not now"): NOT_CHARGED; a new attempt is safe.
 - Maybe sent and outcome not known (our wait or the read timed out, the connection broke after sending, an
-  unreadable answer, a 500/502/504): TIMEOUT_EXCEEDED_1S_TRANSIENT. The caller resolves it with a status
-  query for the same key and never charges blindly. Deviation from the brief's "5xx -> unavailable": a 500
-  or a gateway 502/504 can come after the PSP charged, so only 503 and 429 count as "not executed".
-- 409 (the PSP is still processing this key): PENDING_STATUS_CHECK_LATER.
-- 400 and 422, the PSP's documented refusals of the request itself (malformed; key reused with another body):
-  FAILED_FINAL with the PSP's detail (nothing was executed and the same request can never succeed).
-- Any other 4xx (401/403 while credentials rotate, 404 from a misrouted proxy, 408, ...) says nothing about the
-  charge: TIMEOUT_EXCEEDED_1S_TRANSIENT, so a status query settles it, counted in
+  unreadable answer, a 500/502/504, a 408 or another undocumented 4xx): OUTCOME_UNKNOWN. The caller resolves it
+  with a status query for the same key and never charges blindly. Only 503 and 429 count as "not executed".
+- 409 (the PSP is still processing this key): OUTCOME_UNKNOWN, pending.
+- 422 (the key was first used with another body): a call exists under the key, so OUTCOME_UNKNOWN (the status
+  query finds what became of it), never a failure.
+- 400 (the PSP refused the request itself as malformed: nothing was executed, and it can never succeed):
+  DECLINED, the PSP's word FAILED_FINAL.
+- 401/403/404 (credentials rotating, a misrouted proxy): MISCONFIGURED, our own configuration is wrong; it says
+  nothing about the charge, so a status query settles it. Undocumented 4xx are counted in
   psp_unexpected_responses_total{http_status} and alerted on (an order is never failed for our own outage).
 - A redirect is not followed (a 3xx is an answer we do not understand: outcome unknown).
 
@@ -40,7 +41,7 @@ import structlog
 from yarl import URL
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
-from payment_domain.status import PaymentOrderStatus, map_psp_status
+from payment_domain.psp_answer import AnswerKind, PspAnswer, answer_for_psp_status, order_status_for
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
     PSP_CALLS,
@@ -53,13 +54,16 @@ from payment_infrastructure.psp.worker_pool import PoolRejected, PspWorkerPool
 
 log = structlog.get_logger(__name__)
 
-S = PaymentOrderStatus
+K = AnswerKind
 CHARGES_PATH = "/v1/charges"
-# The PSP's own word for "still executing" on a status query.
-_IN_PROGRESS = frozenset({"PROCESSING", "IN_PROGRESS"})
 _NOT_NOW = frozenset({429, 503})
-_REQUEST_REFUSED = frozenset({400, 422})
-_NO_ANSWER = frozenset({S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT})
+_OUR_CONFIGURATION = frozenset({401, 403, 404})
+_NO_ANSWER = frozenset({K.OUTCOME_UNKNOWN, K.NOT_CHARGED, K.MISCONFIGURED})
+NOT_EXECUTED = PspAnswer(K.NOT_CHARGED)
+UNKNOWN = PspAnswer(K.OUTCOME_UNKNOWN)
+PENDING = answer_for_psp_status("PENDING")
+_MALFORMED = answer_for_psp_status("FAILED_FINAL")
+_UNAVAILABLE = "PSP_UNAVAILABLE_TRANSIENT"  # the psp_calls_total label of a call never executed
 _MAX_DETAIL = 500
 # aiohttp rounds timeouts above a threshold (5 s by default) up to whole seconds; ours stay as configured.
 _EXACT_TIMEOUTS = math.inf
@@ -69,16 +73,10 @@ _EXACT_TIMEOUTS = math.inf
 class _Answer:
     """One charge call's outcome before latency is known; `metric` is the psp_calls_total result label."""
 
-    status: PaymentOrderStatus
+    answer: PspAnswer
     metric: str
     error_code: str | None = None
     error_detail: str | None = None
-
-
-def map_charge_status(raw: str) -> PaymentOrderStatus:
-    if raw.strip().upper() in _IN_PROGRESS:
-        return S.PENDING_STATUS_CHECK_LATER
-    return map_psp_status(raw)
 
 
 def _timeout(seconds: float, connect_s: float) -> aiohttp.ClientTimeout:
@@ -161,10 +159,10 @@ class AiohttpPspGateway:
             )
         except PoolRejected as exc:  # never sent: a new attempt is safe
             metric = "QUEUE_TIMEOUT" if exc.code == PoolRejected.QUEUE_TIMEOUT else "REJECTED"
-            answer = _Answer(S.PSP_UNAVAILABLE_TRANSIENT, metric, exc.code, str(exc))
+            answer = _Answer(NOT_EXECUTED, metric, exc.code, str(exc))
         except TimeoutError:
             answer = _Answer(
-                S.TIMEOUT_EXCEEDED_1S_TRANSIENT,
+                UNKNOWN,
                 "TIMEOUT",
                 "TIMEOUT",
                 f"no answer within {self._settings.call_timeout_ms} ms; the charge may still complete",
@@ -174,29 +172,31 @@ class AiohttpPspGateway:
             raise
         except Exception as exc:  # a bug below us: the request may have gone out, so the outcome is unknown
             log.exception("psp_charge_failed", idempotency_key=request.idempotency_key)
-            answer = _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
+            answer = _Answer(UNKNOWN, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
         elapsed = time.perf_counter() - started
         PSP_CALL_LATENCY.observe(elapsed)
         PSP_CALLS.labels(answer.metric).inc()
         if answer.error_code is not None:
             log.warning(
-                "psp_charge_without_answer" if answer.status in _NO_ANSWER else "psp_charge_refused",
+                "psp_charge_without_answer" if answer.answer.kind in _NO_ANSWER else "psp_charge_refused",
                 idempotency_key=request.idempotency_key,
                 merchant_reference=request.merchant_reference,
-                status=answer.status.value,
+                answer=answer.answer.kind.value,
                 error_code=answer.error_code,
             )
-        return PspCallResult(answer.status, round(elapsed * 1000), answer.error_code, answer.error_detail)
+        return PspCallResult(answer.answer, round(elapsed * 1000), answer.error_code, answer.error_detail)
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
         session = self._require_session()
         started = time.perf_counter()
-        found, status, code = await self._get_status(session, idempotency_key)
+        answer, code = await self._get_status(session, idempotency_key)
         elapsed = time.perf_counter() - started
         PSP_STATUS_CHECK_LATENCY.observe(elapsed)
-        metric = status.value if status is not None else ("NOT_FOUND" if not found else code or "ERROR")
+        result = PspStatusResult(answer, latency_ms=round(elapsed * 1000), error_code=code)
+        status = result.status
+        metric = status.value if status is not None else ("NOT_FOUND" if not result.found else code or "ERROR")
         PSP_STATUS_CHECKS.labels(metric).inc()
-        return PspStatusResult(found=found, status=status, latency_ms=round(elapsed * 1000), error_code=code)
+        return result
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -227,21 +227,19 @@ class AiohttpPspGateway:
                 code, payload = response.status, await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
             why = "CONNECTION_POOL_TIMEOUT" if must_queue else "CONNECT_FAILED"
-            return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, why, str(exc))
+            return _Answer(NOT_EXECUTED, _UNAVAILABLE, why, str(exc))
         except aiohttp.ClientConnectorError as exc:
-            return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, "CONNECT_FAILED", str(exc))
+            return _Answer(NOT_EXECUTED, _UNAVAILABLE, "CONNECT_FAILED", str(exc))
         except TimeoutError as exc:  # sock_read: sent, and no whole answer in time
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "TIMEOUT", "READ_TIMEOUT", type(exc).__name__)
+            return _Answer(UNKNOWN, "TIMEOUT", "READ_TIMEOUT", type(exc).__name__)
         except aiohttp.ClientError as exc:
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "TRANSPORT_ERROR", repr(exc)[:_MAX_DETAIL])
+            return _Answer(UNKNOWN, "EXCEPTION", "TRANSPORT_ERROR", repr(exc)[:_MAX_DETAIL])
         finally:
             self._in_flight -= 1
         return _answer_from_response(code, payload)
 
-    async def _get_status(
-        self, session: aiohttp.ClientSession, key: str
-    ) -> tuple[bool, PaymentOrderStatus | None, str | None]:
-        """(found, status, error code) as PspStatusResult defines them."""
+    async def _get_status(self, session: aiohttp.ClientSession, key: str) -> tuple[PspAnswer, str | None]:
+        """(answer, error code) as PspStatusResult reads them."""
         self._in_flight += 1
         try:
             async with session.get(
@@ -251,21 +249,23 @@ class AiohttpPspGateway:
             ) as response:
                 code, body = response.status, await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            return True, None, "UNAVAILABLE"
+            return UNKNOWN, "UNAVAILABLE"
         except TimeoutError:
-            return True, None, "TIMEOUT"
+            return UNKNOWN, "TIMEOUT"
         except aiohttp.ClientError:
-            return True, None, "ERROR"
+            return UNKNOWN, "ERROR"
         finally:
             self._in_flight -= 1
         payload = _json(body)
         if code == 404 and payload.get("code") == "charge_not_found":
-            return False, None, None
+            return NOT_EXECUTED, None
         raw = payload.get("status")
         if code == 200 and isinstance(raw, str):
-            return True, map_charge_status(raw), None
+            return answer_for_psp_status(raw), None
         log.warning("psp_status_query_unanswered", idempotency_key=key, http_status=code)
-        return True, None, "UNAVAILABLE" if code in _NOT_NOW else "ERROR"
+        if code in _OUR_CONFIGURATION:
+            return PspAnswer(K.MISCONFIGURED), "ERROR"
+        return UNKNOWN, "UNAVAILABLE" if code in _NOT_NOW else "ERROR"
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -285,19 +285,22 @@ def _answer_from_response(code: int, body: bytes) -> _Answer:
     if code == 200:
         raw = payload.get("status")
         if not isinstance(raw, str):
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "BAD_RESPONSE", _text(body)[:_MAX_DETAIL])
-        status = map_charge_status(raw)
-        return _Answer(status, status.value)
+            return _Answer(UNKNOWN, "EXCEPTION", "BAD_RESPONSE", _text(body)[:_MAX_DETAIL])
+        answer = answer_for_psp_status(raw)
+        return _Answer(answer, order_status_for(answer).value)
     detail = str(payload.get("detail") or _text(body))[:_MAX_DETAIL]
     error_code = str(payload.get("code") or f"HTTP_{code}")
     if code in _NOT_NOW:
-        return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, f"HTTP_{code}", detail)
+        return _Answer(NOT_EXECUTED, _UNAVAILABLE, f"HTTP_{code}", detail)
     if code == 409:
-        return _Answer(S.PENDING_STATUS_CHECK_LATER, S.PENDING_STATUS_CHECK_LATER.value, error_code, detail)
-    if code in _REQUEST_REFUSED:
-        return _Answer(S.FAILED_FINAL, S.FAILED_FINAL.value, error_code, detail)
+        return _Answer(PENDING, order_status_for(PENDING).value, error_code, detail)
+    if code == 400:
+        return _Answer(_MALFORMED, "FAILED_FINAL", error_code, detail)
+    if code == 422:  # the key was first used with another body: a call exists under it, whatever became of it
+        return _Answer(UNKNOWN, "KEY_REUSED", error_code, detail)
     if 400 <= code < 500:
         PSP_UNEXPECTED_RESPONSES.labels(str(code)).inc()
-        return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "UNEXPECTED_RESPONSE", f"HTTP_{code}", detail)
+        answer = PspAnswer(K.MISCONFIGURED) if code in _OUR_CONFIGURATION else UNKNOWN
+        return _Answer(answer, "UNEXPECTED_RESPONSE", f"HTTP_{code}", detail)
     # 5xx other than "not now", or anything unexpected: the charge may have happened.
-    return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.TIMEOUT_EXCEEDED_1S_TRANSIENT.value, f"HTTP_{code}", detail)
+    return _Answer(UNKNOWN, "TIMEOUT_EXCEEDED_1S_TRANSIENT", f"HTTP_{code}", detail)

@@ -16,6 +16,7 @@ PSP_CALLS = Counter(
     "QUEUE_TIMEOUT (the call timeout ran out before a worker took the call; never sent), "
     "EXCEPTION (transport failure after sending, malformed answer, or a bug; outcome unknown), "
     "UNEXPECTED_RESPONSE (a 4xx the PSP does not document for a charge, e.g. 401/403/404/408; outcome unknown), "
+    "KEY_REUSED (422: the key was first used with another body; a charge exists under it, outcome unknown), "
     "CANCELLED (the caller was cancelled).",
     ["result"],
 )
@@ -56,6 +57,7 @@ CHARGE_RESULTS = (
     "QUEUE_TIMEOUT",
     "EXCEPTION",
     "UNEXPECTED_RESPONSE",
+    "KEY_REUSED",
     "CANCELLED",
 )
 STATUS_CHECK_RESULTS = (*(s.value for s in PaymentOrderStatus), "NOT_FOUND", "TIMEOUT", "UNAVAILABLE", "ERROR")
