@@ -1,9 +1,9 @@
 """The PSP's answer, as its own type: what one call (a charge, a refund, a status query) tells us about the money.
 
-The gateway produces a `PspAnswer`; nothing outside this module turns one into an order status. The kinds follow
-the one question that matters for money: did it move, did it not, or can we not tell? A 401/403/404 is our own
-configuration being wrong: it says nothing about the money, so it is never a final failure. A 422 "key first used
-with another body" proves a call exists under the key: its outcome is unknown, never a failure. Details in
+The gateway produces a `PspAnswer`; nothing outside this module turns one into an order or refund status. The
+kinds follow the one question that matters for money: did it move, did it not, or can we not tell? A 401/403/404
+is our own configuration being wrong: it says nothing about the money, so it is never a final failure. A 422 "key
+first used with another body" proves a call exists under the key: its outcome is unknown, never a failure. See
 docs/money-safety.md.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from payment_domain.refund import RefundStatus
 from payment_domain.status import PaymentOrderStatus, map_psp_status
 
 S = PaymentOrderStatus
 
 
 class AnswerKind(StrEnum):
-    CHARGED = "CHARGED"  # the money moved (charged, or for a refund: paid back)
+    CHARGED = "CHARGED"  # the money moved (charged, or for a refund: paid back to the buyer)
     DECLINED = "DECLINED"  # refused for good: no money moved, and the same request never will
     NOT_CHARGED = "NOT_CHARGED"  # not executed: as far as this call goes, trying again is safe
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the money may have moved: ask about the key, never repeat blindly
@@ -86,3 +87,14 @@ def status_check_reading(answer: PspAnswer) -> tuple[bool, PaymentOrderStatus | 
     if answer.kind is AnswerKind.MISCONFIGURED or (answer.kind is AnswerKind.OUTCOME_UNKNOWN and _word(answer) is None):
         return True, None
     return True, order_status_for(answer)
+
+
+def refund_status_for(answer: PspAnswer) -> RefundStatus | None:
+    """What a refund call's (or a refund status query's) answer makes of a refund: paid back, refused for good, or
+    None while it is not final (not executed: safe to send again under the refund's own key; unknown or our own
+    misconfiguration: ask the PSP about the key, never refund again)."""
+    if answer.kind is AnswerKind.CHARGED:
+        return RefundStatus.SUCCEEDED
+    if answer.kind is AnswerKind.DECLINED:
+        return RefundStatus.FAILED
+    return None
