@@ -3,7 +3,8 @@
 Under the order's row lock (so refunds of one order settle one after another and the commission given back is
 computed on a settled total, from the commission the charge entry took), then the refund's: a SUCCEEDED refund
 posts its REFUND entry (docs/ledger.md); a
-FAILED one gives its amount back to the order's refunded total; an answer that is not final changes nothing. A
+FAILED one gives its amount back to the order's refunded total; an answer that is not final changes nothing (or
+parks the refund, when the caller gives up). A
 refund already final is left as it is (a repeated answer is a no-op), so an entry is never posted twice.
 """
 
@@ -26,9 +27,13 @@ class UnknownRefund(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class RefundAnswer:
+    """`give_up`: the caller has asked all it will; a refund this answer leaves unsettled is parked in
+    NEEDS_RECONCILIATION for an operator (who settles it with the PSP's word)."""
+
     payment_order_id: PaymentOrderId
     refund_id: RefundId
     answer: PspAnswer
+    give_up: bool = False
 
 
 class SettleRefund:
@@ -43,6 +48,8 @@ class SettleRefund:
             refund = await tx.lock_refund(cmd.refund_id)
             if refund is None or refund.payment_order_id != cmd.payment_order_id:
                 raise UnknownRefund(f"{cmd.refund_id.public} of {cmd.payment_order_id.public}")
+            if target is None and cmd.give_up and refund.status is RefundStatus.REQUESTED:
+                target = RefundStatus.NEEDS_RECONCILIATION
             if target is None or not REFUND_TRANSITIONS[refund.status]:
                 return refund
             locked = await tx.lock_order(refund.payment_id, refund.payment_order_id)
@@ -60,6 +67,6 @@ class SettleRefund:
                 )
                 await tx.settle(settled, release=False)
                 await tx.post_entries([entry], now)
-            else:
-                await tx.settle(settled, release=True)
+            else:  # FAILED gives its amount back; a parked refund keeps it until it is settled
+                await tx.settle(settled, release=target is RefundStatus.FAILED)
             return settled

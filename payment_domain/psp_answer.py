@@ -90,11 +90,15 @@ def status_check_reading(answer: PspAnswer) -> tuple[bool, PaymentOrderStatus | 
 
 
 def refund_status_for(answer: PspAnswer) -> RefundStatus | None:
-    """What a refund call's (or a refund status query's) answer makes of a refund: paid back, refused for good, or
-    None while it is not final (not executed: safe to send again under the refund's own key; unknown or our own
-    misconfiguration: ask the PSP about the key, never refund again)."""
+    """What a refund call's (or a refund status query's) answer makes of a refund: paid back, or refused for good,
+    or None while it is not final (not executed: send it again under the refund's own key; unknown or our own
+    misconfiguration: ask the PSP about the key, never refund again).
+
+    A refund keeps one key for life and the PSP replays a key's answer, so a refund the PSP executed and failed
+    with no money moved ("FAILED_TRANSIENT_ERROR") can never succeed under it: it is FAILED, its amount given back
+    to the order, and the caller may ask for a new refund."""
     if answer.kind is AnswerKind.CHARGED:
         return RefundStatus.SUCCEEDED
-    if answer.kind is AnswerKind.DECLINED:
+    if answer.kind is AnswerKind.DECLINED or (answer.kind is AnswerKind.NOT_CHARGED and _word(answer) is not None):
         return RefundStatus.FAILED
     return None

@@ -23,6 +23,16 @@ class PspChargeRequest:
 
 
 @dataclass(frozen=True)
+class PspRefundRequest:
+    idempotency_key: str  # the refund's own key: one refund is paid back at most once
+    merchant_reference: str  # the public payment order id the refund gives money back from
+    refund_reference: str  # the public refund id
+    amount_minor: int
+    currency: str
+    seller_id: str
+
+
+@dataclass(frozen=True)
 class PspCallResult:
     """What one charge call came to, as the PSP's answer (see payment_domain.psp_answer).
 
@@ -82,3 +92,12 @@ class PspGateway(Protocol):
     async def charge(self, request: PspChargeRequest) -> PspCallResult: ...
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult: ...
+
+
+class PspRefunds(Protocol):
+    """Refunds at the PSP: answered like charges (the same PspAnswer), each under its refund's own key; a caller
+    unsure whether a refund happened asks `refund_status`, never refunds again."""
+
+    async def refund(self, request: PspRefundRequest) -> PspCallResult: ...
+
+    async def refund_status(self, idempotency_key: str) -> PspStatusResult: ...

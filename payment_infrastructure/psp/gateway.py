@@ -38,13 +38,15 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from prometheus_client import Counter
 from yarl import URL
 
-from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspRefundRequest, PspStatusResult
 from payment_domain.psp_answer import AnswerKind, PspAnswer, answer_for_psp_status, order_status_for
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
     PSP_CALLS,
+    PSP_REFUND_CALLS,
     PSP_STATUS_CHECK_LATENCY,
     PSP_STATUS_CHECKS,
     PSP_UNEXPECTED_RESPONSES,
@@ -56,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 K = AnswerKind
 CHARGES_PATH = "/v1/charges"
+REFUNDS_PATH = "/v1/refunds"
 _NOT_NOW = frozenset({429, 503})
 _OUR_CONFIGURATION = frozenset({401, 403, 404})
 _NO_ANSWER = frozenset({K.OUTCOME_UNKNOWN, K.NOT_CHARGED, K.MISCONFIGURED})
@@ -108,6 +111,8 @@ class AiohttpPspGateway:
         # Parsed once, not on every call.
         self._charges_url = URL(f"{settings.base_url}{CHARGES_PATH}")
         self._status_prefix = f"{settings.base_url}{CHARGES_PATH}/"
+        self._refunds_url = URL(f"{settings.base_url}{REFUNDS_PATH}")
+        self._refund_status_prefix = f"{settings.base_url}{REFUNDS_PATH}/"
         # Requests holding or waiting for a connection. A request started at the connector's limit queues for
         # one, so its connect timeout is reported as a pool timeout (aiohttp raises the same error for both).
         self._in_flight = 0
@@ -150,11 +155,37 @@ class AiohttpPspGateway:
         await self.close()
 
     async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        body = orjson.dumps(
+            {
+                "merchantReference": request.merchant_reference,
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "sellerId": request.seller_id,
+            }
+        )
+        return await self._call(self._charges_url, body, request.idempotency_key, request.merchant_reference, PSP_CALLS)
+
+    async def refund(self, request: PspRefundRequest) -> PspCallResult:
+        """A refund under its own key, through the same pool, timeouts and answer mapping as a charge."""
+        body = orjson.dumps(
+            {
+                "merchantReference": request.merchant_reference,
+                "refundReference": request.refund_reference,
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "sellerId": request.seller_id,
+            }
+        )
+        return await self._call(
+            self._refunds_url, body, request.idempotency_key, request.merchant_reference, PSP_REFUND_CALLS
+        )
+
+    async def _call(self, url: URL, body: bytes, key: str, reference: str, calls: Counter) -> PspCallResult:
         session = self._require_session()
         started = time.perf_counter()
         try:
             answer = await self._pool.run(
-                lambda seconds_left: self._post_charge(session, request, seconds_left),
+                lambda seconds_left: self._post(session, url, body, key, seconds_left),
                 self._settings.call_timeout_ms / 1000,
             )
         except PoolRejected as exc:  # never sent: a new attempt is safe
@@ -165,31 +196,38 @@ class AiohttpPspGateway:
                 UNKNOWN,
                 "TIMEOUT",
                 "TIMEOUT",
-                f"no answer within {self._settings.call_timeout_ms} ms; the charge may still complete",
+                f"no answer within {self._settings.call_timeout_ms} ms; the call may still complete",
             )
         except asyncio.CancelledError:
-            PSP_CALLS.labels("CANCELLED").inc()
+            calls.labels("CANCELLED").inc()
             raise
         except Exception as exc:  # a bug below us: the request may have gone out, so the outcome is unknown
-            log.exception("psp_charge_failed", idempotency_key=request.idempotency_key)
+            log.exception("psp_call_failed", idempotency_key=key)
             answer = _Answer(UNKNOWN, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
         elapsed = time.perf_counter() - started
         PSP_CALL_LATENCY.observe(elapsed)
-        PSP_CALLS.labels(answer.metric).inc()
+        calls.labels(answer.metric).inc()
         if answer.error_code is not None:
             log.warning(
-                "psp_charge_without_answer" if answer.answer.kind in _NO_ANSWER else "psp_charge_refused",
-                idempotency_key=request.idempotency_key,
-                merchant_reference=request.merchant_reference,
+                "psp_call_without_answer" if answer.answer.kind in _NO_ANSWER else "psp_call_refused",
+                idempotency_key=key,
+                merchant_reference=reference,
+                path=url.path,
                 answer=answer.answer.kind.value,
                 error_code=answer.error_code,
             )
         return PspCallResult(answer.answer, round(elapsed * 1000), answer.error_code, answer.error_detail)
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(self._status_prefix, idempotency_key, "charge_not_found")
+
+    async def refund_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(self._refund_status_prefix, idempotency_key, "refund_not_found")
+
+    async def _status(self, prefix: str, idempotency_key: str, not_found: str) -> PspStatusResult:
         session = self._require_session()
         started = time.perf_counter()
-        answer, code = await self._get_status(session, idempotency_key)
+        answer, code = await self._get_status(session, prefix, idempotency_key, not_found)
         elapsed = time.perf_counter() - started
         PSP_STATUS_CHECK_LATENCY.observe(elapsed)
         result = PspStatusResult(answer, latency_ms=round(elapsed * 1000), error_code=code)
@@ -203,24 +241,16 @@ class AiohttpPspGateway:
             raise RuntimeError("AiohttpPspGateway.start() must be awaited before use")
         return self._session
 
-    async def _post_charge(
-        self, session: aiohttp.ClientSession, request: PspChargeRequest, seconds_left: float
+    async def _post(
+        self, session: aiohttp.ClientSession, url: URL, body: bytes, key: str, seconds_left: float
     ) -> _Answer:
-        body = orjson.dumps(
-            {
-                "merchantReference": request.merchant_reference,
-                "amount": request.amount_minor,
-                "currency": request.currency,
-                "sellerId": request.seller_id,
-            }
-        )
         must_queue = self._in_flight >= self._settings.max_connections
         self._in_flight += 1
         try:
             async with session.post(
-                self._charges_url,
+                url,
                 data=body,
-                headers={"Idempotency-Key": request.idempotency_key, "Content-Type": "application/json"},
+                headers={"Idempotency-Key": key, "Content-Type": "application/json"},
                 timeout=_timeout(seconds_left, self._connect_s),
                 allow_redirects=False,
             ) as response:
@@ -238,12 +268,14 @@ class AiohttpPspGateway:
             self._in_flight -= 1
         return _answer_from_response(code, payload)
 
-    async def _get_status(self, session: aiohttp.ClientSession, key: str) -> tuple[PspAnswer, str | None]:
+    async def _get_status(
+        self, session: aiohttp.ClientSession, prefix: str, key: str, not_found: str
+    ) -> tuple[PspAnswer, str | None]:
         """(answer, error code) as PspStatusResult reads them."""
         self._in_flight += 1
         try:
             async with session.get(
-                URL(self._status_prefix + quote(key, safe=""), encoded=True),
+                URL(prefix + quote(key, safe=""), encoded=True),
                 timeout=self._status_timeout,
                 allow_redirects=False,
             ) as response:
@@ -257,7 +289,7 @@ class AiohttpPspGateway:
         finally:
             self._in_flight -= 1
         payload = _json(body)
-        if code == 404 and payload.get("code") == "charge_not_found":
+        if code == 404 and payload.get("code") == not_found:
             return NOT_EXECUTED, None
         raw = payload.get("status")
         if code == 200 and isinstance(raw, str):

@@ -20,6 +20,11 @@ PSP_CALLS = Counter(
     "CANCELLED (the caller was cancelled).",
     ["result"],
 )
+PSP_REFUND_CALLS = Counter(
+    "psp_refund_calls_total",
+    "PSP refund calls by result, with the labels of psp_calls_total (a refund is answered like a charge).",
+    ["result"],
+)
 PSP_UNEXPECTED_RESPONSES = Counter(
     "psp_unexpected_responses_total",
     "PSP charge answers with an HTTP status the PSP does not document for a charge (credentials, routing, "
@@ -63,5 +68,6 @@ CHARGE_RESULTS = (
 STATUS_CHECK_RESULTS = (*(s.value for s in PaymentOrderStatus), "NOT_FOUND", "TIMEOUT", "UNAVAILABLE", "ERROR")
 for _result in CHARGE_RESULTS:
     PSP_CALLS.labels(_result)
+    PSP_REFUND_CALLS.labels(_result)
 for _result in STATUS_CHECK_RESULTS:
     PSP_STATUS_CHECKS.labels(_result)

@@ -15,7 +15,7 @@ from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.ledger import AccountKind, CommissionSchedule, Side, charge_entry, refund_commission, refund_entry
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
-from payment_domain.psp_answer import AnswerKind, PspAnswer, refund_status_for
+from payment_domain.psp_answer import AnswerKind, PspAnswer, answer_for_psp_status, refund_status_for
 from payment_domain.refund import (
     REFUND_TRANSITIONS,
     InvalidRefundAmount,
@@ -93,6 +93,12 @@ def test_the_refund_table_allows_only_its_moves_and_final_states_have_none() -> 
 )
 def test_only_a_definitive_answer_settles_a_refund(kind: AnswerKind, status: R | None) -> None:
     assert refund_status_for(PspAnswer(kind)) is status
+
+
+def test_a_refund_the_psp_executed_and_failed_is_failed_for_its_key_replays_that_answer() -> None:
+    assert refund_status_for(answer_for_psp_status("FAILED_TRANSIENT_ERROR")) is R.FAILED
+    assert refund_status_for(answer_for_psp_status("PENDING")) is None
+    assert refund_status_for(answer_for_psp_status("DECLINED_FINAL")) is R.FAILED
 
 
 @given(
