@@ -91,3 +91,62 @@ async def test_a_partial_refund_reaches_its_final_state_with_its_entry_and_the_p
     )
     assert verified.returncode == 0, verified.stderr
     assert "checked against entries, orders and the PSP's record" in verified.stdout
+
+
+async def test_under_normal_every_refund_ends_final_none_is_paid_twice_and_the_book_matches_the_psp(
+    pipeline: Pipeline, tokens: dict[str, str]
+) -> None:
+    """Timeouts that refund anyway, retryable failures, declines and pending answers; two partial refunds of every
+    charged order at once."""
+    await pipeline.psp.reset()
+    await pipeline.psp.set_scenario(
+        "NORMAL", timeout_duration_ms=900, pending_percent=10, pending_resolve_min_ms=200, pending_resolve_max_ms=600
+    )
+    run = f"REFUNDS-{uuid.uuid4().hex[:8]}"
+    writer, reader = tokens["order-service"], tokens["payment-reader"]
+    async with pipeline.api.client() as client:
+        created = await asyncio.gather(
+            *(client.post("/payments", json=three_seller_payment(run, n), headers=bearer(writer)) for n in range(4))
+        )
+        payments = await wait_until_final(pipeline, writer, [r.json()["paymentId"] for r in created], within=90)
+        charged = [
+            (p["paymentId"], o)
+            for p in payments.values()
+            for o in p["paymentOrders"]
+            if o["status"] == "SUCCESSFUL_FINAL"
+        ]
+        assert charged, "NORMAL charged none of twelve orders"
+        requests = [
+            client.post(
+                f"/payments/{payment_id}/orders/{order['paymentOrderId']}/refunds",
+                json={"amount": {"value": value, "currency": "EUR"}},
+                headers={**bearer(writer), "Idempotency-Key": f"{order['paymentOrderId']}-{value}"},
+            )
+            for payment_id, order in charged
+            for value in (1_000, 1_500)
+        ]
+        accepted = await asyncio.gather(*requests)
+        assert {r.status_code for r in accepted} == {202}, [r.text for r in accepted if r.status_code != 202]
+        refunds = [await refund_until_final(client, r.headers["location"], reader, within=90) for r in accepted]
+
+    statuses = {r["status"] for r in refunds}
+    assert statuses <= {"SUCCEEDED", "FAILED", "NEEDS_RECONCILIATION"}
+    summary = await pipeline.psp.summary()
+    assert summary["orders_refunded_more_than_once"] == 0
+    assert summary["orders_refunded_beyond_charge"] == 0
+    parked = {r["sellerId"] for r in refunds if r["status"] == "NEEDS_RECONCILIATION"}
+    ours: dict[str, int] = {}
+    for r in refunds:
+        if r["status"] == "SUCCEEDED":
+            ours[r["sellerId"]] = ours.get(r["sellerId"], 0) + r["amount"]["value"]
+    theirs = {s: c["EUR"] for s, c in summary["refunded_minor_by_seller"].items() if s not in parked}
+    assert ours == theirs
+    verified = subprocess.run(
+        [str(PAYMENTS), "ledger", "verify"],
+        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr

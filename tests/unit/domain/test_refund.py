@@ -124,19 +124,24 @@ def test_partial_refunds_give_back_exactly_the_charge_commission_and_each_entry_
 
 
 def test_the_three_seller_worked_example_of_docs_ledger() -> None:
-    """docs/ledger.md: 100.00 + 50.00 + 33.33 EUR at 10 % / 7.5 % / 10 %, then 20.00 back from the first seller."""
-    schedule = CommissionSchedule(default_bps=1_000, seller_bps={"seller-b": 750})
-    orders = [order("seller-a", 10_000, 1), order("seller-b", 5_000, 2), order("seller-c", 3_333, 3)]
+    """docs/ledger.md: 49.99 + 29.50 + 120.00 EUR at 10 % / 2.5 % / 10 %, then 20.00 back from the first seller."""
+    schedule = CommissionSchedule(default_bps=1_000, seller_bps={"SELLER-222": 250})
+    orders = [order("SELLER-111", 4_999, 1), order("SELLER-222", 2_950, 2), order("SELLER-333", 12_000, 3)]
     charges = [charge_entry(o, schedule) for o in orders]
     split = [{(p.account.kind, p.side): p.amount for p in e.postings} for e in charges]
-    assert [s[(AccountKind.SELLER_PAYABLE, Side.CREDIT)] for s in split] == [9_000, 4_625, 3_000]
-    assert [s[(AccountKind.COMMISSION_REVENUE, Side.CREDIT)] for s in split] == [1_000, 375, 333]
+    assert [s[(AccountKind.SELLER_PAYABLE, Side.CREDIT)] for s in split] == [4_500, 2_877, 10_800]
+    assert [s[(AccountKind.COMMISSION_REVENUE, Side.CREDIT)] for s in split] == [499, 73, 1_200]
 
-    refund = refund_entry(7, orders[0], 2_000, refunded_before=0, charge_commission=1_000)
+    refund = refund_entry(7, orders[0], 2_000, refunded_before=0, charge_commission=499)
 
+    # The platform keeps floor(499 x 2,999 / 4,999) = 299 of its 499: 200 goes back with the refund.
     assert {(p.account.kind, p.side): p.amount for p in refund.postings} == {
         (AccountKind.PSP_RECEIVABLE, Side.CREDIT): 2_000,
         (AccountKind.SELLER_PAYABLE, Side.DEBIT): 1_800,
         (AccountKind.COMMISSION_REVENUE, Side.DEBIT): 200,
     }
     assert refund.refund_id == 7
+    rest = refund_entry(8, orders[0], 2_999, refunded_before=2_000, charge_commission=499)
+    back = {(p.account.kind, p.side): p.amount for p in rest.postings}
+    assert back[(AccountKind.COMMISSION_REVENUE, Side.DEBIT)] == 299  # refunded in full: all 499 given back
+    assert back[(AccountKind.SELLER_PAYABLE, Side.DEBIT)] == 2_700  # 4,500 credited, 1,800 + 2,700 debited
