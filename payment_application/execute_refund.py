@@ -4,7 +4,8 @@ The refund has one PSP idempotency key for its whole life (its public id), so ho
 delivered or a call repeated, the PSP pays it back at most once. An answer that is not final is worked on in
 place with equal-jitter backoff (the charges' retry numbers): "never executed" sends the same request again; an
 unknown outcome is resolved by a status query for the key, and only "the PSP has no such refund" sends it again
-(still under the same key). When the attempts run out, the refund is parked in NEEDS_RECONCILIATION. No database
+(still under the same key). When the attempts run out, the refund is parked in NEEDS_RECONCILIATION; its message
+delivered again (a redelivery, or an operator re-publishing it) asks the PSP again, under the same key. No database
 transaction is open during a PSP call; the settling transaction posts the ledger entry (SettleRefund).
 """
 
@@ -63,7 +64,7 @@ class ExecuteRefund:
         refund = await self._refunds.get(payload.order.payment_order_id, payload.refund_id)
         if refund is None:
             raise UnknownRefund(f"{payload.refund_id.public} of {payload.order.public_id}")
-        if refund.status is not RefundStatus.REQUESTED:  # settled or parked already: a redelivery
+        if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):  # settled already: a redelivery
             log.info("refund_call_skipped", refund_id=refund.public_id, status=refund.status.value)
             return refund
         call = PspRefundRequest(

@@ -133,11 +133,9 @@ async def test_a_refund_left_unknown_is_parked_keeping_its_amount_and_posting_no
     psp = ScriptedPsp([PspAnswer(K.OUTCOME_UNKNOWN)], unknown)
 
     parked = await executor(store, psp, RecordingSleeper(), attempts=3)(event)
-    again = await executor(store, psp, RecordingSleeper())(event)
 
     assert parked.status is RefundStatus.NEEDS_RECONCILIATION
-    assert again.status is RefundStatus.NEEDS_RECONCILIATION
-    assert len(psp.keys) == 1 and len(psp.queried) == 3  # the redelivery asked nobody
+    assert len(psp.keys) == 1 and len(psp.queried) == 3
     (row,) = await fetch(
         database_url,
         "SELECT refunded_value FROM payment_orders WHERE payment_order_id = $1",
@@ -148,6 +146,24 @@ async def test_a_refund_left_unknown_is_parked_keeping_its_amount_and_posting_no
         database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", parked.refund_id.value
     )
     assert rows[0]["n"] == 0
+
+
+async def test_a_parked_refund_delivered_again_asks_the_psp_under_the_same_key_and_settles(
+    database_url: str, store: PostgresRefundStore
+) -> None:
+    event = await requested(database_url, store)
+    psp = ScriptedPsp([PspAnswer(K.OUTCOME_UNKNOWN)], [PspAnswer(K.OUTCOME_UNKNOWN)])
+    parked = await executor(store, psp, RecordingSleeper(), attempts=1)(event)
+    assert parked.status is RefundStatus.NEEDS_RECONCILIATION
+
+    settled = await executor(store, psp, RecordingSleeper())(event)  # the PSP now answers: paid back
+
+    assert settled.status is RefundStatus.SUCCEEDED
+    assert set(psp.keys) == {event.payload.refund_id.public}
+    rows = await fetch(
+        database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", settled.refund_id.value
+    )
+    assert rows[0]["n"] == 1
 
 
 async def test_a_redelivered_request_of_a_settled_refund_calls_nobody(
