@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from payment_application.ports.psp import PspChargeRequest, PspStatusResult
+from payment_application.ports.psp import PspChargeRequest, PspRefundRequest, PspStatusResult
 from payment_domain.psp_answer import AnswerKind, PspAnswer
 from payment_domain.status import PaymentOrderStatus as S
 from payment_infrastructure.psp.gateway import AiohttpPspGateway
@@ -360,3 +360,42 @@ async def test_charge_before_start_is_a_programming_error() -> None:
 
     with pytest.raises(RuntimeError, match="start"):
         await gateway.charge(charge_request())
+
+
+def refund_request(reference: str, refund: str, amount: int = 500) -> PspRefundRequest:
+    return PspRefundRequest(
+        idempotency_key=refund,
+        merchant_reference=reference,
+        refund_reference=refund,
+        amount_minor=amount,
+        currency="EUR",
+        seller_id="seller-1",
+    )
+
+
+async def test_a_refund_is_answered_like_a_charge_and_paid_back_once_under_its_key(
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
+) -> None:
+    charge = charge_request()
+    await clean_psp_simulator.force(charge.merchant_reference, "SUCCESSFUL_FINAL")
+    assert (await gateway.charge(charge)).status is S.SUCCESSFUL_FINAL
+    refund = refund_request(charge.merchant_reference, f"refund-{uuid.uuid4().int % 10**9}")
+    await clean_psp_simulator.force(refund.refund_reference, "SUCCESSFUL_FINAL", times=2)
+
+    first = await gateway.refund(refund)
+    again = await gateway.refund(refund)
+    status = await gateway.refund_status(refund.idempotency_key)
+    unseen = await gateway.refund_status("refund-never-sent")
+    declined = refund_request(charge.merchant_reference, "refund-declined")
+    await clean_psp_simulator.force(declined.refund_reference, "DECLINED_FINAL")
+    refused = await gateway.refund(declined)
+
+    assert (first.answer.kind, again.answer.kind) == (AnswerKind.CHARGED, AnswerKind.CHARGED)
+    assert status.answer.kind is AnswerKind.CHARGED and status.found
+    assert unseen.psp_has_no_such_charge
+    assert refused.answer.kind is AnswerKind.DECLINED
+    summary = await clean_psp_simulator.summary()
+    assert (summary["refund_executions"], summary["refunds_paid"]) == (2, 1)
+    assert summary["refunded_minor_by_seller"] == {"seller-1": {"EUR": 500}}
+    assert summary["orders_refunded_more_than_once"] == 0
+    assert summary["executions"] == 1  # refunds are kept apart from charges
