@@ -5,22 +5,17 @@ finds the book whole (the trial balance equal, every SUCCESSFUL_FINAL order with
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from payment_domain.ledger import commission_of
-from tests.e2e.helpers import wait_until_final
+from tests.e2e.helpers import ledger_verify, wait_until_final
 from tests.fixtures.pipeline import Pipeline
 from tests.integration.api.helpers import bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-PAYMENTS = Path(sys.executable).with_name("payments")
 DEFAULT_BPS = 1_000  # the consumers' default commission
 
 
@@ -75,13 +70,6 @@ async def test_seller_balances_match_what_the_psp_charged_after_a_normal_load(
                 succeeded += bool(gross)
     assert succeeded > 0
 
-    verified = subprocess.run(
-        [str(PAYMENTS), "ledger", "verify"],
-        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    verified = ledger_verify(pipeline)
     assert verified.returncode == 0, verified.stderr
     assert "ok:" in verified.stdout

@@ -5,8 +5,6 @@ and the book, the seller's balance and the PSP's refund book agree to the cent (
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 import uuid
 from typing import Any
@@ -15,8 +13,8 @@ import httpx
 import pytest
 
 from payment_domain.ledger import commission_of
-from tests.e2e.helpers import wait_until_final
-from tests.e2e.test_ledger_after_load import DEFAULT_BPS, PAYMENTS, three_seller_payment
+from tests.e2e.helpers import ledger_verify, wait_until_final
+from tests.e2e.test_ledger_after_load import DEFAULT_BPS, three_seller_payment
 from tests.fixtures.pipeline import Pipeline
 from tests.integration.api.helpers import bearer, fetch
 
@@ -81,14 +79,7 @@ async def test_a_partial_refund_reaches_its_final_state_with_its_entry_and_the_p
     assert summary["orders_refunded_more_than_once"] == 0
     assert summary["orders_refunded_beyond_charge"] == 0
 
-    verified = subprocess.run(
-        [str(PAYMENTS), "ledger", "verify", "--psp-url", pipeline.psp.base_url],
-        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    verified = ledger_verify(pipeline, "--psp-url", pipeline.psp.base_url)
     assert verified.returncode == 0, verified.stderr
     assert "checked against entries, orders and the PSP's record" in verified.stdout
 
@@ -141,12 +132,5 @@ async def test_under_normal_every_refund_ends_final_none_is_paid_twice_and_the_b
             ours[r["sellerId"]] = ours.get(r["sellerId"], 0) + r["amount"]["value"]
     theirs = {s: c["EUR"] for s, c in summary["refunded_minor_by_seller"].items() if s not in parked}
     assert ours == theirs
-    verified = subprocess.run(
-        [str(PAYMENTS), "ledger", "verify"],
-        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    verified = ledger_verify(pipeline)
     assert verified.returncode == 0, verified.stderr

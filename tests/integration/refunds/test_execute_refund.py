@@ -16,7 +16,7 @@ from payment_application.refund_payment_order import RefundPaymentOrder
 from payment_application.settle_refund import SettleRefund
 from payment_domain.events import EventEnvelope, RefundRequested, refund_requested
 from payment_domain.psp_answer import AnswerKind, PspAnswer
-from payment_domain.refund import RefundStatus
+from payment_domain.refund import Refund, RefundStatus
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.postgres.refund_store import PostgresRefundStore
 from payment_infrastructure.postgres.rows import order_from_row
@@ -42,6 +42,13 @@ class ScriptedPsp:
     async def refund_status(self, idempotency_key: str) -> PspStatusResult:
         self.queried.append(idempotency_key)
         return PspStatusResult(next(self._queries, PspAnswer(K.CHARGED)), 1)
+
+
+async def refund_entries(database_url: str, refund: Refund) -> int:
+    rows = await fetch(
+        database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", refund.refund_id.value
+    )
+    return int(rows[0]["n"])
 
 
 class RecordingSleeper:
@@ -95,10 +102,7 @@ async def test_an_unknown_outcome_is_resolved_by_a_status_query_never_a_second_r
     assert psp.keys == [event.payload.refund_id.public]  # one call
     assert psp.queried == [event.payload.refund_id.public] * 2
     assert len(sleeper.waits) == 2 and 0.05 <= sleeper.waits[0] <= 0.1 and 0.1 <= sleeper.waits[1] <= 0.2
-    rows = await fetch(
-        database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", settled.refund_id.value
-    )
-    assert rows[0]["n"] == 1
+    assert await refund_entries(database_url, settled) == 1
 
 
 async def test_a_call_never_executed_is_sent_again_under_the_same_key(
@@ -142,10 +146,7 @@ async def test_a_refund_left_unknown_is_parked_keeping_its_amount_and_posting_no
         event.payload.order.payment_order_id.value,
     )
     assert row["refunded_value"] == 300
-    rows = await fetch(
-        database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", parked.refund_id.value
-    )
-    assert rows[0]["n"] == 0
+    assert await refund_entries(database_url, parked) == 0
 
 
 async def test_a_parked_refund_delivered_again_asks_the_psp_under_the_same_key_and_settles(
@@ -160,10 +161,7 @@ async def test_a_parked_refund_delivered_again_asks_the_psp_under_the_same_key_a
 
     assert settled.status is RefundStatus.SUCCEEDED
     assert set(psp.keys) == {event.payload.refund_id.public}
-    rows = await fetch(
-        database_url, "SELECT count(*) AS n FROM journal_entries WHERE refund_id = $1", settled.refund_id.value
-    )
-    assert rows[0]["n"] == 1
+    assert await refund_entries(database_url, settled) == 1
 
 
 async def test_a_redelivered_request_of_a_settled_refund_calls_nobody(
