@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from payment_application.errors import IdempotencyKeyMismatch
 from payment_application.ports.refunds import RefundKey
-from payment_application.refund_payment_order import RefundCommand
+from payment_application.refund_payment_order import PaymentOrderNotFound, RefundCommand
 from payment_domain.events import iso_utc
 from payment_domain.ids import PaymentId, PaymentOrderId, RefundId
 from payment_domain.money import Amount, Currency
@@ -114,7 +114,7 @@ async def create_refund(payment_id: str, payment_order_id: str, request: Request
                 trace_id=trace_id_of(request),
             )
         )
-    except LookupError:
+    except PaymentOrderNotFound:
         raise HTTPException(404, f"payment order {payment_order_id} of {payment_id} not found") from None
     except RefundRefused as refused:
         REFUND_REQUESTS.labels(refused.code).inc()
