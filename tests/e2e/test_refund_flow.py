@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -120,15 +121,16 @@ async def test_under_normal_every_refund_ends_final_none_is_paid_twice_and_the_b
         assert {r.status_code for r in accepted} == {202}, [r.text for r in accepted if r.status_code != 202]
         refunds = [await refund_until_final(client, r.headers["location"], reader, within=90) for r in accepted]
 
-    statuses = {r["status"] for r in refunds}
-    assert statuses <= {"SUCCEEDED", "FAILED", "NEEDS_RECONCILIATION"}
+    statuses = Counter(r["status"] for r in refunds)
+    assert set(statuses) <= {"SUCCEEDED", "FAILED", "NEEDS_RECONCILIATION"}
+    assert statuses["SUCCEEDED"] > 0, statuses
     summary = await pipeline.psp.summary()
     assert summary["orders_refunded_more_than_once"] == 0
     assert summary["orders_refunded_beyond_charge"] == 0
     parked = {r["sellerId"] for r in refunds if r["status"] == "NEEDS_RECONCILIATION"}
-    ours: dict[str, int] = {}
+    ours: dict[str, int] = {}  # a seller with a parked refund is left out on both sides: it may or may not be paid
     for r in refunds:
-        if r["status"] == "SUCCEEDED":
+        if r["status"] == "SUCCEEDED" and r["sellerId"] not in parked:
             ours[r["sellerId"]] = ours.get(r["sellerId"], 0) + r["amount"]["value"]
     theirs = {s: c["EUR"] for s, c in summary["refunded_minor_by_seller"].items() if s not in parked}
     assert ours == theirs
