@@ -2,15 +2,17 @@
 
 Every account is recomputed from its postings; the trial balance per currency must have equal debits and
 credits; every entry must balance; every SUCCESSFUL_FINAL order has one charge entry of its amount and no other
-order has one; and, given the PSP's record, what the book says was charged (per currency, per seller) must be what
-the PSP says it charged. Each difference names the account (or order), the field and both values.
+order has one; every SUCCEEDED refund has one refund entry of its amount and no other refund has one; and, given
+the PSP's record, what the book says was charged and refunded (per currency, per seller) must be what the PSP
+says. Each difference names the account (or order, or refund), the field and both values.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from payment_application.ports.ledger_audit import AccountTotals, LedgerAudit, PspRecord
 from payment_domain.ledger import AccountKind
@@ -75,6 +77,13 @@ class VerifyLedger:
                     "order",
                 )
             )
+        for r in await self._audit.refund_mismatches(limit=SAMPLE):
+            expected = r.amount if r.status == "SUCCEEDED" else None
+            differences.append(
+                Difference(
+                    f"refund {r.refund_id} ({r.status or 'no such refund'})", "refunded", r.refunded, expected, "refund"
+                )
+            )
         if self._psp is not None:
             differences += await self._compare_with_psp(accounts)
         return LedgerReport(accounts, trial, tuple(differences), self._psp is not None)
@@ -83,19 +92,30 @@ class VerifyLedger:
         assert self._psp is not None
         psp = await self._psp.charged()
         differences: list[Difference] = []
-        receivable = {
-            a.account.currency.value: a.debits for a in accounts if a.account.kind is AccountKind.PSP_RECEIVABLE
-        }
-        for currency in sorted(set(receivable) | set(psp.by_currency)):
-            ours, theirs = receivable.get(currency, 0), psp.by_currency.get(currency, 0)
-            if ours != theirs:
-                differences.append(Difference(f"PSP_RECEIVABLE platform {currency}", "charged", ours, theirs, "PSP"))
-        by_seller = await self._audit.charged_by_seller()
-        for seller, currency in sorted(set(by_seller) | set(psp.by_seller)):
-            ours, theirs = by_seller.get((seller, currency), 0), psp.by_seller.get((seller, currency), 0)
-            if ours != theirs:
-                differences.append(Difference(f"SELLER_PAYABLE {seller} {currency}", "charged", ours, theirs, "PSP"))
+        receivable = [a for a in accounts if a.account.kind is AccountKind.PSP_RECEIVABLE]
+        debited = {a.account.currency.value: a.debits for a in receivable}
+        credited = {a.account.currency.value: a.credits for a in receivable}
+        differences += _compared("PSP_RECEIVABLE platform", "charged", debited, psp.by_currency)
+        differences += _compared("PSP_RECEIVABLE platform", "refunded", credited, psp.refunded_by_currency)
+        differences += _compared("SELLER_PAYABLE", "charged", await self._audit.charged_by_seller(), psp.by_seller)
+        differences += _compared(
+            "SELLER_PAYABLE", "refunded", await self._audit.refunded_by_seller(), psp.refunded_by_seller
+        )
         return differences
+
+
+Key = TypeVar("Key", str, tuple[str, str])
+
+
+def _compared(subject: str, what: str, ours: Mapping[Key, int], theirs: Mapping[Key, int]) -> list[Difference]:
+    """One difference per key (a currency, or a (seller, currency)) on which the book and the PSP disagree."""
+    differences = []
+    for key in sorted(set(ours) | set(theirs)):
+        name = " ".join(key) if isinstance(key, tuple) else key
+        mine, psp = ours.get(key, 0), theirs.get(key, 0)
+        if mine != psp:
+            differences.append(Difference(f"{subject} {name}", what, mine, psp, "PSP"))
+    return differences
 
 
 def _trial_balance(accounts: Sequence[AccountTotals]) -> tuple[TrialBalanceLine, ...]:

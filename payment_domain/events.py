@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import ClassVar, Generic, TypeVar, cast
 
+from payment_domain.ids import RefundId
+from payment_domain.money import Amount
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import PspOutcome, ResultSource
 from payment_domain.status import PaymentOrderStatus
@@ -33,6 +35,7 @@ class EventType(StrEnum):
     PAYMENT_ORDER_SUCCEEDED = "payment_order_success"
     PAYMENT_ORDER_FAILED = "payment_order_failed"
     STATUS_CHECK_REQUESTED = "payment_order_status_check_requested"
+    REFUND_REQUESTED = "payment_order_refund_requested"
 
     @property
     def topic(self) -> Topic:
@@ -46,6 +49,7 @@ _TOPIC_OF: Mapping[EventType, Topic] = {
     EventType.PAYMENT_ORDER_SUCCEEDED: Topic.PAYMENT_ORDER_SUCCEEDED,
     EventType.PAYMENT_ORDER_FAILED: Topic.PAYMENT_ORDER_FAILED,
     EventType.STATUS_CHECK_REQUESTED: Topic.STATUS_CHECK_SCHEDULER,
+    EventType.REFUND_REQUESTED: Topic.REFUND_REQUESTED,
 }
 
 
@@ -182,7 +186,29 @@ class PaymentOrderSettled:
         return (self.order.public_id,)
 
 
-EventPayload = PaymentOrderCreated | PspCallRequested | PspResultUpdated | StatusCheckRequested | PaymentOrderSettled
+@dataclass(frozen=True, slots=True)
+class RefundRequested:
+    """A refund of `amount` from the (SUCCESSFUL_FINAL) order was accepted; the PSP is to pay it back under the
+    refund's own key."""
+
+    event_type: ClassVar[EventType] = EventType.REFUND_REQUESTED
+    order: PaymentOrder
+    refund_id: RefundId
+    amount: Amount
+
+    @property
+    def id_parts(self) -> tuple[object, ...]:
+        return (self.order.public_id, self.refund_id.public)
+
+
+EventPayload = (
+    PaymentOrderCreated
+    | PspCallRequested
+    | PspResultUpdated
+    | StatusCheckRequested
+    | PaymentOrderSettled
+    | RefundRequested
+)
 
 P = TypeVar("P", bound=EventPayload)
 P_co = TypeVar("P_co", bound=EventPayload, covariant=True)
@@ -298,3 +324,10 @@ def payment_order_settled(
 ) -> EventEnvelope[PaymentOrderSettled]:
     """PaymentOrderSucceeded or PaymentOrderFailed for a terminal order; one per order, ever (deterministic id)."""
     return envelope_of(PaymentOrderSettled(order), trace_id=trace_id, now=now, parent_event_id=parent_event_id)
+
+
+def refund_requested(
+    order: PaymentOrder, *, refund_id: RefundId, amount: Amount, trace_id: str, now: datetime
+) -> EventEnvelope[RefundRequested]:
+    """The root event of a refund: written with the refund in one transaction, keyed by the paymentOrderId."""
+    return envelope_of(RefundRequested(order, refund_id, amount), trace_id=trace_id, now=now)

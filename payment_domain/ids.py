@@ -1,4 +1,5 @@
-"""Identifiers: numeric internally, `payment-<n>` / `paymentorder-<n>` on the wire (the original's format)."""
+"""Identifiers: numeric internally, `payment-<n>` / `paymentorder-<n>` on the wire (the original's format), and
+`refund-<n>` for refunds."""
 
 from __future__ import annotations
 
@@ -43,3 +44,8 @@ class PaymentId(_NumericId):
 @dataclass(frozen=True, slots=True, order=True)
 class PaymentOrderId(_NumericId):
     prefix: ClassVar[str] = "paymentorder"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RefundId(_NumericId):
+    prefix: ClassVar[str] = "refund"

@@ -44,6 +44,7 @@ NORMAL_SIDE: Mapping[AccountKind, Side] = {
 
 class EntryKind(StrEnum):
     CHARGE = "CHARGE"  # one per payment order that became SUCCESSFUL_FINAL
+    REFUND = "REFUND"  # one per refund the PSP confirmed (SUCCEEDED)
 
 
 class UnbalancedEntry(DomainError):
@@ -120,14 +121,18 @@ def net_by_currency(postings: Iterable[Posting]) -> dict[Currency, int]:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """Postings that move money together; (kind, payment_order_id) names it (one charge entry per order)."""
+    """Postings that move money together; (kind, payment_order_id, refund_id) names it (one charge entry per order,
+    one refund entry per refund)."""
 
     kind: EntryKind
     payment_order_id: int
     seller_id: str
     postings: tuple[Posting, ...]
+    refund_id: int | None = None
 
     def __post_init__(self) -> None:
+        if (self.kind is EntryKind.REFUND) != (self.refund_id is not None):
+            raise UnbalancedEntry("a refund entry names its refund, and only a refund entry does")
         if len(self.postings) < 2:
             raise UnbalancedEntry("a journal entry has at least two postings")
         if not all(isinstance(p, Posting) for p in self.postings):
@@ -194,6 +199,41 @@ def charge_entry(order: PaymentOrder, commission: CommissionSchedule) -> Journal
     return JournalEntry(EntryKind.CHARGE, order.payment_order_id.value, order.seller_id, tuple(postings))
 
 
+def refund_commission(*, charged: int, charge_commission: int, refunded_before: int, amount: int) -> int:
+    """The commission given back with a refund of `amount` from an order charged `charged` (of which the charge
+    entry credited `charge_commission` to the platform) after `refunded_before` was refunded (confirmed).
+
+    The platform keeps `floor(charge_commission * still_charged / charged)`; a refund gives back the difference
+    between what it kept before and after. So after any sequence of partial refunds the parts still sum exactly,
+    a full refund (in one piece or many) gives back the whole charge commission, and a later change of the
+    commission schedule does not change what a refund of an older charge gives back."""
+    if not 0 < amount <= charged - refunded_before or refunded_before < 0 or not 0 <= charge_commission <= charged:
+        raise ValueError("a refund is positive and within what is still charged")
+
+    def kept(still_charged: int) -> int:
+        return charge_commission * still_charged // charged
+
+    return kept(charged - refunded_before) - kept(charged - refunded_before - amount)
+
+
+def refund_entry(
+    refund_id: int, order: PaymentOrder, amount: int, *, refunded_before: int, charge_commission: int
+) -> JournalEntry:
+    """A confirmed refund: PSP receivable credited with the amount (the PSP paid the buyer back); the seller's
+    payable debited with the amount less the commission given back, commission revenue debited with that
+    commission. The seller's balance may go negative (money the seller owes): a refund is never refused for it."""
+    currency = order.amount.currency
+    back = refund_commission(
+        charged=order.amount.value, charge_commission=charge_commission, refunded_before=refunded_before, amount=amount
+    )
+    postings = [Posting(Account.psp_receivable(currency), Side.CREDIT, amount)]
+    if amount - back:
+        postings.append(Posting(Account.seller_payable(order.seller_id, currency), Side.DEBIT, amount - back))
+    if back:
+        postings.append(Posting(Account.commission_revenue(currency), Side.DEBIT, back))
+    return JournalEntry(EntryKind.REFUND, order.payment_order_id.value, order.seller_id, tuple(postings), refund_id)
+
+
 __all__ = [
     "BPS_PER_UNIT",
     "NORMAL_SIDE",
@@ -212,4 +252,6 @@ __all__ = [
     "commission_of",
     "net_by_currency",
     "posts_charge",
+    "refund_commission",
+    "refund_entry",
 ]

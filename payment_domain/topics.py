@@ -1,4 +1,5 @@
-"""Topic names (the original's, plus payment_order_failed_topic, which it lacked) and their DLQ twins."""
+"""Topic names (the original's, plus payment_order_failed_topic, which it lacked, and the refunds' topic) and their
+DLQ twins."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class Topic(StrEnum):
     PAYMENT_ORDER_SUCCEEDED = "payment_order_succeeded_topic"
     PAYMENT_ORDER_FAILED = "payment_order_failed_topic"
     STATUS_CHECK_SCHEDULER = "payment_status_check_scheduler_topic"
+    REFUND_REQUESTED = "payment_order_refund_requested_topic"
 
     @property
     def dlq(self) -> str:

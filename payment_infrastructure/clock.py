@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 
@@ -12,3 +13,8 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class AsyncioSleeper:
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

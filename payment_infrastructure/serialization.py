@@ -26,11 +26,12 @@ from payment_domain.events import (
     PaymentOrderSettled,
     PspCallRequested,
     PspResultUpdated,
+    RefundRequested,
     StatusCheckRequested,
     iso_utc,
     narrowed,
 )
-from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.ids import PaymentId, PaymentOrderId, RefundId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import ResultSource
@@ -113,12 +114,21 @@ def _only_order(payload: PaymentOrderCreated | PspCallRequested | PaymentOrderSe
     return _order_to_wire(payload.order)
 
 
+def _refund_to_wire(payload: RefundRequested) -> Wire:
+    data = _order_to_wire(payload.order)
+    data["refundId"] = payload.refund_id.public
+    data["refundAmountValue"] = payload.amount.value
+    data["refundCurrency"] = payload.amount.currency.value
+    return data
+
+
 _ENCODERS: Mapping[type[Any], Callable[[Any], Wire]] = {
     PaymentOrderCreated: _only_order,
     PspCallRequested: _only_order,
     PspResultUpdated: _result_to_wire,
     StatusCheckRequested: _status_check_to_wire,
     PaymentOrderSettled: _only_order,
+    RefundRequested: _refund_to_wire,
 }
 
 
@@ -247,6 +257,15 @@ def _status_check_from_wire(data: Mapping[str, Any]) -> StatusCheckRequested:
     )
 
 
+def _refund_from_wire(data: Mapping[str, Any]) -> RefundRequested:
+    try:
+        refund_id = RefundId.from_public(_text(data, "refundId"))
+    except ValueError as error:
+        raise EnvelopeDecodeError(f"data.refundId: {error}") from None
+    amount = Amount(_integer(data, "refundAmountValue", 1, BIGINT_MAX), Currency.parse(_text(data, "refundCurrency")))
+    return RefundRequested(order=_order_from_wire(data), refund_id=refund_id, amount=amount)
+
+
 _DECODERS: Mapping[EventType, Callable[[Mapping[str, Any]], EventPayload]] = {
     EventType.PAYMENT_ORDER_CREATED: lambda data: PaymentOrderCreated(_order_from_wire(data)),
     EventType.PSP_CALL_REQUESTED: lambda data: PspCallRequested(_order_from_wire(data)),
@@ -254,4 +273,5 @@ _DECODERS: Mapping[EventType, Callable[[Mapping[str, Any]], EventPayload]] = {
     EventType.STATUS_CHECK_REQUESTED: _status_check_from_wire,
     EventType.PAYMENT_ORDER_SUCCEEDED: lambda data: PaymentOrderSettled(_order_from_wire(data)),
     EventType.PAYMENT_ORDER_FAILED: lambda data: PaymentOrderSettled(_order_from_wire(data)),
+    EventType.REFUND_REQUESTED: _refund_from_wire,
 }

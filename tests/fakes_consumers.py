@@ -29,6 +29,8 @@ from payment_domain.ids import PaymentId, PaymentOrderId
 from payment_domain.ledger import CommissionSchedule, JournalEntry
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_answer import AnswerKind, PspAnswer
+from payment_domain.psp_answer import answer_for_psp_status as psp_said
 from payment_domain.status import RETRYABLE, PaymentOrderStatus, PaymentStatus, is_terminal, roll_up
 from tests.fakes import FakeClock
 
@@ -506,8 +508,8 @@ class FakePsp:
     def __init__(self) -> None:
         self.charge_script: dict[str, list[PspCallResult]] = {}
         self.status_script: dict[str, list[PspStatusResult]] = {}
-        self.default_charge = PspCallResult(PaymentOrderStatus.SUCCESSFUL_FINAL, latency_ms=5)
-        self.default_status = PspStatusResult(found=False, status=None, latency_ms=5)
+        self.default_charge = PspCallResult(psp_said(PaymentOrderStatus.SUCCESSFUL_FINAL), latency_ms=5)
+        self.default_status = PspStatusResult(PspAnswer(AnswerKind.NOT_CHARGED), latency_ms=5)
         self.charges: list[PspChargeRequest] = []
         self.status_queries: list[str] = []
 

@@ -17,3 +17,9 @@ class MonotonicClock(Protocol):
         """Seconds on a clock that never jumps (only differences mean anything): for measuring how long
         something took, which a wall clock set back or forward would get wrong."""
         ...
+
+
+class Sleeper(Protocol):
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (a test's sleeper returns at once and records the wait)."""
+        ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from payment_domain.ledger import Account, Side
@@ -40,9 +40,22 @@ class OrderMismatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundMismatch:
+    """A refund whose state and refund entry disagree (SUCCEEDED without its entry of its amount, or an entry for a
+    refund in any other state)."""
+
+    refund_id: int
+    status: str | None  # None: no such refund
+    amount: int | None
+    refunded: int | None  # PSP receivable credited by its refund entry; None: no refund entry
+
+
+@dataclass(frozen=True, slots=True)
 class PspCharged:
     by_currency: Mapping[str, int]
     by_seller: Mapping[tuple[str, str], int]  # (seller, currency) -> minor units
+    refunded_by_currency: Mapping[str, int] = field(default_factory=dict)  # paid back to buyers
+    refunded_by_seller: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class LedgerAudit(Protocol):
@@ -53,6 +66,12 @@ class LedgerAudit(Protocol):
     async def charged_by_seller(self) -> Mapping[tuple[str, str], int]:
         """PSP receivable debited by charge entries, per (seller, currency)."""
         ...
+
+    async def refunded_by_seller(self) -> Mapping[tuple[str, str], int]:
+        """PSP receivable credited by refund entries, per (seller, currency)."""
+        ...
+
+    async def refund_mismatches(self, *, limit: int) -> Sequence[RefundMismatch]: ...
 
     async def unbalanced_entries(self, *, limit: int) -> Sequence[UnbalancedEntry]: ...
 

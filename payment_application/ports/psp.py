@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from payment_domain.psp_answer import PspAnswer, order_status_for, status_check_reading
 from payment_domain.status import PaymentOrderStatus
 
 
@@ -22,23 +23,38 @@ class PspChargeRequest:
 
 
 @dataclass(frozen=True)
-class PspCallResult:
-    """What one charge call came to, already mapped to a payment order status.
+class PspRefundRequest:
+    idempotency_key: str  # the refund's own key: one refund is paid back at most once
+    merchant_reference: str  # the public payment order id the refund gives money back from
+    refund_reference: str  # the public refund id
+    amount_minor: int
+    currency: str
+    seller_id: str
 
-    TIMEOUT_EXCEEDED_1S_TRANSIENT means the outcome is unknown (the request may have reached the PSP and
-    may still complete): resolve it with `charge_status`, never with a new charge. PSP_UNAVAILABLE_TRANSIENT
-    means the request never reached the PSP (refused, rejected by our own pool, or the PSP said 503/429).
+
+@dataclass(frozen=True)
+class PspCallResult:
+    """What one charge call came to, as the PSP's answer (see payment_domain.psp_answer).
+
+    OUTCOME_UNKNOWN means the request may have reached the PSP and may still complete: resolve it with
+    `charge_status`, never with a new charge. NOT_CHARGED means the request was not executed (refused before
+    sending, rejected by our own pool, or the PSP said 503/429).
     """
 
-    status: PaymentOrderStatus
+    answer: PspAnswer
     latency_ms: int
     error_code: str | None = None
     error_detail: str | None = None
 
+    @property
+    def status(self) -> PaymentOrderStatus:
+        """The order status this answer stands for (the domain's one mapping)."""
+        return order_status_for(self.answer)
+
 
 @dataclass(frozen=True)
 class PspStatusResult:
-    """The PSP's answer about one idempotency key.
+    """The PSP's answer about one idempotency key, read as (found, status) by the domain's one mapping:
 
     | found | status | meaning                                                                      |
     |-------|--------|------------------------------------------------------------------------------|
@@ -51,14 +67,17 @@ class PspStatusResult:
     |       |        | license a second charge by mistake                                           |
     """
 
-    found: bool
-    status: PaymentOrderStatus | None
+    answer: PspAnswer
     latency_ms: int
     error_code: str | None = None
 
-    def __post_init__(self) -> None:
-        if not self.found and self.status is not None:
-            raise ValueError("a charge the PSP does not have cannot have a status")
+    @property
+    def found(self) -> bool:
+        return status_check_reading(self.answer)[0]
+
+    @property
+    def status(self) -> PaymentOrderStatus | None:
+        return status_check_reading(self.answer)[1]
 
     @property
     def psp_has_no_such_charge(self) -> bool:
@@ -73,3 +92,12 @@ class PspGateway(Protocol):
     async def charge(self, request: PspChargeRequest) -> PspCallResult: ...
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult: ...
+
+
+class PspRefunds(Protocol):
+    """Refunds at the PSP: answered like charges (the same PspAnswer), each under its refund's own key; a caller
+    unsure whether a refund happened asks `refund_status`, never refunds again."""
+
+    async def refund(self, request: PspRefundRequest) -> PspCallResult: ...
+
+    async def refund_status(self, idempotency_key: str) -> PspStatusResult: ...

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payment_application.ports.ledger_audit import AccountTotals, OrderMismatch, UnbalancedEntry
+from payment_application.ports.ledger_audit import AccountTotals, OrderMismatch, RefundMismatch, UnbalancedEntry
 from payment_domain.ledger import Account, AccountKind
 from payment_domain.money import Currency
 from payment_infrastructure.postgres.errors import translated_errors
@@ -29,6 +29,32 @@ _CHARGED_BY_SELLER = text(
       FROM journal_entries e JOIN postings p USING (entry_id)
      WHERE e.kind = 'CHARGE' AND p.account_kind = 'PSP_RECEIVABLE' AND p.side = 'DEBIT'
      GROUP BY e.seller_id, p.currency
+    """
+)
+_REFUNDED_BY_SELLER = text(
+    """
+    SELECT e.seller_id, p.currency, sum(p.amount) AS refunded
+      FROM journal_entries e JOIN postings p USING (entry_id)
+     WHERE e.kind = 'REFUND' AND p.account_kind = 'PSP_RECEIVABLE' AND p.side = 'CREDIT'
+     GROUP BY e.seller_id, p.currency
+    """
+)
+_REFUND_MISMATCHES = text(
+    """
+    WITH entries AS (
+        SELECT e.refund_id,
+               coalesce(sum(p.amount) FILTER (WHERE p.account_kind = 'PSP_RECEIVABLE' AND p.side = 'CREDIT'), 0)
+                   AS refunded
+          FROM journal_entries e JOIN postings p USING (entry_id)
+         WHERE e.kind = 'REFUND'
+         GROUP BY e.refund_id
+    )
+    SELECT coalesce(r.refund_id, x.refund_id) AS refund_id, r.status, r.amount_value, x.refunded
+      FROM refunds r
+      FULL JOIN entries x ON x.refund_id = r.refund_id
+     WHERE (r.status = 'SUCCEEDED' AND (x.refunded IS NULL OR x.refunded <> r.amount_value))
+        OR (x.refund_id IS NOT NULL AND r.status IS DISTINCT FROM 'SUCCEEDED')
+     ORDER BY 1 LIMIT :limit
     """
 )
 _UNBALANCED = text(
@@ -76,6 +102,19 @@ class PostgresLedgerAudit:
         async with translated_errors(), self._engine.connect() as conn:
             rows = (await conn.execute(_CHARGED_BY_SELLER)).all()
         return {(r.seller_id, r.currency): int(r.charged) for r in rows}
+
+    async def refunded_by_seller(self) -> Mapping[tuple[str, str], int]:
+        async with translated_errors(), self._engine.connect() as conn:
+            rows = (await conn.execute(_REFUNDED_BY_SELLER)).all()
+        return {(r.seller_id, r.currency): int(r.refunded) for r in rows}
+
+    async def refund_mismatches(self, *, limit: int) -> Sequence[RefundMismatch]:
+        async with translated_errors(), self._engine.connect() as conn:
+            rows = (await conn.execute(_REFUND_MISMATCHES, {"limit": limit})).all()
+        return [
+            RefundMismatch(r.refund_id, r.status, r.amount_value, None if r.refunded is None else int(r.refunded))
+            for r in rows
+        ]
 
     async def unbalanced_entries(self, *, limit: int) -> Sequence[UnbalancedEntry]:
         async with translated_errors(), self._engine.connect() as conn:

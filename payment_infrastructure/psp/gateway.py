@@ -1,19 +1,20 @@
 """AiohttpPspGateway: the PSP port over HTTP, every charge run in the bounded worker pool.
 
-Outcome mapping, decided by one question: could the request have reached the PSP?
-- 200: the PSP's status through map_psp_status ("PENDING" -> PENDING_STATUS_CHECK_LATER).
+Answer mapping (to a PspAnswer; payment_domain.psp_answer turns it into order states), decided by one question:
+could the request have reached the PSP?
+- 200: the PSP's status word through answer_for_psp_status ("PENDING" -> an unknown outcome, still pending).
 - Never sent (connection refused, connect timeout, no free connection, our worker pool full or the call
-  timeout spent in its queue, PSP answered 503/429 "not now"): PSP_UNAVAILABLE_TRANSIENT; a new attempt is
-  safe.
+  timeout spent in its queue, PSP answered 503/429 "not now"): NOT_CHARGED; a new attempt is safe.
 - Maybe sent and outcome not known (our wait or the read timed out, the connection broke after sending, an
-  unreadable answer, a 500/502/504): TIMEOUT_EXCEEDED_1S_TRANSIENT. The caller resolves it with a status
-  query for the same key and never charges blindly. Deviation from the brief's "5xx -> unavailable": a 500
-  or a gateway 502/504 can come after the PSP charged, so only 503 and 429 count as "not executed".
-- 409 (the PSP is still processing this key): PENDING_STATUS_CHECK_LATER.
-- 400 and 422, the PSP's documented refusals of the request itself (malformed; key reused with another body):
-  FAILED_FINAL with the PSP's detail (nothing was executed and the same request can never succeed).
-- Any other 4xx (401/403 while credentials rotate, 404 from a misrouted proxy, 408, ...) says nothing about the
-  charge: TIMEOUT_EXCEEDED_1S_TRANSIENT, so a status query settles it, counted in
+  unreadable answer, a 500/502/504, a 408 or another undocumented 4xx): OUTCOME_UNKNOWN. The caller resolves it
+  with a status query for the same key and never charges blindly. Only 503 and 429 count as "not executed".
+- 409 (the PSP is still processing this key): OUTCOME_UNKNOWN, pending.
+- 422 (the key was first used with another body): a call exists under the key, so OUTCOME_UNKNOWN (the status
+  query finds what became of it), never a failure.
+- 400 (the PSP refused the request itself as malformed: nothing was executed, and it can never succeed):
+  DECLINED, the PSP's word FAILED_FINAL.
+- 401/403/404 (credentials rotating, a misrouted proxy): MISCONFIGURED, our own configuration is wrong; it says
+  nothing about the charge, so a status query settles it. Undocumented 4xx are counted in
   psp_unexpected_responses_total{http_status} and alerted on (an order is never failed for our own outage).
 - A redirect is not followed (a 3xx is an answer we do not understand: outcome unknown).
 
@@ -38,15 +39,17 @@ import aiohttp
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
 from yarl import URL
 
-from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
-from payment_domain.status import PaymentOrderStatus, map_psp_status
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspRefundRequest, PspStatusResult
+from payment_domain.psp_answer import AnswerKind, PspAnswer, answer_for_psp_status, order_status_for
 from payment_infrastructure.observability import tracing
 from payment_infrastructure.psp.concurrency_limit import GradientLimit
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
     PSP_CALLS,
+    PSP_REFUND_CALLS,
     PSP_STATUS_CHECK_LATENCY,
     PSP_STATUS_CHECKS,
     PSP_UNEXPECTED_RESPONSES,
@@ -56,13 +59,17 @@ from payment_infrastructure.psp.worker_pool import PoolRejected, PspWorkerPool
 
 log = structlog.get_logger(__name__)
 
-S = PaymentOrderStatus
+K = AnswerKind
 CHARGES_PATH = "/v1/charges"
-# The PSP's own word for "still executing" on a status query.
-_IN_PROGRESS = frozenset({"PROCESSING", "IN_PROGRESS"})
+REFUNDS_PATH = "/v1/refunds"
 _NOT_NOW = frozenset({429, 503})
-_REQUEST_REFUSED = frozenset({400, 422})
-_NO_ANSWER = frozenset({S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT})
+_OUR_CONFIGURATION = frozenset({401, 403, 404})
+_NO_ANSWER = frozenset({K.OUTCOME_UNKNOWN, K.NOT_CHARGED, K.MISCONFIGURED})
+NOT_EXECUTED = PspAnswer(K.NOT_CHARGED)
+UNKNOWN = PspAnswer(K.OUTCOME_UNKNOWN)
+PENDING = answer_for_psp_status("PENDING")
+_MALFORMED = answer_for_psp_status("FAILED_FINAL")
+_UNAVAILABLE = "PSP_UNAVAILABLE_TRANSIENT"  # the psp_calls_total label of a call never executed
 _MAX_DETAIL = 500
 # aiohttp rounds timeouts above a threshold (5 s by default) up to whole seconds; ours stay as configured.
 _EXACT_TIMEOUTS = math.inf
@@ -72,16 +79,10 @@ _EXACT_TIMEOUTS = math.inf
 class _Answer:
     """One charge call's outcome before latency is known; `metric` is the psp_calls_total result label."""
 
-    status: PaymentOrderStatus
+    answer: PspAnswer
     metric: str
     error_code: str | None = None
     error_detail: str | None = None
-
-
-def map_charge_status(raw: str) -> PaymentOrderStatus:
-    if raw.strip().upper() in _IN_PROGRESS:
-        return S.PENDING_STATUS_CHECK_LATER
-    return map_psp_status(raw)
 
 
 def _timeout(seconds: float, connect_s: float) -> aiohttp.ClientTimeout:
@@ -117,6 +118,8 @@ class AiohttpPspGateway:
         # Parsed once, not on every call.
         self._charges_url = URL(f"{settings.base_url}{CHARGES_PATH}")
         self._status_prefix = f"{settings.base_url}{CHARGES_PATH}/"
+        self._refunds_url = URL(f"{settings.base_url}{REFUNDS_PATH}")
+        self._refund_status_prefix = f"{settings.base_url}{REFUNDS_PATH}/"
         # Requests holding or waiting for a connection. A request started at the connector's limit queues for
         # one, so its connect timeout is reported as a pool timeout (aiohttp raises the same error for both).
         self._in_flight = 0
@@ -166,80 +169,6 @@ class AiohttpPspGateway:
         await self.close()
 
     async def charge(self, request: PspChargeRequest) -> PspCallResult:
-        with tracing.span(
-            "psp charge", kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": request.idempotency_key}
-        ) as span:
-            result = await self._charge(request, tracing.traceparent_of(span))
-            if span is not None:
-                span.set_attribute("psp.status", result.status.value)
-                if result.error_code is not None:
-                    span.set_attribute("psp.error_code", result.error_code)
-            return result
-
-    async def _charge(self, request: PspChargeRequest, traceparent: str | None) -> PspCallResult:
-        session = self._require_session()
-        started = time.perf_counter()
-        try:
-            answer = await self._pool.run(
-                lambda seconds_left: self._post_charge(session, request, seconds_left, traceparent),
-                self._settings.call_timeout_ms / 1000,
-            )
-        except PoolRejected as exc:  # never sent: a new attempt is safe
-            metric = "QUEUE_TIMEOUT" if exc.code == PoolRejected.QUEUE_TIMEOUT else "REJECTED"
-            answer = _Answer(S.PSP_UNAVAILABLE_TRANSIENT, metric, exc.code, str(exc))
-        except TimeoutError:
-            answer = _Answer(
-                S.TIMEOUT_EXCEEDED_1S_TRANSIENT,
-                "TIMEOUT",
-                "TIMEOUT",
-                f"no answer within {self._settings.call_timeout_ms} ms; the charge may still complete",
-            )
-        except asyncio.CancelledError:
-            PSP_CALLS.labels("CANCELLED").inc()
-            raise
-        except Exception as exc:  # a bug below us: the request may have gone out, so the outcome is unknown
-            log.exception("psp_charge_failed", idempotency_key=request.idempotency_key)
-            answer = _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
-        elapsed = time.perf_counter() - started
-        PSP_CALL_LATENCY.observe(elapsed)
-        PSP_CALLS.labels(answer.metric).inc()
-        if answer.error_code is not None:
-            log.warning(
-                "psp_charge_without_answer" if answer.status in _NO_ANSWER else "psp_charge_refused",
-                idempotency_key=request.idempotency_key,
-                merchant_reference=request.merchant_reference,
-                status=answer.status.value,
-                error_code=answer.error_code,
-            )
-        return PspCallResult(answer.status, round(elapsed * 1000), answer.error_code, answer.error_detail)
-
-    async def charge_status(self, idempotency_key: str) -> PspStatusResult:
-        session = self._require_session()
-        started = time.perf_counter()
-        with tracing.span(
-            "psp status check", kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": idempotency_key}
-        ) as span:
-            found, status, code = await self._get_status(session, idempotency_key, tracing.traceparent_of(span))
-            if span is not None:
-                span.set_attribute("psp.found", found)
-                if status is not None:
-                    span.set_attribute("psp.status", status.value)
-                if code is not None:
-                    span.set_attribute("psp.error_code", code)
-        elapsed = time.perf_counter() - started
-        PSP_STATUS_CHECK_LATENCY.observe(elapsed)
-        metric = status.value if status is not None else ("NOT_FOUND" if not found else code or "ERROR")
-        PSP_STATUS_CHECKS.labels(metric).inc()
-        return PspStatusResult(found=found, status=status, latency_ms=round(elapsed * 1000), error_code=code)
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("AiohttpPspGateway.start() must be awaited before use")
-        return self._session
-
-    async def _post_charge(
-        self, session: aiohttp.ClientSession, request: PspChargeRequest, seconds_left: float, traceparent: str | None
-    ) -> _Answer:
         body = orjson.dumps(
             {
                 "merchantReference": request.merchant_reference,
@@ -248,14 +177,125 @@ class AiohttpPspGateway:
                 "sellerId": request.seller_id,
             }
         )
-        headers = {"Idempotency-Key": request.idempotency_key, "Content-Type": "application/json"}
-        if traceparent is not None:
-            headers["traceparent"] = traceparent
+        return await self._traced_call(
+            "psp charge", self._charges_url, body, request.idempotency_key, request.merchant_reference, PSP_CALLS
+        )
+
+    async def refund(self, request: PspRefundRequest) -> PspCallResult:
+        """A refund under its own key, through the same pool, timeouts and answer mapping as a charge."""
+        body = orjson.dumps(
+            {
+                "merchantReference": request.merchant_reference,
+                "refundReference": request.refund_reference,
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "sellerId": request.seller_id,
+            }
+        )
+        return await self._traced_call(
+            "psp refund", self._refunds_url, body, request.idempotency_key, request.merchant_reference, PSP_REFUND_CALLS
+        )
+
+    async def _traced_call(
+        self, name: str, url: URL, body: bytes, key: str, reference: str, calls: Counter
+    ) -> PspCallResult:
+        with tracing.span(name, kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": key}) as span:
+            result = await self._call(url, body, key, reference, calls, tracing.traceparent_of(span))
+            if span is not None:
+                span.set_attribute("psp.answer", result.answer.kind.value)
+                if result.error_code is not None:
+                    span.set_attribute("psp.error_code", result.error_code)
+            return result
+
+    async def _call(
+        self, url: URL, body: bytes, key: str, reference: str, calls: Counter, traceparent: str | None
+    ) -> PspCallResult:
+        session = self._require_session()
+        started = time.perf_counter()
+        try:
+            answer = await self._pool.run(
+                lambda seconds_left: self._post(session, url, body, key, seconds_left, traceparent),
+                self._settings.call_timeout_ms / 1000,
+            )
+        except PoolRejected as exc:  # never sent: a new attempt is safe
+            metric = "QUEUE_TIMEOUT" if exc.code == PoolRejected.QUEUE_TIMEOUT else "REJECTED"
+            answer = _Answer(NOT_EXECUTED, metric, exc.code, str(exc))
+        except TimeoutError:
+            answer = _Answer(
+                UNKNOWN,
+                "TIMEOUT",
+                "TIMEOUT",
+                f"no answer within {self._settings.call_timeout_ms} ms; the call may still complete",
+            )
+        except asyncio.CancelledError:
+            calls.labels("CANCELLED").inc()
+            raise
+        except Exception as exc:  # a bug below us: the request may have gone out, so the outcome is unknown
+            log.exception("psp_call_failed", idempotency_key=key)
+            answer = _Answer(UNKNOWN, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
+        elapsed = time.perf_counter() - started
+        PSP_CALL_LATENCY.observe(elapsed)
+        calls.labels(answer.metric).inc()
+        if answer.error_code is not None:
+            log.warning(
+                "psp_call_without_answer" if answer.answer.kind in _NO_ANSWER else "psp_call_refused",
+                idempotency_key=key,
+                merchant_reference=reference,
+                path=url.path,
+                answer=answer.answer.kind.value,
+                error_code=answer.error_code,
+            )
+        return PspCallResult(answer.answer, round(elapsed * 1000), answer.error_code, answer.error_detail)
+
+    async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(self._status_prefix, idempotency_key, "charge_not_found")
+
+    async def refund_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(self._refund_status_prefix, idempotency_key, "refund_not_found")
+
+    async def _status(self, prefix: str, idempotency_key: str, not_found: str) -> PspStatusResult:
+        session = self._require_session()
+        started = time.perf_counter()
+        with tracing.span(
+            "psp status check", kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": idempotency_key}
+        ) as span:
+            answer, code = await self._get_status(
+                session, prefix, idempotency_key, not_found, tracing.traceparent_of(span)
+            )
+            if span is not None:
+                span.set_attribute("psp.answer", answer.kind.value)
+                if code is not None:
+                    span.set_attribute("psp.error_code", code)
+        elapsed = time.perf_counter() - started
+        PSP_STATUS_CHECK_LATENCY.observe(elapsed)
+        result = PspStatusResult(answer, latency_ms=round(elapsed * 1000), error_code=code)
+        status = result.status
+        metric = status.value if status is not None else ("NOT_FOUND" if not result.found else code or "ERROR")
+        PSP_STATUS_CHECKS.labels(metric).inc()
+        return result
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("AiohttpPspGateway.start() must be awaited before use")
+        return self._session
+
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        body: bytes,
+        key: str,
+        seconds_left: float,
+        traceparent: str | None,
+    ) -> _Answer:
         must_queue = self._in_flight >= self._settings.max_connections
         self._in_flight += 1
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         try:
             async with session.post(
-                self._charges_url,
+                url,
                 data=body,
                 headers=headers,
                 timeout=_timeout(seconds_left, self._connect_s),
@@ -264,46 +304,48 @@ class AiohttpPspGateway:
                 code, payload = response.status, await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
             why = "CONNECTION_POOL_TIMEOUT" if must_queue else "CONNECT_FAILED"
-            return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, why, str(exc))
+            return _Answer(NOT_EXECUTED, _UNAVAILABLE, why, str(exc))
         except aiohttp.ClientConnectorError as exc:
-            return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, "CONNECT_FAILED", str(exc))
+            return _Answer(NOT_EXECUTED, _UNAVAILABLE, "CONNECT_FAILED", str(exc))
         except TimeoutError as exc:  # sock_read: sent, and no whole answer in time
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "TIMEOUT", "READ_TIMEOUT", type(exc).__name__)
+            return _Answer(UNKNOWN, "TIMEOUT", "READ_TIMEOUT", type(exc).__name__)
         except aiohttp.ClientError as exc:
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "TRANSPORT_ERROR", repr(exc)[:_MAX_DETAIL])
+            return _Answer(UNKNOWN, "EXCEPTION", "TRANSPORT_ERROR", repr(exc)[:_MAX_DETAIL])
         finally:
             self._in_flight -= 1
         return _answer_from_response(code, payload)
 
     async def _get_status(
-        self, session: aiohttp.ClientSession, key: str, traceparent: str | None
-    ) -> tuple[bool, PaymentOrderStatus | None, str | None]:
-        """(found, status, error code) as PspStatusResult defines them."""
+        self, session: aiohttp.ClientSession, prefix: str, key: str, not_found: str, traceparent: str | None
+    ) -> tuple[PspAnswer, str | None]:
+        """(answer, error code) as PspStatusResult reads them."""
         self._in_flight += 1
         try:
             async with session.get(
-                URL(self._status_prefix + quote(key, safe=""), encoded=True),
+                URL(prefix + quote(key, safe=""), encoded=True),
                 headers=None if traceparent is None else {"traceparent": traceparent},
                 timeout=self._status_timeout,
                 allow_redirects=False,
             ) as response:
                 code, body = response.status, await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            return True, None, "UNAVAILABLE"
+            return UNKNOWN, "UNAVAILABLE"
         except TimeoutError:
-            return True, None, "TIMEOUT"
+            return UNKNOWN, "TIMEOUT"
         except aiohttp.ClientError:
-            return True, None, "ERROR"
+            return UNKNOWN, "ERROR"
         finally:
             self._in_flight -= 1
         payload = _json(body)
-        if code == 404 and payload.get("code") == "charge_not_found":
-            return False, None, None
+        if code == 404 and payload.get("code") == not_found:
+            return NOT_EXECUTED, None
         raw = payload.get("status")
         if code == 200 and isinstance(raw, str):
-            return True, map_charge_status(raw), None
+            return answer_for_psp_status(raw), None
         log.warning("psp_status_query_unanswered", idempotency_key=key, http_status=code)
-        return True, None, "UNAVAILABLE" if code in _NOT_NOW else "ERROR"
+        if code in _OUR_CONFIGURATION:
+            return PspAnswer(K.MISCONFIGURED), "ERROR"
+        return UNKNOWN, "UNAVAILABLE" if code in _NOT_NOW else "ERROR"
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -323,19 +365,22 @@ def _answer_from_response(code: int, body: bytes) -> _Answer:
     if code == 200:
         raw = payload.get("status")
         if not isinstance(raw, str):
-            return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "EXCEPTION", "BAD_RESPONSE", _text(body)[:_MAX_DETAIL])
-        status = map_charge_status(raw)
-        return _Answer(status, status.value)
+            return _Answer(UNKNOWN, "EXCEPTION", "BAD_RESPONSE", _text(body)[:_MAX_DETAIL])
+        answer = answer_for_psp_status(raw)
+        return _Answer(answer, order_status_for(answer).value)
     detail = str(payload.get("detail") or _text(body))[:_MAX_DETAIL]
     error_code = str(payload.get("code") or f"HTTP_{code}")
     if code in _NOT_NOW:
-        return _Answer(S.PSP_UNAVAILABLE_TRANSIENT, S.PSP_UNAVAILABLE_TRANSIENT.value, f"HTTP_{code}", detail)
+        return _Answer(NOT_EXECUTED, _UNAVAILABLE, f"HTTP_{code}", detail)
     if code == 409:
-        return _Answer(S.PENDING_STATUS_CHECK_LATER, S.PENDING_STATUS_CHECK_LATER.value, error_code, detail)
-    if code in _REQUEST_REFUSED:
-        return _Answer(S.FAILED_FINAL, S.FAILED_FINAL.value, error_code, detail)
+        return _Answer(PENDING, order_status_for(PENDING).value, error_code, detail)
+    if code == 400:
+        return _Answer(_MALFORMED, "FAILED_FINAL", error_code, detail)
+    if code == 422:  # the key was first used with another body: a call exists under it, whatever became of it
+        return _Answer(UNKNOWN, "KEY_REUSED", error_code, detail)
     if 400 <= code < 500:
         PSP_UNEXPECTED_RESPONSES.labels(str(code)).inc()
-        return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "UNEXPECTED_RESPONSE", f"HTTP_{code}", detail)
+        answer = PspAnswer(K.MISCONFIGURED) if code in _OUR_CONFIGURATION else UNKNOWN
+        return _Answer(answer, "UNEXPECTED_RESPONSE", f"HTTP_{code}", detail)
     # 5xx other than "not now", or anything unexpected: the charge may have happened.
-    return _Answer(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, S.TIMEOUT_EXCEEDED_1S_TRANSIENT.value, f"HTTP_{code}", detail)
+    return _Answer(UNKNOWN, "TIMEOUT_EXCEEDED_1S_TRANSIENT", f"HTTP_{code}", detail)

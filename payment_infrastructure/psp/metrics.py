@@ -16,7 +16,13 @@ PSP_CALLS = Counter(
     "QUEUE_TIMEOUT (the call timeout ran out before a worker took the call; never sent), "
     "EXCEPTION (transport failure after sending, malformed answer, or a bug; outcome unknown), "
     "UNEXPECTED_RESPONSE (a 4xx the PSP does not document for a charge, e.g. 401/403/404/408; outcome unknown), "
+    "KEY_REUSED (422: the key was first used with another body; a charge exists under it, outcome unknown), "
     "CANCELLED (the caller was cancelled).",
+    ["result"],
+)
+PSP_REFUND_CALLS = Counter(
+    "psp_refund_calls_total",
+    "PSP refund calls by result, with the labels of psp_calls_total (a refund is answered like a charge).",
     ["result"],
 )
 PSP_UNEXPECTED_RESPONSES = Counter(
@@ -61,10 +67,12 @@ CHARGE_RESULTS = (
     "QUEUE_TIMEOUT",
     "EXCEPTION",
     "UNEXPECTED_RESPONSE",
+    "KEY_REUSED",
     "CANCELLED",
 )
 STATUS_CHECK_RESULTS = (*(s.value for s in PaymentOrderStatus), "NOT_FOUND", "TIMEOUT", "UNAVAILABLE", "ERROR")
 for _result in CHARGE_RESULTS:
     PSP_CALLS.labels(_result)
+    PSP_REFUND_CALLS.labels(_result)
 for _result in STATUS_CHECK_RESULTS:
     PSP_STATUS_CHECKS.labels(_result)

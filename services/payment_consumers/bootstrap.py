@@ -20,14 +20,16 @@ from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
+from payment_application.execute_refund import ExecuteRefund, RefundCallPolicy
 from payment_application.ports.clock import Clock
 from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.publisher import EventPublisher
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import SettleParkedOrder
+from payment_application.settle_refund import SettleRefund
 from payment_application.verify_ledger import VerifyLedger
-from payment_infrastructure.clock import SystemClock
+from payment_infrastructure.clock import AsyncioSleeper, SystemClock
 from payment_infrastructure.kafka.admin import ensure_topics
 from payment_infrastructure.kafka.consumer import PartitionOrderedConsumer
 from payment_infrastructure.kafka.dead_letter_inspector import DeadLetterInspector
@@ -47,6 +49,7 @@ from payment_infrastructure.postgres.payment_order_store import (
     PostgresStatusCheckQueue,
 )
 from payment_infrastructure.postgres.pool_metrics import watch_engine
+from payment_infrastructure.postgres.refund_store import PostgresRefundStore
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
 from payment_infrastructure.psp.charged_record import SimulatorSummaryRecord
@@ -62,6 +65,7 @@ from services.payment_consumers.handlers import (
     ResultBatcher,
     enqueuer_handler,
     psp_call_handler,
+    refund_handler,
     result_batcher,
     result_handler,
     status_check_handler,
@@ -98,6 +102,7 @@ class Container:
     apply_results: ResultBatcher
     """The result applier's answers, coalesced into `apply.apply_many` batches."""
     check_status: CheckPaymentStatus
+    execute_refund: ExecuteRefund
     dispatch_status_checks: DispatchStatusChecks
     sweep_stale_orders: RedriveStaleOrders
     requery_parked_orders: RequeryParkedOrders
@@ -162,6 +167,9 @@ def build_container(
         await redis.ping()
 
     parked = PostgresParkedOrders(engine)
+    refunds = PostgresRefundStore(
+        engine, statement_timeout_ms=settings.db.statement_timeout_ms, lock_timeout_ms=settings.db.lock_timeout_ms
+    )
     claims = PostgresPaymentOrderClaims(
         engine,
         statement_timeout_ms=settings.process.psp_claim_statement_timeout_ms,
@@ -199,6 +207,18 @@ def build_container(
         apply=apply,
         apply_results=result_batcher(apply, concurrency=RESULT_BATCHES_IN_FLIGHT, max_batch=RESULT_BATCH_MAX),
         check_status=CheckPaymentStatus(psp=psp, events=events, clock=clock),
+        execute_refund=ExecuteRefund(
+            refunds=refunds,
+            psp=psp,
+            settle=SettleRefund(refunds=refunds, clock=clock),
+            sleeper=AsyncioSleeper(),
+            randint=random.Random(seed).randint,
+            policy=RefundCallPolicy(
+                attempts=settings.retry.max_retries,
+                base_ms=settings.retry.base_delay_ms,
+                max_ms=settings.retry.max_delay_ms,
+            ),
+        ),
         dispatch_status_checks=DispatchStatusChecks(
             checks=PostgresStatusCheckQueue(engine),
             events=events,
@@ -280,6 +300,7 @@ def kafka_workers(container: Container) -> dict[str, PartitionOrderedConsumer]:
         Worker.PSP_CALL_EXECUTOR: psp_call_handler(container.execute),
         Worker.RESULT_APPLIER: result_handler(container.apply_results.submit),
         Worker.STATUS_CHECK_EXECUTOR: status_check_handler(container.check_status),
+        Worker.REFUND_EXECUTOR: refund_handler(container.execute_refund),
     }
     return {
         worker.value: PartitionOrderedConsumer(

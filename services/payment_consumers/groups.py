@@ -10,4 +10,5 @@ GROUPS: dict[Worker, tuple[str, Topic]] = {
     Worker.PSP_CALL_EXECUTOR: ("payment-order-psp-call-executor-consumer-group", Topic.PSP_CALL_REQUESTED),
     Worker.RESULT_APPLIER: ("payment-order-psp-result-updated-consumer-group", Topic.PSP_RESULT_UPDATED),
     Worker.STATUS_CHECK_EXECUTOR: ("payment-status-check-scheduler-consumer-group", Topic.STATUS_CHECK_SCHEDULER),
+    Worker.REFUND_EXECUTOR: ("payment-order-refund-executor-consumer-group", Topic.REFUND_REQUESTED),
 }

@@ -14,6 +14,8 @@ from payment_application.apply_psp_result import Applied, ApplyPspResult, Unknow
 from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.enqueue_psp_call import EnqueuePspCall
 from payment_application.execute_psp_call import ExecutePspCall
+from payment_application.execute_refund import ExecuteRefund
+from payment_application.settle_refund import UnknownRefund
 from payment_domain.errors import DomainError
 from payment_domain.events import (
     EventEnvelope,
@@ -21,6 +23,7 @@ from payment_domain.events import (
     PaymentOrderCreated,
     PspCallRequested,
     PspResultUpdated,
+    RefundRequested,
     StatusCheckRequested,
 )
 from payment_domain.psp_result import Action
@@ -31,6 +34,7 @@ from services.payment_consumers.metrics import (
     PAYMENT_ORDERS_NEEDING_RECONCILIATION,
     PSP_RESULTS_APPLIED,
     PSP_RESULTS_BATCH_SIZE,
+    REFUNDS_SETTLED,
 )
 
 Handler = Callable[[ConsumedRecord], Awaitable[None]]
@@ -63,7 +67,7 @@ def _guarded(kind: type[P], call: Callable[[EventEnvelope[P], ConsumedRecord], A
         with structlog.contextvars.bound_contextvars(**_log_context(envelope, record)):
             try:
                 await call(envelope, record)
-            except (KeyError, TypeError, ValueError, DomainError, UnknownPaymentOrder) as error:
+            except (KeyError, TypeError, ValueError, DomainError, UnknownPaymentOrder, UnknownRefund) as error:
                 raise PoisonMessage(f"{type(error).__name__}: {error}") from error
 
     return handle
@@ -113,3 +117,11 @@ def result_handler(apply_one: Callable[[EventEnvelope[PspResultUpdated]], Awaita
 
 def status_check_handler(use_case: CheckPaymentStatus) -> Handler:
     return _guarded(StatusCheckRequested, lambda envelope, _record: use_case(envelope))
+
+
+def refund_handler(use_case: ExecuteRefund) -> Handler:
+    async def execute(envelope: EventEnvelope[RefundRequested], _record: ConsumedRecord) -> None:
+        refund = await use_case(envelope)
+        REFUNDS_SETTLED.labels(refund.status.value).inc()
+
+    return _guarded(RefundRequested, execute)

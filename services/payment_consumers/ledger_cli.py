@@ -3,8 +3,8 @@
     payments ledger verify [--psp-url http://127.0.0.1:8090] [--accounts]
 
 Prints the trial balance per currency (and with --accounts every account's debits, credits and balance), then
-every difference found, naming the account or order, the field and both values; exits 1 if there is any, 2 if the
-PSP's record cannot be read. Without --psp-url only the book's own rules are checked.
+every difference found (charges and refunds), naming the account, order or refund, the field and both values;
+exits 1 if there is any, 2 if the PSP's record cannot be read. Without --psp-url only the book's own rules are checked.
 Database: --database-url, else PAYMENTS_DB__URL, else the local default.
 """
 
@@ -30,7 +30,7 @@ def add_parser(groups: Any) -> None:
     )
     commands = ledger.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="recompute every balance, print the trial balance, compare")
-    verify.add_argument("--psp-url", help="the PSP simulator's base URL, to compare with what it charged")
+    verify.add_argument("--psp-url", help="the PSP simulator's base URL, to compare with what it charged and refunded")
     verify.add_argument("--accounts", action="store_true", help="print every account, not only the totals")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from payment_domain.psp_result import Action
+from payment_domain.refund import RefundStatus
 from payment_domain.status import IN_FLIGHT
 
 STATUS_CHECKS_DISPATCHED = Counter("status_checks_dispatched_total", "Status checks published for execution")
@@ -40,9 +41,18 @@ PARKED_ORDERS_REQUERIED = Counter(
 )
 PARKED_ORDER_REQUERY_FAILURES = Counter("parked_order_requery_failures_total", "Failed re-query rounds")
 
+REFUNDS_SETTLED = Counter(
+    "refunds_settled_total",
+    "Refunds worked to an outcome by the refund executor, by the status they ended in (SUCCEEDED posts its ledger "
+    "entry; NEEDS_RECONCILIATION: the outcome stayed unknown, alert on any increase)",
+    ["status"],
+)
+
 # Every label value created at 0 at import (start-up): a series born at 1 by its first inc() is invisible to
 # increase(), so a pod's first re-drive would never alert.
 for _status in sorted(IN_FLIGHT):  # the statuses the sweeper re-drives from
     PAYMENT_ORDERS_STALE_REDRIVEN.labels(_status.value)
 for _action in Action:
     PSP_RESULTS_APPLIED.labels(_action.value)
+for _refund_status in RefundStatus:
+    REFUNDS_SETTLED.labels(_refund_status.value)

@@ -27,6 +27,7 @@ class Worker(StrEnum):
     STATUS_CHECK_EXECUTOR = "status-check-executor"
     RETRY_DISPATCHER = "retry-dispatcher"
     STATUS_CHECK_SCHEDULER = "status-check-scheduler"
+    REFUND_EXECUTOR = "refund-executor"
 
 
 class StatusCheckSettings(BaseModel):

@@ -6,7 +6,7 @@ never an engine, a pool or a client, so nothing else can run SQL or talk to Redi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -24,6 +24,9 @@ from payment_application.get_seller_balance import GetSellerBalance
 from payment_application.get_seller_statement import GetSellerStatement
 from payment_application.ports.clock import Clock
 from payment_application.ports.publisher import EventPublisher
+from payment_application.refund_payment_order import RefundPaymentOrder
+from payment_domain.ids import PaymentId, PaymentOrderId, RefundId
+from payment_domain.refund import Refund
 from payment_infrastructure.auth.verifier import JwtVerifier
 from payment_infrastructure.clock import SystemClock
 from payment_infrastructure.kafka.admin import ensure_topics
@@ -51,6 +54,7 @@ from payment_infrastructure.postgres.payment_repository import PostgresPaymentRe
 from payment_infrastructure.postgres.pipeline_backlog import PostgresPipelineBacklog
 from payment_infrastructure.postgres.pool import acquire, create_pool
 from payment_infrastructure.postgres.pool_metrics import watch_asyncpg_pool, watch_engine
+from payment_infrastructure.postgres.refund_store import PostgresRefundStore
 from payment_infrastructure.postgres.seller_ledger import PostgresSellerLedger
 from payment_infrastructure.redis.client import create_redis
 from payment_infrastructure.redis.id_generator import RedisIdGenerator
@@ -93,6 +97,10 @@ class Container:
     get_payment: GetPayment
     get_seller_balance: GetSellerBalance
     get_seller_statement: GetSellerStatement
+    refund_payment_order: RefundPaymentOrder
+    get_refund: Callable[[PaymentOrderId, RefundId], Awaitable[Refund | None]]
+    refunded_by_order: Callable[[PaymentId], Awaitable[Mapping[PaymentOrderId, int]]]
+    """Per order of a payment, the total of its refunds not failed."""
     admission: CreateAdmission
     pipeline: PipelineBudget | None
     """Flow control from the pipeline's backlog; None when `admission.enabled` is off."""
@@ -169,6 +177,9 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         return await purge_expired_idempotency_keys(engine, now=now, batch=settings.api.idempotency_purge_batch)
 
     seller_ledger = PostgresSellerLedger(engine)
+    refunds = PostgresRefundStore(
+        engine, statement_timeout_ms=settings.db.statement_timeout_ms, lock_timeout_ms=settings.db.lock_timeout_ms
+    )
     return Container(
         settings=settings,
         clock=clock,
@@ -179,6 +190,9 @@ async def build_container(settings: ServiceSettings, *, clock: Clock | None = No
         get_payment=GetPayment(payments=payments),
         get_seller_balance=GetSellerBalance(ledger=seller_ledger),
         get_seller_statement=GetSellerStatement(ledger=seller_ledger),
+        refund_payment_order=RefundPaymentOrder(refunds=refunds, clock=clock),
+        get_refund=refunds.get,
+        refunded_by_order=refunds.refunded_by_order,
         admission=CreateAdmission(
             settings.api.create_queue_max
             or writers * settings.api.create_batch_max_payments * ADMITTED_BATCHES_PER_WRITER

@@ -48,3 +48,20 @@ PIPELINE_READING_FAILURES = Counter(
     "payment_pipeline_backlog_read_failures_total",
     "Readings of the pipeline's backlog that failed (admission then relies on its queue bound alone)",
 )
+REFUND_REQUESTS = Counter(
+    "refund_requests_total",
+    "POST .../refunds by outcome: accepted (written with its outbox row), replayed (same key and body), or the "
+    "reason it was refused (nothing written)",
+    ["outcome"],
+)
+REFUND_REQUEST_OUTCOMES = (
+    "accepted",
+    "replayed",
+    "refund-exceeds-charge",
+    "order-not-refundable",
+    "refund-currency-mismatch",
+    "invalid-refund-amount",
+    "idempotency-key-mismatch",
+)
+for _outcome in REFUND_REQUEST_OUTCOMES:  # exported at 0 from start-up, so the first of each is seen by rate()
+    REFUND_REQUESTS.labels(_outcome)

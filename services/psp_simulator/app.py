@@ -4,11 +4,15 @@ PSP API:
   POST /v1/charges               header Idempotency-Key (required), body {merchantReference, amount, currency,
                                  sellerId}; 200 with the charge; 400 bad request; 422 key reused with another body
   GET  /v1/charges/{key}         200 with the charge's current status; 404 (code "charge_not_found") if unseen
+  POST /v1/refunds               header Idempotency-Key (required), body {merchantReference, refundReference,
+                                 amount, currency, sellerId}: a refund, answered like a charge (same scenarios)
+  GET  /v1/refunds/{key}         200 with the refund's current status; 404 (code "refund_not_found") if unseen
 Admin:
   GET/PUT /admin/scenario        the active profile; PUT {"scenario": "PEAK", <profile field overrides>...}
   POST /admin/force              {"merchantReference", "outcome", "delayMs", "times", "httpStatus"}: script the
                                  next charges of one reference
-  GET  /admin/summary            ledger counters, including orders_charged_more_than_once
+  GET  /admin/summary            ledger counters, including orders_charged_more_than_once and the refund book
+                                 (orders_refunded_more_than_once, orders_refunded_beyond_charge)
   POST /admin/reset              a fresh ledger
 Errors are RFC 9457 problem documents carrying a stable `code`.
 """
@@ -16,7 +20,7 @@ Errors are RFC 9457 problem documents carrying a stable `code`.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -26,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic.alias_generators import to_camel
 
-from services.psp_simulator.ledger import ChargeRequest
+from services.psp_simulator.ledger import Charge, ChargeRequest
 from services.psp_simulator.profiles import Outcome, ScenarioProfile, UnknownScenario, build_profile
 from services.psp_simulator.simulator import (
     Clock,
@@ -50,6 +54,10 @@ class ChargeBody(_Wire):
     amount: StrictInt = Field(gt=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     seller_id: str = Field(min_length=1, max_length=255)
+
+
+class RefundBody(ChargeBody):
+    refund_reference: str = Field(min_length=1, max_length=255)
 
 
 class ForceBody(_Wire):
@@ -81,8 +89,11 @@ def create_app(profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_
         errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         return problem(400, "invalid_request", "Bad Request", "the request is malformed", errors=errors)
 
-    @app.post("/v1/charges")
-    async def create_charge(body: ChargeBody, idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    async def execute(
+        operation: Callable[[str, ChargeRequest], Awaitable[tuple[Charge, bool]]],
+        request: ChargeRequest,
+        idempotency_key: str | None,
+    ) -> Response:
         key = (idempotency_key or "").strip()
         if not key or len(key) > MAX_KEY_LENGTH:
             return problem(
@@ -91,9 +102,8 @@ def create_app(profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_
                 "Bad Request",
                 f"an Idempotency-Key header of 1 to {MAX_KEY_LENGTH} characters is required",
             )
-        request = ChargeRequest(body.merchant_reference, body.amount, body.currency, body.seller_id)
         try:
-            charge, replayed = await simulator.charge(key, request)
+            charge, replayed = await operation(key, request)
         except IdempotencyKeyMismatch:
             return problem(
                 422,
@@ -105,6 +115,25 @@ def create_app(profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_
             return problem(forced.status, "forced_error", "Forced Error", "scripted by POST /admin/force")
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return JSONResponse(charge.view(), headers=headers)
+
+    @app.post("/v1/charges")
+    async def create_charge(body: ChargeBody, idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        request = ChargeRequest(body.merchant_reference, body.amount, body.currency, body.seller_id)
+        return await execute(simulator.charge, request, idempotency_key)
+
+    @app.post("/v1/refunds")
+    async def create_refund(body: RefundBody, idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        request = ChargeRequest(
+            body.merchant_reference, body.amount, body.currency, body.seller_id, body.refund_reference
+        )
+        return await execute(simulator.refund, request, idempotency_key)
+
+    @app.get("/v1/refunds/{idempotency_key:path}")
+    async def get_refund(idempotency_key: str) -> Response:
+        refund = simulator.refund_status(idempotency_key)
+        if refund is None:
+            return problem(404, "refund_not_found", "Not Found", "no refund was ever made with this key")
+        return JSONResponse(refund.view())
 
     @app.get("/v1/charges/{idempotency_key:path}")
     async def get_charge(idempotency_key: str) -> Response:

@@ -1,4 +1,4 @@
-"""The simulated PSP's behaviour, independent of HTTP: idempotent charges, status queries, admin knobs.
+"""The simulated PSP's behaviour, independent of HTTP: idempotent charges and refunds, status queries, admin knobs.
 
 A charge executes in its own task, never in the request handler, so it completes even when the caller
 stops waiting or disconnects: exactly the unknown outcome a real PSP produces after a client timeout.
@@ -63,7 +63,22 @@ class PspSimulator:
         """The charge for `key`, executing it if the key is new; the bool says whether it was a replay."""
         ledger = self.ledger
         ledger.calls += 1
-        existing = ledger.charges.get(key)
+        return await self._once(ledger, ledger.charges, key, request)
+
+    async def refund(self, key: str, request: ChargeRequest) -> tuple[Charge, bool]:
+        """The refund for `key` (same scenarios as a charge: slow, declined, failed, pending), executed once."""
+        ledger = self.ledger
+        ledger.refund_calls += 1
+        return await self._once(ledger, ledger.refunds, key, request)
+
+    def refund_status(self, key: str) -> Charge | None:
+        self.ledger.refund_status_queries += 1
+        return self.ledger.refunds.get(key)
+
+    async def _once(
+        self, ledger: Ledger, book: dict[str, Charge], key: str, request: ChargeRequest
+    ) -> tuple[Charge, bool]:
+        existing = book.get(key)
         if existing is not None:
             if existing.request != request:
                 ledger.idempotency_mismatches += 1
@@ -71,17 +86,20 @@ class PspSimulator:
             ledger.replays += 1
             await existing.decided.wait()
             return existing, True
-        plan = self._plan(request.merchant_reference)
+        plan = self._plan(request.refund_reference or request.merchant_reference)
         now = self._clock()
         charge = Charge(
-            id=f"ch_{self._rng.getrandbits(64):016x}",
+            id=f"{'re' if request.refund_reference else 'ch'}_{self._rng.getrandbits(64):016x}",
             idempotency_key=key,
             request=request,
             created_at=now,
             updated_at=now,
         )
-        ledger.charges[key] = charge
-        ledger.executions += 1
+        book[key] = charge
+        if request.refund_reference:
+            ledger.refund_executions += 1
+        else:
+            ledger.executions += 1
         if plan.timed_out:
             ledger.slow_calls += 1
         self._spawn(self._execute(ledger, charge, plan))
@@ -146,4 +164,7 @@ class PspSimulator:
         charge.status = status
         charge.updated_at = self._clock()
         if status is ChargeStatus.SUCCESSFUL_FINAL:
-            ledger.record_success(charge)
+            if charge.request.refund_reference:
+                ledger.record_refund(charge)
+            else:
+                ledger.record_success(charge)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from tests.fixtures.pipeline import Pipeline
@@ -65,4 +69,19 @@ async def order_statuses(pipeline: Pipeline) -> dict[str, str]:
 async def outbox_events(pipeline: Pipeline, event_type: str) -> list[Any]:
     return await fetch(
         pipeline.database_url, "SELECT aggregate_id, event_id FROM outbox_event WHERE event_type = $1", event_type
+    )
+
+
+PAYMENTS = Path(sys.executable).with_name("payments")
+
+
+def ledger_verify(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    """`payments ledger verify` as the operator runs it (the installed console script), on the pipeline's database."""
+    return subprocess.run(
+        [str(PAYMENTS), "ledger", "verify", *args],
+        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )

@@ -6,11 +6,7 @@ is replayed from offset 0 and nothing changes: no posting, no status, no PSP cal
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +18,12 @@ from payment_domain.ledger import commission_of
 from payment_infrastructure.kafka.group_lag import BrokerGroupLag
 from payment_infrastructure.kafka.settings import KafkaSettings
 from services.payment_consumers.lag_exporter import code_groups
-from tests.e2e.helpers import create_payments, order_statuses, wait_until_final
+from tests.e2e.helpers import create_payments, ledger_verify, order_statuses, wait_until_final
 from tests.fixtures.pipeline import Pipeline
 from tests.fixtures.ports import wait_until
 from tests.integration.api.helpers import bearer, fetch
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-PAYMENTS = Path(sys.executable).with_name("payments")
 DEFAULT_BPS = 1_000  # the consumers' default commission
 
 
@@ -83,14 +78,7 @@ async def test_seller_balances_match_what_the_psp_charged_after_a_normal_load(
                 succeeded += bool(gross)
     assert succeeded > 0
 
-    verified = subprocess.run(
-        [str(PAYMENTS), "ledger", "verify"],
-        env={**os.environ, "PAYMENTS_DB__URL": pipeline.database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    verified = ledger_verify(pipeline)
     assert verified.returncode == 0, verified.stderr
     assert "ok:" in verified.stdout
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_domain.psp_answer import AnswerKind, PspAnswer
+from payment_domain.psp_answer import answer_for_psp_status as psp_said
 from payment_domain.status import PaymentOrderStatus
 from tests.simulation.scheduler import checkpoint, wait_for
 
@@ -103,7 +105,7 @@ class SimPsp:
             why = self.random.choice(["POOL_FULL", "CONNECT_FAILED"])
             self.trace(f"PSP call {key} refused on our side ({why})")
             await checkpoint()
-            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code=why)
+            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code=why)
         known = self.keys.get(key)
         if known is not None:
             known.calls += 1
@@ -116,7 +118,7 @@ class SimPsp:
     def _replay(self, key: str, known: KeyState, faulty: bool) -> PspCallResult:
         if faulty and self.random.random() < 0.4:
             self.trace(f"PSP answered a repeated call {key} 503 ({known.state})")
-            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code="HTTP_503")
+            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code="HTTP_503")
         answer = {
             IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,  # 409: still processing this key
             CHARGED: S.SUCCESSFUL_FINAL,
@@ -124,14 +126,14 @@ class SimPsp:
             FAILED: S.FAILED_TRANSIENT_ERROR,
         }[known.state]
         self.trace(f"PSP replayed {key}: {answer}")
-        return PspCallResult(answer, 1)
+        return PspCallResult(psp_said(answer), 1)
 
     def _first_call(self, request: PspChargeRequest, faulty: bool) -> PspCallResult:
         key = request.idempotency_key
         if faulty and self.random.random() < 0.2:
             # Busy or rate limited before doing anything: the key is not recorded.
             self.trace(f"PSP refused {key} with 503, nothing recorded")
-            return PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 1, error_code="HTTP_503")
+            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code="HTTP_503")
         self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS)
         self.requests[key] = request
         what = self._pick(
@@ -141,38 +143,38 @@ class SimPsp:
         )
         if what == "success":
             self._charge(key)
-            return PspCallResult(S.SUCCESSFUL_FINAL, 1)
+            return PspCallResult(psp_said(S.SUCCESSFUL_FINAL), 1)
         if what == "decline":
             self.keys[key].state = DECLINED
             self.trace(f"PSP declined {key}")
-            return PspCallResult(S.DECLINED_FINAL, 1)
+            return PspCallResult(psp_said(S.DECLINED_FINAL), 1)
         if what == "transient":
             self.keys[key].state = FAILED
             self.trace(f"PSP failed {key} transiently, no money moved")
-            return PspCallResult(S.FAILED_TRANSIENT_ERROR, 1)
+            return PspCallResult(psp_said(S.FAILED_TRANSIENT_ERROR), 1)
         if what == "lost":
             self._charge(key)
             self.trace(f"PSP answer for {key} lost: caller times out")
-            return PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1000, error_code="READ_TIMEOUT")
+            return PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1000, error_code="READ_TIMEOUT")
         outcome = CHARGED if self.random.random() < 0.8 else DECLINED
         due = self.now_ms() + self.random.randint(100, 8_000)
         self.late.append(LateExecution(key, due, outcome))
         if what == "pending":
             self.trace(f"PSP answered {key} PENDING; will be {outcome} at {due}")
-            return PspCallResult(S.PENDING_STATUS_CHECK_LATER, 1)
+            return PspCallResult(psp_said(S.PENDING_STATUS_CHECK_LATER), 1)
         self.trace(f"PSP slow on {key}: caller gives up; will be {outcome} at {due}")
-        return PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1000, error_code="READ_TIMEOUT")
+        return PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1000, error_code="READ_TIMEOUT")
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
         faulty = self.faults()
         await checkpoint()
         if faulty and (self.status_outage or self.random.random() < 0.2):
             self.trace(f"PSP status query {idempotency_key}: could not ask")
-            return PspStatusResult(found=True, status=None, latency_ms=1000, error_code="TIMEOUT")
+            return PspStatusResult(PspAnswer(AnswerKind.OUTCOME_UNKNOWN), latency_ms=1000, error_code="TIMEOUT")
         known = self.keys.get(idempotency_key)
         if known is None:
             self.trace(f"PSP status {idempotency_key}: no such charge")
-            return PspStatusResult(found=False, status=None, latency_ms=1)
+            return PspStatusResult(PspAnswer(AnswerKind.NOT_CHARGED), latency_ms=1)
         status = {
             IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,
             CHARGED: S.SUCCESSFUL_FINAL,
@@ -180,4 +182,4 @@ class SimPsp:
             FAILED: S.FAILED_TRANSIENT_ERROR,
         }[known.state]
         self.trace(f"PSP status {idempotency_key}: {status}")
-        return PspStatusResult(found=True, status=status, latency_ms=1)
+        return PspStatusResult(psp_said(status), latency_ms=1)

@@ -208,6 +208,9 @@ result-applier:
 status-check-executor:
   group: payment-status-check-scheduler-consumer-group
   topic: payment_status_check_scheduler_topic
+refund-executor:
+  group: payment-order-refund-executor-consumer-group
+  topic: payment_order_refund_requested_topic
 {{- end }}
 
 {{/* A component's autoscaling: its own keys over the chart-wide `autoscaling` (deep merge). Returns YAML. */}}
@@ -230,7 +233,7 @@ status-check-executor:
 
 {{/* Values that render fine but would deploy a broken system: refuse them at render time. */}}
 {{- define "payment-consumers.validate" -}}
-{{- $all := list "enqueuer" "psp-call-executor" "result-applier" "status-check-executor" "retry-dispatcher" "status-check-scheduler" }}
+{{- $all := list "enqueuer" "psp-call-executor" "result-applier" "status-check-executor" "retry-dispatcher" "status-check-scheduler" "refund-executor" }}
 {{- $covered := list }}
 {{- range $name, $component := .Values.components }}
 {{- if $component.enabled }}

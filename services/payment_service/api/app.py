@@ -12,6 +12,7 @@ from services.payment_service.api.admission import AdmissionMiddleware
 from services.payment_service.api.ledger_routes import router as ledger_router
 from services.payment_service.api.middleware import RequestContextMiddleware
 from services.payment_service.api.problems import install_problem_handlers
+from services.payment_service.api.refund_routes import router as refund_router
 from services.payment_service.api.routes import router
 from services.payment_service.api.schemas import CreatePaymentRequest
 from services.payment_service.bootstrap import Container
@@ -32,6 +33,7 @@ def create_app(container: Container) -> FastAPI:
     install_problem_handlers(app, retry_after_seconds=container.settings.api.retry_after_seconds)
     app.include_router(router)
     app.include_router(ledger_router)
+    app.include_router(refund_router)
     # Added first, so it runs inside the request context (trace id, latency metric) and before routing.
     app.add_middleware(
         AdmissionMiddleware,

@@ -21,6 +21,7 @@ from payment_application.errors import (
     WriteOutcomeUnknown,
 )
 from payment_domain.errors import FieldViolation, InvalidPayment
+from payment_domain.refund import RefundExceedsCharge, RefundRefused
 from payment_infrastructure.auth.errors import AuthenticationError, AuthorizationError, JwksUnavailableError
 from services.payment_service.api.security import www_authenticate
 
@@ -110,6 +111,11 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             kind="validation",
             errors=exc.violations,
         )
+
+    @app.exception_handler(RefundRefused)
+    async def _refund_refused(request: Request, exc: RefundRefused) -> Response:
+        extensions = {"remaining": exc.remaining} if isinstance(exc, RefundExceedsCharge) else None
+        return problem(request, exc.status, exc.title, str(exc), kind=exc.code, extensions=extensions)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> Response:

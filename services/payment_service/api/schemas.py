@@ -33,3 +33,11 @@ class CreatePaymentRequest(BaseModel):
     orderId: Text
     totalAmount: AmountIn
     paymentOrders: Annotated[list[PaymentOrderIn], Field(min_length=1, max_length=100)]
+
+
+class RefundRequest(BaseModel):
+    """POST .../refunds: the amount to give back, in the order's currency (the create API's money shape)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    amount: AmountIn

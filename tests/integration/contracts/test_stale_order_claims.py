@@ -239,7 +239,8 @@ async def world(backend: str | None) -> AsyncIterator[SweepWorld]:
         yield FakeWorld()
         return
     await fetch(
-        backend, "TRUNCATE payment_order_status_checks, payment_orders, payments, outbox_event, processed_events"
+        backend,
+        "TRUNCATE refunds, payment_order_status_checks, payment_orders, payments, outbox_event, processed_events",
     )
     engine = create_engine(DatabaseSettings(url=backend, pool_size=2), application_name="stale-order-contract")
     try:

@@ -80,7 +80,10 @@ class Db:
 async def db(sweep_database: str, sweep_engine: AsyncEngine) -> Db:
     async with sweep_engine.begin() as conn:
         await conn.execute(
-            text("TRUNCATE payment_order_status_checks, payment_orders, payments, outbox_event, processed_events")
+            text(
+                "TRUNCATE refunds, payment_order_status_checks, payment_orders, payments, outbox_event, "
+                "processed_events"
+            )
         )
         now = await conn.scalar(text("SELECT now()"))
     return Db(sweep_database, sweep_engine, now)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from payment_application.ports.psp import PspChargeRequest, PspStatusResult
+from payment_application.ports.psp import PspChargeRequest, PspRefundRequest, PspStatusResult
+from payment_domain.psp_answer import AnswerKind, PspAnswer
 from payment_domain.status import PaymentOrderStatus as S
 from payment_infrastructure.psp.gateway import AiohttpPspGateway
 from payment_infrastructure.psp.settings import PspSettings
@@ -211,7 +212,9 @@ async def test_unreachable_psp_is_unavailable_and_status_cannot_be_asked() -> No
 
     assert result.status is S.PSP_UNAVAILABLE_TRANSIENT
     assert result.error_code == "CONNECT_FAILED"
-    assert status == PspStatusResult(found=True, status=None, latency_ms=status.latency_ms, error_code="UNAVAILABLE")
+    assert status == PspStatusResult(
+        PspAnswer(AnswerKind.OUTCOME_UNKNOWN), latency_ms=status.latency_ms, error_code="UNAVAILABLE"
+    )
     assert status.could_not_ask and not status.psp_has_no_such_charge
 
 
@@ -280,6 +283,8 @@ async def test_a_4xx_the_psp_does_not_document_is_an_unknown_outcome_counted_nev
     # Credentials rotating, a misrouted proxy or a timeout in between: nothing says the charge failed, so the
     # order goes to a status query (which answers "no such charge" once the PSP is reachable), never to FAILED.
     assert (result.status, result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, f"HTTP_{http_status}")
+    expected = AnswerKind.OUTCOME_UNKNOWN if http_status == 408 else AnswerKind.MISCONFIGURED
+    assert result.answer.kind is expected
     after = REGISTRY.get_sample_value("psp_unexpected_responses_total", {"http_status": str(http_status)})
     assert after == before + 1
     status = await gateway.charge_status(request.idempotency_key)
@@ -298,15 +303,21 @@ async def test_a_malformed_request_refused_with_400_fails_final(
     assert (await clean_psp_simulator.summary())["executions"] == 0
 
 
-async def test_key_reused_with_another_body_fails_final_with_the_psp_code(gateway: AiohttpPspGateway) -> None:
+async def test_key_reused_with_another_body_is_an_unknown_outcome_never_a_final_failure(
+    gateway: AiohttpPspGateway,
+) -> None:
     first = charge_request(amount=1000)
     assert (await gateway.charge(first)).status is S.SUCCESSFUL_FINAL
 
     result = await gateway.charge(charge_request(first.merchant_reference, first.idempotency_key, amount=2000))
 
-    assert result.status is S.FAILED_FINAL
+    # A charge exists under the key: the order must go to a status query, which finds it, never to FAILED_FINAL.
+    assert result.answer.kind is AnswerKind.OUTCOME_UNKNOWN
+    assert result.status is S.TIMEOUT_EXCEEDED_1S_TRANSIENT
     assert result.error_code == "idempotency_key_mismatch"
     assert result.error_detail
+    status = await gateway.charge_status(first.idempotency_key)
+    assert (status.found, status.status) == (True, S.SUCCESSFUL_FINAL)
 
 
 async def test_status_of_a_key_the_psp_never_saw_is_not_found(gateway: AiohttpPspGateway) -> None:
@@ -349,3 +360,42 @@ async def test_charge_before_start_is_a_programming_error() -> None:
 
     with pytest.raises(RuntimeError, match="start"):
         await gateway.charge(charge_request())
+
+
+def refund_request(reference: str, refund: str, amount: int = 500) -> PspRefundRequest:
+    return PspRefundRequest(
+        idempotency_key=refund,
+        merchant_reference=reference,
+        refund_reference=refund,
+        amount_minor=amount,
+        currency="EUR",
+        seller_id="seller-1",
+    )
+
+
+async def test_a_refund_is_answered_like_a_charge_and_paid_back_once_under_its_key(
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
+) -> None:
+    charge = charge_request()
+    await clean_psp_simulator.force(charge.merchant_reference, "SUCCESSFUL_FINAL")
+    assert (await gateway.charge(charge)).status is S.SUCCESSFUL_FINAL
+    refund = refund_request(charge.merchant_reference, f"refund-{uuid.uuid4().int % 10**9}")
+    await clean_psp_simulator.force(refund.refund_reference, "SUCCESSFUL_FINAL", times=2)
+
+    first = await gateway.refund(refund)
+    again = await gateway.refund(refund)
+    status = await gateway.refund_status(refund.idempotency_key)
+    unseen = await gateway.refund_status("refund-never-sent")
+    declined = refund_request(charge.merchant_reference, "refund-declined")
+    await clean_psp_simulator.force(declined.refund_reference, "DECLINED_FINAL")
+    refused = await gateway.refund(declined)
+
+    assert (first.answer.kind, again.answer.kind) == (AnswerKind.CHARGED, AnswerKind.CHARGED)
+    assert status.answer.kind is AnswerKind.CHARGED and status.found
+    assert unseen.psp_has_no_such_charge
+    assert refused.answer.kind is AnswerKind.DECLINED
+    summary = await clean_psp_simulator.summary()
+    assert (summary["refund_executions"], summary["refunds_paid"]) == (2, 1)
+    assert summary["refunded_minor_by_seller"] == {"seller-1": {"EUR": 500}}
+    assert summary["orders_refunded_more_than_once"] == 0
+    assert summary["executions"] == 1  # refunds are kept apart from charges

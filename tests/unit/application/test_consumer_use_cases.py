@@ -29,6 +29,8 @@ from payment_domain.events import (
     status_check_requested,
 )
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_answer import AnswerKind, PspAnswer
+from payment_domain.psp_answer import answer_for_psp_status as psp_said
 from payment_domain.psp_result import NO_CHARGE_AT_PSP, Action, ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from payment_domain.topics import Topic
@@ -205,7 +207,9 @@ async def test_enqueue_refuses_an_event_of_another_type(world: World) -> None:
 
 async def test_execute_claims_the_attempt_charges_under_its_key_and_emits_the_answer(world: World) -> None:
     order = world.tables.add_order(an_order(attempt=2, status=S.PSP_UNAVAILABLE_TRANSIENT))
-    world.psp.script_charge("paymentorder-7-2", PspCallResult(S.DECLINED_FINAL, 40, "DO_NOT_HONOR", "declined"))
+    world.psp.script_charge(
+        "paymentorder-7-2", PspCallResult(psp_said(S.DECLINED_FINAL), 40, "DO_NOT_HONOR", "declined")
+    )
     request = call_request(order)
 
     result = await world.execute(request, delivery="p1-o10")
@@ -277,8 +281,8 @@ async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_cha
     order = world.tables.add_order(an_order())
     world.psp.script_charge(
         "paymentorder-7-0",
-        PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "HTTP_503"),
-        PspCallResult(S.SUCCESSFUL_FINAL, 40),
+        PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 3, "HTTP_503"),
+        PspCallResult(psp_said(S.SUCCESSFUL_FINAL), 40),
     )
 
     refused = await world.execute(call_request(order), delivery="p1-o10")
@@ -298,7 +302,7 @@ async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_cha
 
 async def test_a_refused_answer_applied_before_a_second_claim_closes_the_attempt_to_it(world: World) -> None:
     order = world.tables.add_order(an_order())
-    world.psp.script_charge("paymentorder-7-0", PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "HTTP_503"))
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 3, "HTTP_503"))
     refused = await world.execute(call_request(order), delivery="p1-o10")
     assert refused is not None
 
@@ -311,7 +315,7 @@ async def test_a_refused_answer_applied_before_a_second_claim_closes_the_attempt
 
 async def test_a_refused_call_on_a_first_claim_stays_retryable(world: World) -> None:
     order = world.tables.add_order(an_order())
-    world.psp.script_charge("paymentorder-7-0", PspCallResult(S.PSP_UNAVAILABLE_TRANSIENT, 3, "REJECTED"))
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 3, "REJECTED"))
 
     result = await world.execute(call_request(order), delivery="p1-o10")
 
@@ -611,10 +615,10 @@ async def test_a_failure_inside_the_transaction_of_a_transient_answer_queues_no_
 @pytest.mark.parametrize(
     "answer",
     [
-        PspStatusResult(found=True, status=S.SUCCESSFUL_FINAL, latency_ms=8),
-        PspStatusResult(found=False, status=None, latency_ms=8),
-        PspStatusResult(found=True, status=None, latency_ms=8, error_code="TIMEOUT"),
-        PspStatusResult(found=True, status=S.PENDING_STATUS_CHECK_LATER, latency_ms=8),
+        PspStatusResult(psp_said(S.SUCCESSFUL_FINAL), latency_ms=8),
+        PspStatusResult(PspAnswer(AnswerKind.NOT_CHARGED), latency_ms=8),
+        PspStatusResult(PspAnswer(AnswerKind.OUTCOME_UNKNOWN), latency_ms=8, error_code="TIMEOUT"),
+        PspStatusResult(psp_said(S.PENDING_STATUS_CHECK_LATER), latency_ms=8),
     ],
     ids=["succeeded", "not_found", "could_not_ask", "pending"],
 )
@@ -734,8 +738,8 @@ async def test_a_timed_out_charge_that_went_through_is_resolved_by_a_status_chec
     world: World,
 ) -> None:
     order = world.tables.add_order(an_order())
-    world.psp.script_charge("paymentorder-7-0", PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1_000))
-    world.psp.script_status("paymentorder-7-0", PspStatusResult(found=True, status=S.SUCCESSFUL_FINAL, latency_ms=7))
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1_000))
+    world.psp.script_status("paymentorder-7-0", PspStatusResult(psp_said(S.SUCCESSFUL_FINAL), latency_ms=7))
     request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
     assert request is not None
 
@@ -757,7 +761,7 @@ async def test_a_timed_out_charge_the_psp_never_saw_is_charged_again_under_the_n
     world: World,
 ) -> None:
     order = world.tables.add_order(an_order())
-    world.psp.script_charge("paymentorder-7-0", PspCallResult(S.TIMEOUT_EXCEEDED_1S_TRANSIENT, 1_000))
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1_000))
     request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
     assert request is not None
 

@@ -15,6 +15,7 @@ from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import NotParked, SettleParkedOrder
 from payment_domain.events import EventEnvelope, EventType, psp_result_updated
 from payment_domain.payment import PaymentOrder
+from payment_domain.psp_answer import answer_for_psp_status as psp_said
 from payment_domain.psp_result import ResultSource
 from payment_domain.status import PaymentOrderStatus, PaymentStatus
 from tests.fakes import FakeClock
@@ -126,7 +127,7 @@ async def test_a_still_unknown_answer_leaves_a_parked_order_parked(world: Parked
 async def test_the_requery_asks_each_parked_order_once_per_interval_and_numbers_each_answer(world: Parked) -> None:
     world.park(7)
     world.park(8, payment_id=4)
-    world.psp.script_status("paymentorder-7-1", PspStatusResult(found=True, status=S.SUCCESSFUL_FINAL, latency_ms=4))
+    world.psp.script_status("paymentorder-7-1", PspStatusResult(psp_said(S.SUCCESSFUL_FINAL), latency_ms=4))
 
     first = await world.requery.requery_once(limit=10)
     again = await world.requery.requery_once(limit=10)
@@ -142,7 +143,7 @@ async def test_the_requery_asks_each_parked_order_once_per_interval_and_numbers_
 
 async def test_a_requeried_answer_settles_the_order_through_the_applier(world: Parked) -> None:
     world.park()
-    world.psp.script_status("paymentorder-7-1", PspStatusResult(found=True, status=S.DECLINED_FINAL, latency_ms=4))
+    world.psp.script_status("paymentorder-7-1", PspStatusResult(psp_said(S.DECLINED_FINAL), latency_ms=4))
 
     await world.requery.requery_once(limit=10)
     (answer,) = world.sink.emitted

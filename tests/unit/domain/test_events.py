@@ -273,6 +273,7 @@ def test_every_event_type_maps_to_the_original_topic() -> None:
         "payment_order_success": "payment_order_succeeded_topic",
         "payment_order_failed": "payment_order_failed_topic",
         "payment_order_status_check_requested": "payment_status_check_scheduler_topic",
+        "payment_order_refund_requested": "payment_order_refund_requested_topic",
     }
 
 

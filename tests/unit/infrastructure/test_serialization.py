@@ -22,9 +22,10 @@ from payment_domain.events import (
     payment_order_settled,
     psp_call_requested,
     psp_result_updated,
+    refund_requested,
     status_check_requested,
 )
-from payment_domain.ids import PaymentId, PaymentOrderId
+from payment_domain.ids import PaymentId, PaymentOrderId, RefundId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentOrder
 from payment_domain.psp_result import ResultSource
@@ -201,14 +202,46 @@ WHOLE_MS = datetime(2025, 3, 1, 12, 30, 15, 123000, tzinfo=UTC)
             parent_event_id="p",
             now=PUBLISHED_AT,
         ),
+        refund_requested(
+            an_order(at=WHOLE_MS, status=S.SUCCESSFUL_FINAL),
+            refund_id=RefundId(3),
+            amount=Amount(500, Currency.GBP),
+            trace_id="t",
+            now=PUBLISHED_AT,
+        ),
     ],
-    ids=["created", "call_requested", "charge_result", "status_check_result", "check", "succeeded", "failed"],
+    ids=[
+        "created",
+        "call_requested",
+        "charge_result",
+        "status_check_result",
+        "check",
+        "succeeded",
+        "failed",
+        "refund_requested",
+    ],
 )
 def test_every_event_survives_the_wire_unchanged(envelope: AnyEnvelope) -> None:
     raw = envelope_to_bytes(envelope)
     decoded = envelope_from_bytes(raw)
     assert decoded == envelope
     assert envelope_to_bytes(decoded) == raw
+
+
+def test_a_refund_request_adds_the_refund_fields_and_is_keyed_by_the_payment_order() -> None:
+    order = an_order(status=S.SUCCESSFUL_FINAL)
+    envelope = refund_requested(
+        order, refund_id=RefundId(3), amount=Amount(500, Currency.GBP), trace_id="t", now=PUBLISHED_AT
+    )
+
+    wire = envelope_to_wire(envelope)
+
+    assert envelope.topic.value == "payment_order_refund_requested_topic"
+    assert wire["aggregateId"] == "17"
+    assert wire["eventType"] == "payment_order_refund_requested"
+    assert wire["data"]["refundId"] == "refund-3"
+    assert (wire["data"]["refundAmountValue"], wire["data"]["refundCurrency"]) == (500, "GBP")
+    assert wire["data"]["amountValue"] == 2599
 
 
 def test_a_typed_decode_refuses_another_payload_kind() -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0009"
-# 0008 is taken by a branch merged before this one: when both are on main, this revises 0008.
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
