@@ -138,6 +138,8 @@ async def rewind_every_group(bootstrap: str) -> int:
 
 
 async def rewind(bootstrap: str, group: str, partitions: list[TopicPartition]) -> int:
+    if not partitions:
+        return 0  # nothing was ever published to its topic (e.g. no refund in this run)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
