@@ -1,11 +1,14 @@
-"""Request schema of POST /payments (the original's field names). Per-field rules live here, so one response
-lists every bad field; cross-field rules (sum, one currency) are the domain's."""
+"""Request schema of POST /payments and the payment document it answers with (the original's field names).
+Per-field rules live here, so one response lists every bad field; cross-field rules (sum, one currency) are the
+domain's."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from payment_domain.status import PaymentOrderStatus, PaymentStatus
 
 MAX_MINOR_UNITS = 10**15
 
@@ -41,3 +44,31 @@ class RefundRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     amount: AmountIn
+
+
+# Response documents (published in OpenAPI; the presenter writes the same shape).
+
+
+class AmountOut(BaseModel):
+    value: int
+    currency: str
+
+
+class PaymentOrderDocument(BaseModel):
+    paymentOrderId: str
+    sellerId: str
+    amount: AmountOut
+    status: PaymentOrderStatus
+    retryCount: int
+    updatedAt: str
+
+
+class PaymentDocument(BaseModel):
+    id: str
+    paymentId: str
+    buyerId: str
+    orderId: str
+    totalAmount: AmountOut
+    status: PaymentStatus
+    createdAt: str
+    paymentOrders: list[PaymentOrderDocument]
