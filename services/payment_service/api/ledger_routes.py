@@ -15,6 +15,7 @@ from starlette.responses import Response
 from payment_application.get_seller_statement import MAX_PAGE
 from payment_domain.ids import PaymentOrderId
 from services.payment_service.api.problems import UNAUTHENTICATED, UNAVAILABLE, problem_responses
+from services.payment_service.api.schemas import PRINTABLE
 from services.payment_service.api.security import require_seller_reader
 from services.payment_service.api.strict_query import refuse_unknown_query
 
@@ -26,7 +27,9 @@ def _json(document: BaseModel) -> Response:
     return Response(document.model_dump_json(), media_type="application/json")
 
 
-SellerId = Annotated[str, Path(min_length=1, max_length=255, description="the seller's id, as in sellerId")]
+SellerId = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=PRINTABLE, description="the seller's id, as in sellerId")
+]
 _PROBLEMS = problem_responses(
     {
         401: UNAUTHENTICATED,

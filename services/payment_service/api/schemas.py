@@ -12,7 +12,11 @@ from payment_domain.status import PaymentOrderStatus, PaymentStatus
 
 MAX_MINOR_UNITS = 10**15
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+# Ids are printable text: no control characters (NUL cannot be stored; CR/LF forge log lines and headers) and no
+# invisible format characters (bidi overrides, zero-width spaces make two ids look alike). In a syntax that
+# pydantic-core, Python's re and JSON Schema read alike.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*$"
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=PRINTABLE)]
 
 
 class AmountIn(BaseModel):
