@@ -20,11 +20,11 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fixtures.payment_api import RunningApi
-from tests.integration.api.helpers import bearer, row_counts, valid_payment
+from tests.integration.api.helpers import bearer, bounded, row_counts, valid_payment
 
 JSON = {"Content-Type": "application/json"}
 
@@ -264,13 +264,7 @@ def _post_bodies(base_url: str, token: str, seen: Counter[int]) -> None:
     """Blocking; run in a thread while the API serves from the test's event loop."""
     with httpx.Client(base_url=base_url, timeout=10, headers=bearer(token)) as client:
 
-        @settings(
-            max_examples=BODY_EXAMPLES,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @bounded(BODY_EXAMPLES)
         @given(body=_JSON | _MUTATED | _AMOUNT)
         def post(body: Any) -> None:
             response = client.post("/payments", content=_dumps(body), headers=JSON)
@@ -294,3 +288,13 @@ async def test_generated_bodies_are_refused_with_a_4xx_and_write_nothing(
     assert after["payments"] - before["payments"] == seen[202], (seen, before, after)
     assert seen[400] + seen[422] > BODY_EXAMPLES // 2, seen
     print(f"\ngenerated bodies: {sum(seen.values())}, statuses {dict(seen)}")  # noqa: T201
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/metrics"])
+async def test_management_endpoints_refuse_other_methods_and_ignore_junk(payment_api: RunningApi, path: str) -> None:
+    async with httpx.AsyncClient(base_url=payment_api.management_url, timeout=10) as client:
+        junk = await client.get(path, params={"x": "\u202e", "limit": "-1"}, headers={"X-Trace-Id": "<x>"})
+        posted = await client.post(path, content=_nested(1000), headers=JSON)
+        deleted = await client.delete(path)
+    assert junk.status_code == 200, junk.text
+    assert posted.status_code == 405 and deleted.status_code == 405

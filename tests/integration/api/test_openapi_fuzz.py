@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.transport.prepare import get_exclude_headers
 
 from tests.fixtures.payment_api import RunningApi
-from tests.integration.api.helpers import bearer, row_counts, valid_payment
+from tests.integration.api.helpers import bearer, bounded, row_counts, valid_payment
 
 EXAMPLES_PER_OPERATION_AND_MODE = 40
 CHECKS = [
@@ -86,13 +86,7 @@ def _examples(
     key = f"{operation.label} {mode.value}"
     checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
 
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @bounded(EXAMPLES_PER_OPERATION_AND_MODE)
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
         report.cases[key] += 1
