@@ -1,0 +1,164 @@
+"""Debian's Prometheus scrapes a running pipeline while payments flow, and evaluates every dashboard query and every
+recording and alert rule through its HTTP API: none errors, and each returns series (an alert's expression
+returns series only while it fires, so for alerts every series it reads must be present with the label values it
+selects; promtool's cases in infra/prometheus/alerts_test.yml make each one fire).
+
+The API, the outbox dispatcher and the consumers run in this test process and share its metrics registry, so the
+three scrape jobs read the same samples: the test proves the queries and the names, not which process exports what
+(tests/deploy/test_observability.py checks that against the code).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.keycloak import Keycloak
+from tests.deploy.promql import Selector, selectors
+from tests.e2e.helpers import create_payments, wait_until_final
+from tests.fixtures.pipeline import running_pipeline
+from tests.fixtures.ports import free_port, wait_until
+from tests.fixtures.prometheus import RULES, LivePrometheus, start_prometheus
+from tests.fixtures.psp import PspSimulatorHandle
+from tests.integration.api.helpers import bearer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((REPO / "infra" / "grafana" / "dashboards").glob("*.json"))
+# Grafana's built-in variables, as Grafana would fill them for a 5-minute view at a 1 s scrape interval.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
+NAMESPACE = "payments-live"
+
+# What a healthy run cannot show: each exists only while something is wrong (promtool's cases cover the alerts
+# that read them). Anything else that comes back empty fails the test.
+NEEDS_A_FAULT: dict[str, str] = {
+    'http_server_requests_seconds_count{status=~"5.."}': "a healthy stack answers no 5xx",
+    'http_server_requests_seconds_count{route="/payments",method="POST",status=~"5.."}': "no 5xx either",
+    "kafka_consumer_partition_blocked_seconds": "born when a record first waits in place on a dependency",
+    "max by (group, topic, partition) (kafka_consumer_partition_blocked_seconds) > 0": "the same gauge",
+}
+
+
+def dashboard_queries() -> list[str]:
+    queries = []
+    for path in DASHBOARDS:
+        panels = json.loads(path.read_text())["panels"]
+        stack = list(panels)
+        while stack:
+            panel = stack.pop()
+            stack += panel.get("panels", [])
+            queries += [target["expr"] for target in panel.get("targets", []) if target.get("expr")]
+    return [_substitute(query) for query in queries]
+
+
+def _substitute(query: str) -> str:
+    for name, value in GRAFANA_VARIABLES.items():
+        query = query.replace("${" + name[1:] + "}", value).replace(name, value)
+    left = re.findall(r"\$\{?\w+", query)
+    assert not left, f"a template variable with no value in the test: {left} in {query}"
+    return query
+
+
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def selector_text(selector: Selector) -> str:
+    matchers = ",".join(f'{label}{op}"{value}"' for label, op, value in selector.matchers)
+    return f"{selector.metric}{{{matchers}}}" if matchers else selector.metric
+
+
+async def _flow_payments(prometheus: LivePrometheus, pipeline: Any, token: str) -> None:
+    await pipeline.psp.reset()
+    await pipeline.psp.set_scenario(
+        "NORMAL", timeout_duration_ms=900, pending_percent=10, pending_resolve_min_ms=200, pending_resolve_max_ms=600
+    )
+    for _ in range(4):
+        payment_ids = await create_payments(pipeline, token, 10)
+        await wait_until_final(pipeline, token, payment_ids, within=60)
+    async with pipeline.api.client() as client:  # the 4xx side of the request metrics
+        await client.post("/payments", json={}, headers=bearer(token))
+        await client.get("/payments/payment-0", headers=bearer(token))
+
+
+async def test_every_dashboard_query_and_rule_evaluates_to_series_on_a_live_stack(
+    psp_simulator: PspSimulatorHandle, keycloak: Keycloak, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    consumers_port = free_port()
+    async with running_pipeline(
+        psp=psp_simulator,
+        issuer_url=keycloak.issuer_url,
+        data_dir=tmp_path / "kafka",
+        process={"management_port": consumers_port},
+    ) as pipeline:
+        api_metrics = pipeline.api.management_url.removeprefix("http://")
+        (tmp_path / "prometheus").mkdir()
+        prometheus = start_prometheus(
+            tmp_path / "prometheus",
+            {
+                "payment-service": api_metrics,
+                "payment-dispatcher": api_metrics,
+                "payment-consumers": f"127.0.0.1:{consumers_port}",
+            },
+            labels={"namespace": NAMESPACE},
+        )
+        try:
+
+            async def all_up() -> bool:
+                up = await prometheus.targets_up()
+                return len(up) == 3 and all(up.values())
+
+            await wait_until(all_up, timeout=30, what="every scrape target up")
+            await _flow_payments(prometheus, pipeline, tokens["order-service"])
+
+            async def recorded() -> bool:
+                # Rules evaluated at least twice after the flow: rates over it are defined.
+                return bool(await prometheus.query("namespace:payments_create_requests:rate5m > 0"))
+
+            await wait_until(recorded, timeout=30, interval=0.5, what="recording rules evaluated")
+            await _check_everything(prometheus)
+        finally:
+            prometheus.stop()
+
+
+async def _check_everything(prometheus: LivePrometheus) -> None:
+    empty: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    evaluated = 0
+    reads: set[str] = set()
+    for query in dashboard_queries():
+        evaluated += 1
+        try:
+            if not await prometheus.query(query):
+                empty[query] = "dashboard query"
+        except Exception as error:
+            errors[query] = str(error)
+        reads |= {selector_text(s) for s in selectors(query)}
+    for rule in rules():
+        evaluated += 1
+        name = rule.get("record") or rule["alert"]
+        try:
+            result = await prometheus.query(rule["expr"])
+            if "record" in rule and not result:
+                empty[name] = "recording rule"
+        except Exception as error:
+            errors[name] = str(error)
+        reads |= {selector_text(s) for s in selectors(rule["expr"])}
+    for selector in sorted(reads):
+        try:
+            if not await prometheus.query(selector):
+                empty[selector] = "series read"
+        except Exception as error:
+            errors[selector] = str(error)
+    print(f"\nevaluated {evaluated} expressions and {len(reads)} series selectors")  # noqa: T201
+    assert errors == {}
+    unexpected = {what: kind for what, kind in empty.items() if what not in NEEDS_A_FAULT}
+    assert unexpected == {}, json.dumps(unexpected, indent=1)
+    # The list stays honest: everything on it is really absent in a healthy run.
+    assert set(NEEDS_A_FAULT) <= set(empty), set(NEEDS_A_FAULT) - set(empty)
