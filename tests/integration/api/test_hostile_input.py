@@ -205,7 +205,8 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 def _hostile_tokens(valid: str, jwks: dict[str, Any]) -> dict[str, str]:
     header, claims, signature = _parts(valid)
     escalated = {**claims, "azp": "admin", "realm_access": {"roles": ["payment:write", "payment:read", "admin"]}}
-    public_key = jwt.PyJWK(jwks["keys"][0]).key
+    signing_jwk = next(key for key in jwks["keys"] if key["kid"] == header["kid"])  # not the encryption key
+    public_key = jwt.PyJWK(signing_jwk).key
     public_pem = public_key.public_bytes(encoding=Encoding.PEM, format=PublicFormat.SubjectPublicKeyInfo)
     return {
         "tampered claims": f"{_b64(header)}.{_b64(escalated)}.{signature}",
@@ -214,7 +215,7 @@ def _hostile_tokens(valid: str, jwks: dict[str, Any]) -> dict[str, str]:
         "alg none with the signature": f"{_b64({**header, 'alg': 'none'})}.{_b64(claims)}.{signature}",
         "HS256 keyed with the public key": _hmac(header, claims, public_pem),
         "kid path traversal": f"{_b64({**header, 'kid': '../../../../dev/null'})}.{_b64(claims)}.{signature}",
-        "embedded jwk": f"{_b64({**header, 'jwk': jwks['keys'][0]})}.{_b64(escalated)}.{signature}",
+        "embedded jwk": f"{_b64({**header, 'jwk': signing_jwk})}.{_b64(escalated)}.{signature}",
         "jku elsewhere": f"{_b64({**header, 'jku': 'http://127.0.0.1:1/certs'})}.{_b64(escalated)}.{signature}",
         "signature stripped": f"{_b64(header)}.{_b64(claims)}.",
         "two dots only": "..",
