@@ -3,13 +3,14 @@ recording and alert rule through its HTTP API: none errors, and each returns ser
 returns series only while it fires, so for alerts every series it reads must be present with the label values it
 selects; promtool's cases in infra/prometheus/alerts_test.yml make each one fire).
 
-The API, the outbox dispatcher and the consumers run in this test process and share its metrics registry, so the
-three scrape jobs read the same samples: the test proves the queries and the names, not which process exports what
-(tests/deploy/test_observability.py checks that against the code).
+The API, the outbox dispatcher, the consumers and the lag exporter run in this test process and share its metrics
+registry, so the four scrape jobs read the same samples (the lag exporter's own collector aside): the test proves
+the queries and the names, not which process exports what (tests/deploy/test_observability.py checks that).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 import yaml
 
 from devstack.keycloak import Keycloak
+from services.payment_consumers.lag_exporter import serve as serve_lag_exporter
+from services.payment_consumers.settings import LagExporterOptions
 from tests.deploy.promql import Selector, selectors
 from tests.e2e.helpers import create_payments, wait_until_final
 from tests.fixtures.pipeline import running_pipeline
@@ -97,6 +100,12 @@ async def test_every_dashboard_query_and_rule_evaluates_to_series_on_a_live_stac
         data_dir=tmp_path / "kafka",
         process={"management_port": consumers_port},
     ) as pipeline:
+        lag_port = free_port()
+        lag_settings = pipeline.consumers_settings.model_copy(
+            update={"lag_exporter": LagExporterOptions(port=lag_port, interval_seconds=1, stale_after_seconds=5)}
+        )
+        stop_lag = asyncio.Event()
+        lag_exporter = asyncio.create_task(serve_lag_exporter(lag_settings, stop=stop_lag))
         api_metrics = pipeline.api.management_url.removeprefix("http://")
         (tmp_path / "prometheus").mkdir()
         prometheus = start_prometheus(
@@ -105,6 +114,7 @@ async def test_every_dashboard_query_and_rule_evaluates_to_series_on_a_live_stac
                 "payment-service": api_metrics,
                 "payment-dispatcher": api_metrics,
                 "payment-consumers": f"127.0.0.1:{consumers_port}",
+                "payment-lag-exporter": f"127.0.0.1:{lag_port}",
             },
             labels={"namespace": NAMESPACE},
         )
@@ -112,7 +122,7 @@ async def test_every_dashboard_query_and_rule_evaluates_to_series_on_a_live_stac
 
             async def all_up() -> bool:
                 up = await prometheus.targets_up()
-                return len(up) == 3 and all(up.values())
+                return len(up) == 4 and all(up.values())
 
             await wait_until(all_up, timeout=30, what="every scrape target up")
             await _flow_payments(prometheus, pipeline, tokens["order-service"])
@@ -125,6 +135,8 @@ async def test_every_dashboard_query_and_rule_evaluates_to_series_on_a_live_stac
             await _check_everything(prometheus)
         finally:
             prometheus.stop()
+            stop_lag.set()
+            await lag_exporter
 
 
 async def _check_everything(prometheus: LivePrometheus) -> None:
