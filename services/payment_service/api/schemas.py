@@ -76,3 +76,15 @@ class PaymentDocument(BaseModel):
     status: PaymentStatus
     createdAt: str
     paymentOrders: list[PaymentOrderDocument]
+
+
+class RefundDocument(BaseModel):
+    refundId: str
+    paymentId: str
+    paymentOrderId: str
+    sellerId: str
+    amount: AmountOut
+    status: str
+    paymentOrderRefunded: AmountOut  # every refund of the order so far, this one included
+    createdAt: str
+    updatedAt: str

@@ -44,7 +44,12 @@ CHECKS = [
     response_schema_conformance,
 ]
 # The realm client whose token each operation is called with (its role passes the operation's check).
-CALLER = {"POST /payments": "order-service", "GET /payments/{payment_id}": "order-service"}
+CALLER = {
+    "POST /payments": "order-service",
+    "GET /payments/{payment_id}": "order-service",
+    "POST /payments/{payment_id}/orders/{payment_order_id}/refunds": "order-service",
+    "GET /payments/{payment_id}/orders/{payment_order_id}/refunds/{refund_id}": "order-service",
+}
 SELLERS_CALLER = "finance-reader"
 
 
@@ -119,13 +124,18 @@ async def test_every_operation_answers_inside_its_document_and_refuses_bad_data_
     assert operations == {
         "POST /payments",
         "GET /payments/{payment_id}",
+        "POST /payments/{payment_id}/orders/{payment_order_id}/refunds",
+        "GET /payments/{payment_id}/orders/{payment_order_id}/refunds/{refund_id}",
         "GET /sellers/{seller_id}/balance",
         "GET /sellers/{seller_id}/entries",
     }
     assert all(n >= EXAMPLES_PER_OPERATION_AND_MODE // 2 for n in report.cases.values()), report.cases
     assert not report.failures, "\n".join(report.failures)
-    # A free-text path parameter and no body: with the token supplied, no data outside the schema exists.
-    assert report.unsatisfiable == ["GET /payments/{payment_id} negative"]
+    # Free-text path parameters and no body: with the token supplied, no data outside the schema exists.
+    assert report.unsatisfiable == [
+        "GET /payments/{payment_id} negative",
+        "GET /payments/{payment_id}/orders/{payment_order_id}/refunds/{refund_id} negative",
+    ]
     # Only the 202s wrote: one payment each; every refusal wrote nothing.
     assert after["payments"] - before["payments"] == report.created, (report.created, before, after)
     print(f"\nfuzz cases: {dict(report.cases)}\nstatuses: {dict(report.statuses)}")  # noqa: T201
