@@ -59,6 +59,19 @@ UNAUTHENTICATED = "No bearer token, or one that is invalid, expired or not signe
 UNAVAILABLE = "The token issuer's keys or a database cannot be reached; nothing was written. Retry after Retry-After"
 
 
+def read_problems(*, role: str, missing: str) -> dict[int | str, dict[str, Any]]:
+    """The problems of a GET of one resource: `missing` describes its 404."""
+    return problem_responses(
+        {
+            401: UNAUTHENTICATED,
+            403: f"The token's client lacks the role {role}",
+            404: missing,
+            503: UNAVAILABLE,
+            504: "The database did not answer in time",
+        }
+    )
+
+
 class BadRequest(Exception):
     """A malformed request the schema cannot even describe (bad header, unreadable JSON)."""
 

@@ -26,6 +26,7 @@ from services.payment_service.api.problems import (
     UNAVAILABLE,
     BadRequest,
     problem_responses,
+    read_problems,
     trace_id_of,
 )
 from services.payment_service.api.routes import MAX_BODY_BYTES, idempotency_key, read_json_body
@@ -157,15 +158,7 @@ async def create_refund(payment_id: str, payment_order_id: str, request: Request
 @router.get(
     "/payments/{payment_id}/orders/{payment_order_id}/refunds/{refund_id}",
     response_model=RefundDocument,
-    responses=problem_responses(
-        {
-            401: UNAUTHENTICATED,
-            403: "The token's client lacks the role payment:read",
-            404: "No such refund of that payment order",
-            503: UNAVAILABLE,
-            504: "The database did not answer in time",
-        }
-    ),
+    responses=read_problems(role="payment:read", missing="No such refund of that payment order"),
     dependencies=[Depends(require_read)],
 )
 async def get_refund(payment_id: str, payment_order_id: str, refund_id: str, request: Request) -> Response:

@@ -18,11 +18,11 @@ from payment_domain.payment import PaymentLine
 from services.payment_service.api.presenter import payment_document
 from services.payment_service.api.problems import (
     UNAUTHENTICATED,
-    UNAVAILABLE,
     BadRequest,
     PayloadTooLarge,
     UnsupportedMediaType,
     problem_responses,
+    read_problems,
     trace_id_of,
 )
 from services.payment_service.api.schemas import CreatePaymentRequest, PaymentDocument
@@ -175,15 +175,7 @@ async def create_payment(request: Request) -> Response:
 @router.get(
     "/payments/{payment_id}",
     response_model=PaymentDocument,
-    responses=problem_responses(
-        {
-            401: UNAUTHENTICATED,
-            403: "The token's client lacks the role payment:read",
-            404: "No such payment",
-            503: UNAVAILABLE,
-            504: "The database did not answer in time",
-        }
-    ),
+    responses=read_problems(role="payment:read", missing="No such payment"),
     dependencies=[Depends(refuse_unknown_query), Depends(require_read)],
 )
 async def get_payment(payment_id: str, request: Request) -> Response:
