@@ -11,7 +11,12 @@ from fastapi.routing import APIRoute
 from services.payment_service.api.admission import AdmissionMiddleware
 from services.payment_service.api.ledger_routes import router as ledger_router
 from services.payment_service.api.middleware import RequestContextMiddleware
-from services.payment_service.api.problems import install_problem_handlers
+from services.payment_service.api.problems import (
+    PROBLEM_JSON,
+    Problem,
+    install_problem_handlers,
+    problem_responses,
+)
 from services.payment_service.api.refund_routes import router as refund_router
 from services.payment_service.api.routes import router
 from services.payment_service.api.schemas import CreatePaymentRequest
@@ -44,7 +49,7 @@ def create_app(container: Container) -> FastAPI:
         retry_after_seconds=container.settings.api.retry_after_seconds,
     )
     app.add_middleware(RequestContextMiddleware, access_log=False)
-    _document_request_schemas(app)
+    _complete_document(app)
     return app
 
 
@@ -52,8 +57,9 @@ def _route(method: str, path: str) -> APIRoute:
     return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ()))
 
 
-def _document_request_schemas(app: FastAPI) -> None:
-    """POST /payments validates its raw body itself (see routes._parse_body); publish that schema in OpenAPI."""
+def _complete_document(app: FastAPI) -> None:
+    """POST /payments validates its raw body itself (see routes._parse_body): publish that schema, the problem
+    document every 4xx and 5xx answers with, and the bearer scheme in OpenAPI."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -63,6 +69,17 @@ def _document_request_schemas(app: FastAPI) -> None:
             components = document.setdefault("components", {}).setdefault("schemas", {})
             components.update(schema.pop("$defs", {}))
             components["CreatePaymentRequest"] = schema
+            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(problem.pop("$defs", {}))
+            components["Problem"] = problem
+            # FastAPI's own 422 shape is never sent: the validation handler answers problem+json.
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    invalid = operation["responses"].get("422")
+                    if invalid is not None and PROBLEM_JSON not in invalid.get("content", {}):
+                        invalid.update(problem_responses({422: "A parameter is invalid (listed in `errors`)"})[422])
             document["components"].setdefault("securitySchemes", {})["bearerAuth"] = {
                 "type": "http",
                 "scheme": "bearer",

@@ -6,17 +6,20 @@ are integer minor units. The statement pages newest first by an opaque cursor (`
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from payment_application.get_seller_statement import MAX_PAGE
 from payment_domain.ids import PaymentOrderId
+from services.payment_service.api.problems import UNAUTHENTICATED, UNAVAILABLE, problem_responses
+from services.payment_service.api.schemas import PRINTABLE
 from services.payment_service.api.security import require_seller_reader
+from services.payment_service.api.strict_query import refuse_unknown_query
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(refuse_unknown_query)])
 
 
 def _json(document: BaseModel) -> Response:
@@ -24,10 +27,18 @@ def _json(document: BaseModel) -> Response:
     return Response(document.model_dump_json(), media_type="application/json")
 
 
-SellerId = Annotated[str, Path(min_length=1, max_length=255, description="the seller's id, as in sellerId")]
-_FORBIDDEN: dict[int | str, dict[str, Any]] = {
-    403: {"description": "The caller is neither this seller's own client nor a holder of the role finance:read"}
-}
+SellerId = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=PRINTABLE, description="the seller's id, as in sellerId")
+]
+_PROBLEMS = problem_responses(
+    {
+        401: UNAUTHENTICATED,
+        403: "The caller is neither this seller's own client nor a holder of the role finance:read",
+        422: "A query parameter is invalid (listed in `errors`)",
+        503: UNAVAILABLE,
+        504: "The database did not answer in time",
+    }
+)
 
 
 class CurrencyBalance(BaseModel):
@@ -63,7 +74,7 @@ class SellerStatementDocument(BaseModel):
 @router.get(
     "/sellers/{seller_id}/balance",
     response_model=SellerBalanceDocument,
-    responses=_FORBIDDEN,
+    responses=_PROBLEMS,
     openapi_extra={"security": [{"bearerAuth": ["finance:read"]}]},
     summary="A seller's balance per currency, summed from the ledger's postings",
 )
@@ -90,7 +101,7 @@ async def seller_balance(seller_id: SellerId, request: Request) -> Response:
 @router.get(
     "/sellers/{seller_id}/entries",
     response_model=SellerStatementDocument,
-    responses=_FORBIDDEN,
+    responses=_PROBLEMS,
     openapi_extra={"security": [{"bearerAuth": ["finance:read"]}]},
     summary="A seller's statement: the postings on its account, newest first, a page at a time",
 )

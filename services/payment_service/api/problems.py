@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -29,12 +30,70 @@ PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger(__name__)
 
 
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every 4xx and 5xx answer (published in OpenAPI; `problem()` writes it)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    traceId: str
+    errors: list[FieldError] | None = None  # validation problems: one per bad field
+    paymentId: str | None = None  # order-already-has-payment: the payment the order has
+    orderId: str | None = None
+
+
+def problem_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each a problem+json document."""
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {status: {"description": text, "content": content} for status, text in descriptions.items()}
+
+
+UNAUTHENTICATED = "No bearer token, or one that is invalid, expired or not signed by the trusted issuer"
+UNAVAILABLE = "The token issuer's keys or a database cannot be reached; nothing was written. Retry after Retry-After"
+
+
+def read_problems(*, role: str, missing: str) -> dict[int | str, dict[str, Any]]:
+    """The problems of a GET of one resource: `missing` describes its 404."""
+    return problem_responses(
+        {
+            401: UNAUTHENTICATED,
+            403: f"The token's client lacks the role {role}",
+            404: missing,
+            503: UNAVAILABLE,
+            504: "The database did not answer in time",
+        }
+    )
+
+
 class BadRequest(Exception):
     """A malformed request the schema cannot even describe (bad header, unreadable JSON)."""
+
+    status = 400
+    title = "Bad request"
+    kind = "bad-request"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    title = "Payload too large"
+    kind = "payload-too-large"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    title = "Unsupported media type"
+    kind = "unsupported-media-type"
 
 
 def trace_id_of(request: Request) -> str:
@@ -119,7 +178,7 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> Response:
-        return problem(request, 400, "Bad request", exc.detail, kind="bad-request")
+        return problem(request, exc.status, exc.title, exc.detail, kind=exc.kind)
 
     @app.exception_handler(AuthenticationError)
     async def _unauthenticated(request: Request, exc: AuthenticationError) -> Response:

@@ -21,13 +21,21 @@ from payment_domain.events import iso_utc
 from payment_domain.ids import PaymentId, PaymentOrderId, RefundId
 from payment_domain.money import Amount, Currency
 from payment_domain.refund import Refund, RefundRefused
-from services.payment_service.api.problems import BadRequest, trace_id_of
-from services.payment_service.api.routes import idempotency_key
-from services.payment_service.api.schemas import RefundRequest
+from services.payment_service.api.problems import (
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    BadRequest,
+    problem_responses,
+    read_problems,
+    trace_id_of,
+)
+from services.payment_service.api.routes import MAX_BODY_BYTES, idempotency_key, read_json_body
+from services.payment_service.api.schemas import RefundDocument, RefundRequest
 from services.payment_service.api.security import require_read, require_write
+from services.payment_service.api.strict_query import refuse_unknown_query
 from services.payment_service.metrics import REFUND_REQUESTS
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(refuse_unknown_query)])
 log = structlog.get_logger(__name__)
 ACCEPTED = 202
 
@@ -64,7 +72,7 @@ def _request_hash(payment_id: str, payment_order_id: str, body: RefundRequest) -
 
 async def _parse_body(request: Request) -> RefundRequest:
     try:
-        return RefundRequest.model_validate_json(await request.body())
+        return RefundRequest.model_validate_json(await read_json_body(request))
     except ValidationError as error:
         raise RequestValidationError(error.errors(include_url=False)) from None
 
@@ -89,11 +97,24 @@ async def _parse_body(request: Request) -> RefundRequest:
         "security": [{"bearerAuth": ["payment:write"]}],
     },
     responses={
-        202: {"description": "Accepted: the refund is recorded; the PSP pays it back asynchronously"},
-        400: {"description": "No Idempotency-Key, or a malformed one"},
-        404: {"description": "No such payment order under that payment"},
-        409: {"description": "The order is not SUCCESSFUL_FINAL, or the refund exceeds what is left to refund"},
-        422: {"description": "Invalid amount or currency, or Idempotency-Key reused with a different body"},
+        202: {
+            "model": RefundDocument,
+            "description": "Accepted: the refund is recorded; the PSP pays it back asynchronously",
+        },
+        **problem_responses(
+            {
+                400: "No Idempotency-Key, a malformed one, or unreadable JSON; nothing was written",
+                401: UNAUTHENTICATED,
+                403: "The token's client lacks the role payment:write",
+                404: "No such payment order under that payment",
+                409: "The order is not SUCCESSFUL_FINAL, or the refund exceeds what is left to refund",
+                413: f"The body is larger than {MAX_BODY_BYTES} bytes; nothing was written",
+                415: "The body is not application/json; nothing was written",
+                422: "Invalid amount or currency, or Idempotency-Key reused with a different body",
+                503: UNAVAILABLE,
+                504: "The database did not answer in time",
+            }
+        ),
     },
 )
 async def create_refund(payment_id: str, payment_order_id: str, request: Request) -> Response:
@@ -136,7 +157,8 @@ async def create_refund(payment_id: str, payment_order_id: str, request: Request
 
 @router.get(
     "/payments/{payment_id}/orders/{payment_order_id}/refunds/{refund_id}",
-    responses={404: {"description": "No such refund of that payment order"}},
+    response_model=RefundDocument,
+    responses=read_problems(role="payment:read", missing="No such refund of that payment order"),
     dependencies=[Depends(require_read)],
 )
 async def get_refund(payment_id: str, payment_order_id: str, refund_id: str, request: Request) -> Response:

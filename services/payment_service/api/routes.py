@@ -16,14 +16,25 @@ from payment_domain.ids import PaymentId
 from payment_domain.money import Amount, Currency
 from payment_domain.payment import PaymentLine
 from services.payment_service.api.presenter import payment_document
-from services.payment_service.api.problems import BadRequest, trace_id_of
-from services.payment_service.api.schemas import CreatePaymentRequest
+from services.payment_service.api.problems import (
+    UNAUTHENTICATED,
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    problem_responses,
+    read_problems,
+    trace_id_of,
+)
+from services.payment_service.api.schemas import CreatePaymentRequest, PaymentDocument
 from services.payment_service.api.security import require_read, require_write
+from services.payment_service.api.strict_query import refuse_unknown_query
 from services.payment_service.metrics import IDEMPOTENT_REPLAYS, PAYMENT_ORDERS_CREATED, PAYMENTS_CREATED
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
+# The largest valid body (100 orders, every id 255 characters, amounts at their maximum) is about 35 KiB.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def idempotency_key(raw: str | None) -> str | None:
@@ -57,11 +68,29 @@ def _command(body: CreatePaymentRequest, *, client_id: str, trace_id: str, key: 
     )
 
 
+async def read_json_body(request: Request) -> bytes:
+    """The JSON body, refused unread when its type is not JSON or it is larger than any valid request can be."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be application/json")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body must be at most {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the request body must be at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _parse_body(request: Request) -> CreatePaymentRequest:
     """pydantic-core parses and validates the raw bytes in one pass (FastAPI's body parameter would decode with
     the stdlib json module first, then validate Python objects: about a tenth of this endpoint's CPU)."""
+    raw = await read_json_body(request)
     try:
-        return CreatePaymentRequest.model_validate_json(await request.body())
+        return CreatePaymentRequest.model_validate_json(raw)
     except ValidationError as error:
         raise RequestValidationError(error.errors(include_url=False)) from None
 
@@ -87,27 +116,35 @@ async def _parse_body(request: Request) -> CreatePaymentRequest:
         "security": [{"bearerAuth": ["payment:write"]}],
     },
     responses={
-        202: {"description": "Accepted: the payment and its orders are recorded; charging happens asynchronously"},
-        409: {
-            "description": "The order already has a payment from this client (Location names it; nothing was "
-            "written), or a request with this Idempotency-Key is still in flight"
+        202: {
+            "model": PaymentDocument,
+            "description": "Accepted: the payment and its orders are recorded; charging happens asynchronously",
         },
-        422: {"description": "Invalid request, or Idempotency-Key reused with a different body"},
-        503: {
-            "description": "A dependency is unavailable, the service is at capacity (type `overloaded`), or the "
-            "payments accepted earlier still wait for the PSP (type `pipeline-behind`); the last two are answered "
-            "before the token is checked. Nothing was written: send the same request again after Retry-After"
-        },
-        504: {
-            "description": "A statement timed out (nothing was written), or the database stopped answering after "
-            "the payment was sent (outcome unknown: send the same request again)"
-        },
+        **problem_responses(
+            {
+                400: "Unreadable JSON, no body, or a malformed Idempotency-Key; nothing was written",
+                401: UNAUTHENTICATED,
+                403: "The token's client lacks the role payment:write",
+                409: "The order already has a payment from this client (Location names it; nothing was written), "
+                "or a request with this Idempotency-Key is still in flight",
+                413: f"The body is larger than {MAX_BODY_BYTES} bytes (no valid request is); nothing was written",
+                415: "The body is not application/json; nothing was written",
+                422: "Invalid request (every bad field listed in `errors`), or Idempotency-Key reused with a "
+                "different body; nothing was written",
+                503: "A dependency is unavailable, the service is at capacity (type `overloaded`), or the payments "
+                "accepted earlier still wait for the PSP (type `pipeline-behind`); the last two are answered before "
+                "the token is checked. Nothing was written: send the same request again after Retry-After",
+                504: "A statement timed out (nothing was written), or the database stopped answering after the "
+                "payment was sent (outcome unknown: send the same request again)",
+            }
+        ),
     },
 )
 async def create_payment(request: Request) -> Response:
     """The hot path: the caller and the Idempotency-Key are read here rather than through FastAPI's dependency
     injection (about a tenth of this endpoint's CPU); the OpenAPI document still declares both."""
     principal = await require_write(request)
+    refuse_unknown_query(request)
     body = await _parse_body(request)
     key = idempotency_key(request.headers.get("idempotency-key"))
     command = _command(body, client_id=principal.client_id, trace_id=trace_id_of(request), key=key)
@@ -137,8 +174,9 @@ async def create_payment(request: Request) -> Response:
 
 @router.get(
     "/payments/{payment_id}",
-    responses={404: {"description": "No such payment"}},
-    dependencies=[Depends(require_read)],
+    response_model=PaymentDocument,
+    responses=read_problems(role="payment:read", missing="No such payment"),
+    dependencies=[Depends(refuse_unknown_query), Depends(require_read)],
 )
 async def get_payment(payment_id: str, request: Request) -> Response:
     try:

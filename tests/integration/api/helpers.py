@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
 
@@ -50,3 +51,14 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+def bounded(max_examples: int) -> settings:
+    """Hypothesis settings for a fuzz run inside `make test`: the same examples every run, no example database."""
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
