@@ -1,13 +1,14 @@
 """One task per assigned partition: records in offset order per key, a bounded queue, the offset safe to commit.
 
-The worker takes what is queued as one batch (at most `batch_size`) and runs the records of each key (a
-paymentOrderId) one after another in offset order, different keys side by side: one order's events never
-overtake each other, while a partition's orders no longer wait in line behind one PSP call or one commit.
-Records without a key make one chain of their own. `completed` follows the batch's finished prefix: it is
-offset + 1 of the highest record finished with every record before it finished too, so a commit never skips a
-record still running. The next batch starts when every record of this one is done. Stopping abandons the
-queued records (never started, so never committed: whoever owns the partition next receives them) and waits,
-bounded, for the batch in hand.
+The worker keeps up to `batch_size` records in hand, runs the records of each key (a paymentOrderId) one after
+another in offset order and different keys side by side: one order's events never overtake each other, while a
+partition's orders do not wait in line behind one PSP call or one commit. The window slides: as soon as a record
+finishes, the next queued one starts (after the records of its own key), so one call that waits out its 500 ms
+timeout holds up only its own order, not the fifteen records that came with it. Records without a key make one
+chain of their own. `completed` follows the finished prefix: offset + 1 of the highest record finished with every
+record before it finished too, so a commit never skips a record still running. Stopping abandons the queued
+records (never started, so never committed: whoever owns the partition next receives them) and waits, bounded,
+for the records in hand.
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ class PartitionWorker:
         self._queue: deque[ConsumedRecord] = deque()
         self._next_offset: int | None = None
         self._batch_size = batch_size
-        self._in_hand: list[ConsumedRecord] = []
-        self._finished: set[int] = set()  # offsets of the batch in hand that are done
-        self._prefix = 0  # how many of the batch in hand, from its start, are done
+        # In hand: started, or waiting behind a record of their own key, in offset order; the finished prefix leaves.
+        self._in_hand: deque[ConsumedRecord] = deque()
+        self._finished: set[int] = set()  # offsets in hand that are done
+        self._running: set[asyncio.Task[None]] = set()
+        self._waiting_behind: dict[str | None, deque[ConsumedRecord]] = {}  # key -> its records not yet started
+        self._failure: BaseException | None = None
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"consume-{tp.topic}-{tp.partition}")
@@ -98,44 +102,65 @@ class PartitionWorker:
         return taken
 
     async def _run(self) -> None:
-        while True:
-            while not self._queue:
-                if self._stopping:
+        try:
+            while True:
+                # Room is counted in records not yet finished (a finished one waits in hand only for its elders).
+                while (
+                    self._queue and len(self._in_hand) - len(self._finished) < self._batch_size and not self._stopping
+                ):
+                    self._take(self._queue.popleft())
+                if self._failure is not None:
+                    raise self._failure
+                if self._stopping and not self._in_hand:
                     return
+                if self._stopping and not self._running:
+                    return  # only records waiting behind a key that will not run now: never started, not committed
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            take = min(len(self._queue), self._batch_size)
-            self._in_hand = [self._queue.popleft() for _ in range(take)]
-            self._finished = set()
-            self._prefix = 0
-            await self._run_batch(self._in_hand)
-            self._in_hand = []
-            if not self._stopping and self.in_flight <= self._low_water:
-                self._on_room(self.tp)
+        finally:
+            for task in self._running:
+                task.cancel()
+            if self._running:
+                await asyncio.wait(self._running)
 
-    async def _run_batch(self, batch: list[ConsumedRecord]) -> None:
-        chains: dict[str | None, list[ConsumedRecord]] = {}
-        for record in batch:
-            chains.setdefault(record.key, []).append(record)
-        if len(chains) == 1:
-            await self._run_chain(batch)
+    def _take(self, record: ConsumedRecord) -> None:
+        self._in_hand.append(record)
+        behind = self._waiting_behind.get(record.key)
+        if behind is None:
+            self._waiting_behind[record.key] = deque()
+            self._start(record)
+        else:
+            behind.append(record)
+
+    def _start(self, record: ConsumedRecord) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(self._process(record))
+        self._running.add(task)
+        task.add_done_callback(lambda done: self._done(record, done))
+
+    def _done(self, record: ConsumedRecord, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if task.cancelled():
             return
-        # A failing chain (a bug: `process` handles every failure of a record itself) takes the others with it.
-        async with asyncio.TaskGroup() as group:
-            for chain in chains.values():
-                group.create_task(self._run_chain(chain))
-
-    async def _run_chain(self, chain: list[ConsumedRecord]) -> None:
-        for record in chain:
-            await self._process(record)
-            self._finish(record.offset)
+        if (error := task.exception()) is not None:  # a bug: `process` handles every failure of a record itself
+            self._failure = self._failure or error
+            self._wakeup.set()
+            return
+        self._finish(record.offset)
+        behind = self._waiting_behind[record.key]
+        if behind and not self._stopping:
+            self._start(behind.popleft())
+        elif not behind:
+            del self._waiting_behind[record.key]
+        self._wakeup.set()
+        if not self._stopping and self.in_flight <= self._low_water:
+            self._on_room(self.tp)
 
     def _finish(self, offset: int) -> None:
         self._finished.add(offset)
-        batch = self._in_hand
-        while self._prefix < len(batch) and batch[self._prefix].offset in self._finished:
-            self._prefix += 1
-            self.completed = batch[self._prefix - 1].offset + 1
+        while self._in_hand and self._in_hand[0].offset in self._finished:
+            done = self._in_hand.popleft()
+            self._finished.discard(done.offset)
+            self.completed = done.offset + 1
 
     async def stop(self, grace: float) -> None:
         """Take nothing more, drop the queue, give the batch in hand `grace` seconds, then cancel it."""

@@ -1,5 +1,6 @@
-"""A partition's batch: one key's records run one after another in offset order, different keys side by side,
-and the offset moves past the batch only when all of it is done."""
+"""A partition's records in hand: one key's records run one after another in offset order, different keys side by
+side, at most `batch_size` in hand, the next one taken as soon as one finishes, and the offset moves only past the
+finished prefix."""
 
 from __future__ import annotations
 
@@ -109,13 +110,37 @@ async def test_a_batch_is_at_most_batch_size_records() -> None:
     await within(handler.started_event(0))
     await within(handler.started_event(1))
     await asyncio.sleep(0)
-    assert "start 2" not in handler.log  # the third record waits for the next batch
+    assert "start 2" not in handler.log  # the third record waits for room
     handler.gate(0).set()
     handler.gate(1).set()
     handler.gate(2).set()
     await within(handler.started_event(2))
     await worker.stop(1.0)
     assert worker.completed == 3
+
+
+async def test_a_slow_record_holds_up_only_its_own_key_the_others_successors_start_as_room_frees() -> None:
+    """NORMAL's timeouts: one call waits out 500 ms while its neighbours answer in 100; the window slides past it
+    (and the committable offset waits for it)."""
+    handler = Gated()
+    worker = PartitionWorker(TP, handler, capacity=10, on_room=lambda _tp: None, batch_size=2)
+    worker.offer([record(0, "slow"), record(1, "b"), record(2, "c"), record(3, "d"), record(4, "slow")])
+    await within(handler.started_event(0))
+    await within(handler.started_event(1))
+    handler.gate(1).set()
+    await within(handler.started_event(2))  # 1 finished: 2 starts at once, while 0 still runs
+    handler.gate(2).set()
+    await within(handler.started_event(3))
+    handler.gate(3).set()
+    await until(lambda: "end 3" in handler.log)
+    assert worker.completed is None  # 0 is not done: nothing past it may be committed
+    assert "start 4" not in handler.log  # the slow key's next record waits for its first
+    handler.gate(0).set()
+    await within(handler.started_event(4))
+    assert worker.completed == 4
+    handler.gate(4).set()
+    await until(lambda: worker.completed == 5)
+    await worker.stop(1.0)
 
 
 async def test_an_aborted_batch_is_not_completed_even_where_some_of_it_finished() -> None:
