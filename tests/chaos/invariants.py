@@ -1,0 +1,191 @@
+"""What must hold once the system has converged, read from Postgres, Kafka and the PSP simulator's ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka.errors import KafkaError
+
+from payment_domain.status import PaymentOrderStatus, PaymentStatus, roll_up
+from payment_domain.topics import Topic
+from tests.fixtures.broker import ConsumedMessage, TopicReader
+from tests.integration.api.helpers import fetch
+
+FINAL = frozenset(
+    {
+        PaymentOrderStatus.SUCCESSFUL_FINAL,
+        PaymentOrderStatus.DECLINED_FINAL,
+        PaymentOrderStatus.FAILED_FINAL,
+        PaymentOrderStatus.NEEDS_RECONCILIATION,
+    }
+)
+CONSUMED_TOPICS = (
+    Topic.PAYMENT_ORDER_CREATED,
+    Topic.PSP_CALL_REQUESTED,
+    Topic.PSP_RESULT_UPDATED,
+    Topic.STATUS_CHECK_SCHEDULER,
+)
+ALL_TOPICS = (*CONSUMED_TOPICS, Topic.PAYMENT_ORDER_SUCCEEDED, Topic.PAYMENT_ORDER_FAILED)
+PAYMENTS_CLI = Path(sys.executable).with_name("payments")
+
+
+@dataclass
+class Snapshot:
+    """The state the checks judge: orders and payments from Postgres, the PSP's ledger."""
+
+    orders: dict[str, dict[str, Any]]  # public payment order id -> row
+    payments: dict[str, dict[str, Any]]  # public payment id -> row
+    summary: dict[str, Any]
+    charged: dict[str, dict[str, Any]]  # merchant reference -> its first successful charge
+
+    def stuck(self) -> dict[str, str]:
+        return {o: r["status"] for o, r in self.orders.items() if r["status"] not in FINAL}
+
+
+async def snapshot(database_url: str, psp_url: str) -> Snapshot:
+    orders = await fetch(
+        database_url,
+        "SELECT public_payment_order_id, public_payment_id, status, amount_value, amount_currency, retry_count "
+        "FROM payment_orders",
+    )
+    payments = await fetch(database_url, "SELECT public_payment_id, order_id, status FROM payments")
+    async with httpx.AsyncClient(base_url=psp_url, timeout=30) as psp:
+        summary = (await psp.get("/admin/summary")).json()
+        charged = (await psp.get("/admin/charged")).json()["charged"]
+    return Snapshot(
+        {r["public_payment_order_id"]: dict(r) for r in orders},
+        {r["public_payment_id"]: dict(r) for r in payments},
+        summary,
+        charged,
+    )
+
+
+@dataclass
+class Verdict:
+    violations: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, holds: bool, what: str) -> None:
+        if not holds:
+            self.violations.append(what)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def _sample(items: Any, n: int = 5) -> str:
+    values = sorted(items) if not isinstance(items, dict) else sorted(items.items())
+    return f"{len(values)}, e.g. {values[:n]}"
+
+
+def check_state(snap: Snapshot, accepted: dict[str, str], orders_per_payment: dict[str, int], verdict: Verdict) -> None:
+    """Accepted payments exist once; no order stuck; charged once; PSP charges are exactly our successes, to the
+    cent per currency; payment statuses are their orders' roll-up."""
+    by_order_id = Counter(p["order_id"] for p in snap.payments.values())
+    lost = {o: p for o, p in accepted.items() if p not in snap.payments}
+    doubled = {o for o, n in by_order_id.items() if n > 1}
+    verdict.figures["lost"] = len(lost)
+    verdict.check(not lost, f"accepted payments missing from Postgres: {_sample(lost)}")
+    verdict.check(not doubled, f"orderIds with more than one payment: {_sample(doubled)}")
+    counted = Counter(r["public_payment_id"] for r in snap.orders.values())
+    short = {p: (counted[p], n) for o, n in orders_per_payment.items() if (p := accepted.get(o)) and counted[p] != n}
+    verdict.check(not short, f"payments whose orders are not all there (found, sent): {_sample(short)}")
+    unknown = set(by_order_id) - set(accepted)
+    verdict.check(not unknown, f"payments the client never saw accepted: {_sample(unknown)}")
+
+    stuck = snap.stuck()
+    verdict.figures["stuck"] = len(stuck)
+    verdict.check(not stuck, f"orders stuck in between: {_sample(stuck)}")
+    verdict.figures["final"] = dict(Counter(r["status"] for r in snap.orders.values()))
+
+    twice = int(snap.summary["orders_charged_more_than_once"])
+    verdict.figures["charged_twice"] = twice
+    verdict.check(twice == 0, f"orders charged more than once: {snap.summary['orders_charged_more_than_once_sample']}")
+    verdict.check(snap.summary["idempotency_mismatches"] == 0, f"PSP idempotency mismatches: {snap.summary}")
+    successful = {o for o, r in snap.orders.items() if r["status"] == PaymentOrderStatus.SUCCESSFUL_FINAL}
+    charged = set(snap.charged)
+    verdict.check(
+        not charged - successful,
+        f"charged by the PSP, not SUCCESSFUL_FINAL with us: "
+        f"{_sample({o: snap.orders[o]['status'] if o in snap.orders else 'absent' for o in charged - successful})}",
+    )
+    verdict.check(
+        not successful - charged, f"SUCCESSFUL_FINAL with no charge at the PSP: {_sample(successful - charged)}"
+    )
+    ours = Counter[str]()
+    for order in successful:
+        ours[snap.orders[order]["amount_currency"]] += snap.orders[order]["amount_value"]
+    theirs = {c: v for c, v in snap.summary["charged_minor_by_currency"].items() if v}
+    verdict.figures["charged_by_currency"] = dict(theirs)
+    verdict.check(dict(ours) == theirs, f"totals per currency differ: ours {dict(ours)}, the PSP's {theirs}")
+    for order in successful & charged:
+        row, charge = snap.orders[order], snap.charged[order]
+        if (row["amount_value"], row["amount_currency"]) != (charge["amount"], charge["currency"]):
+            verdict.violations.append(f"{order}: ours {row['amount_value']} {row['amount_currency']}, PSP {charge}")
+
+    per_payment: dict[str, list[PaymentOrderStatus]] = {}
+    for row in snap.orders.values():
+        per_payment.setdefault(row["public_payment_id"], []).append(PaymentOrderStatus(row["status"]))
+    wrong = {
+        p: (row["status"], str(roll_up(per_payment.get(p, []))))
+        for p, row in snap.payments.items()
+        if PaymentStatus(row["status"]) != roll_up(per_payment.get(p, []))
+    }
+    verdict.check(not wrong, f"payment status disagrees with its orders (stored, rolled up): {_sample(wrong)}")
+
+
+async def check_outbox(database_url: str, verdict: Verdict) -> None:
+    rows = await fetch(database_url, "SELECT status, count(*) AS n FROM outbox_event GROUP BY status")
+    counts = {r["status"]: r["n"] for r in rows}
+    verdict.figures["outbox"] = counts
+    unsent = {s: n for s, n in counts.items() if s != "SENT"}
+    verdict.check(not unsent, f"outbox rows never published: {unsent}")
+
+
+async def check_ledger(database_url: str, psp_url: str, verdict: Verdict) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
+    command = [str(PAYMENTS_CLI), "ledger", "--database-url", database_url, "verify", "--psp-url", psp_url]
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    verdict.check(done.returncode == 0, f"payments ledger verify: exit {done.returncode}\n{done.stdout}{done.stderr}")
+
+
+def _event_id(message: ConsumedMessage) -> str | None:
+    try:
+        envelope = json.loads(message.value)
+    except ValueError:
+        return None
+    return str(envelope.get("eventId")) if isinstance(envelope, dict) else None
+
+
+async def _read(reader: TopicReader, topic: str) -> list[ConsumedMessage]:
+    try:
+        return await reader.read_all(topic, within=60)
+    except KafkaError:
+        return []  # a topic nothing was ever written to may not exist
+
+
+async def check_kafka(bootstrap: str, poison: dict[str, bytes], verdict: Verdict) -> None:
+    """Duplicates delivered (a record whose eventId an earlier one of its topic carried), and the dead-letter topics:
+    exactly the injected poison, one each."""
+    reader = TopicReader(bootstrap)
+    duplicates = 0
+    for topic in ALL_TOPICS:
+        ids = [i for m in await _read(reader, topic.value) if (i := _event_id(m)) is not None]
+        duplicates += len(ids) - len(set(ids))
+    verdict.figures["duplicates"] = duplicates
+    for topic in CONSUMED_TOPICS:
+        dead = [m.value for m in await _read(reader, f"{topic.value}.DLQ")]
+        expected = [poison[topic.value]] if topic.value in poison else []
+        verdict.check(dead == expected, f"{topic.value}.DLQ holds {len(dead)} records {dead[:3]}, expected {expected}")
