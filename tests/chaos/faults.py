@@ -75,28 +75,26 @@ async def _up(service: Service) -> int:
     return service.starts
 
 
-def kill9(part: str) -> Fault:
+def _signalled(part: str, signum: signal.Signals, name: str) -> Fault:
+    """Signal a service process that is up; the supervisor starts it again; done once the new one is ready."""
+
     async def inject(stack: ChaosStack, log: FaultLog) -> None:
         service: Service = getattr(stack, part)
         async with service.fault_lock:
             starts = await _up(service)
-            service.signal(signal.SIGKILL)
-            log.injected.append(f"kill -9 {part}")
+            service.signal(signum)
+            log.injected.append(name)
             await _restarted(stack, service, starts)
 
-    return Fault(f"kill -9 {part}", inject)
+    return Fault(name, inject)
+
+
+def kill9(part: str) -> Fault:
+    return _signalled(part, signal.SIGKILL, f"kill -9 {part}")
 
 
 def sigterm(part: str) -> Fault:
-    async def inject(stack: ChaosStack, log: FaultLog) -> None:
-        service: Service = getattr(stack, part)
-        async with service.fault_lock:
-            starts = await _up(service)
-            service.signal(signal.SIGTERM)
-            log.injected.append(f"SIGTERM {part}")
-            await _restarted(stack, service, starts)
-
-    return Fault(f"SIGTERM {part}", inject)
+    return _signalled(part, signal.SIGTERM, f"SIGTERM {part}")
 
 
 async def _kill9_kafka(stack: ChaosStack, log: FaultLog) -> None:
@@ -130,28 +128,28 @@ async def _pause_kafka(stack: ChaosStack, log: FaultLog) -> None:
             os.kill(pid, signal.SIGCONT)
 
 
-def cut_postgres(seconds: float) -> Fault:
+def _cut(which: str, seconds: float) -> Fault:
+    """Drop every connection through the proxy of `which` ("postgres" or "redis") and refuse new ones for `seconds`."""
+    name = f"{'Postgres' if which == 'postgres' else 'Redis'} cut {seconds:g}s"
+
     async def inject(stack: ChaosStack, log: FaultLog) -> None:
-        await stack.proxies.sever(stack.postgres_proxy)
-        log.injected.append(f"Postgres cut {seconds:g}s")
+        proxy = stack.postgres_proxy if which == "postgres" else stack.redis_proxy
+        await stack.proxies.sever(proxy)
+        log.injected.append(name)
         try:
             await asyncio.sleep(seconds)  # the outage: connections refused this long
         finally:
-            await stack.proxies.restore(stack.postgres_proxy)
+            await stack.proxies.restore(proxy)
 
-    return Fault(f"Postgres cut {seconds:g}s", inject)
+    return Fault(name, inject)
+
+
+def cut_postgres(seconds: float) -> Fault:
+    return _cut("postgres", seconds)
 
 
 def cut_redis(seconds: float) -> Fault:
-    async def inject(stack: ChaosStack, log: FaultLog) -> None:
-        await stack.proxies.sever(stack.redis_proxy)
-        log.injected.append(f"Redis cut {seconds:g}s")
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            await stack.proxies.restore(stack.redis_proxy)
-
-    return Fault(f"Redis cut {seconds:g}s", inject)
+    return _cut("redis", seconds)
 
 
 async def _flush_redis(stack: ChaosStack, log: FaultLog) -> None:

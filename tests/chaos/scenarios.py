@@ -136,7 +136,9 @@ async def run_scenario(
     errors: list[str] = []
     load = LoadResult()
     load_over = asyncio.Event()
+    began = time.monotonic()
     async with chaos_stack(psp=psp, issuer_url=issuer_url, log_dir=log_dir) as stack:
+        up_in = time.monotonic() - began
 
         async def at(moment: float, fault: Fault) -> None:
             async def reached() -> bool:
@@ -164,6 +166,7 @@ async def run_scenario(
         if await poll(converged, within=converge_within_s, interval=0.5):
             converged_in = time.monotonic() - settled_from
         verdict = Verdict()
+        checks_from = time.monotonic()
         snap = await snapshot(stack.database_url, psp.base_url)
         orders_per_payment = {r.body["orderId"]: r.orders for r in requests}
         check_state(snap, load.accepted, orders_per_payment, verdict)
@@ -175,6 +178,11 @@ async def run_scenario(
         await check_ledger(stack.database_url, psp.base_url, verdict)
         await check_kafka(stack.broker.bootstrap_servers, fault_log.poison, verdict)
         verdict.figures["restarts"] = stack.restarts()
+        verdict.figures["seconds"] = {
+            "stack_up": round(up_in, 1),
+            "load_and_faults": round(settled_from - began - up_in, 1),
+            "checks": round(time.monotonic() - checks_from, 1),
+        }
     return Outcome(scenario.name, payments, fault_log.injected, verdict, load, converged_in, log_dir, errors)
 
 

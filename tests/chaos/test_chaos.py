@@ -1,5 +1,8 @@
-"""The short, fixed-seed part of the crash-and-fault suite (the full one: `make chaos`): two scenarios of a few
-hundred payments each on real processes, every invariant of tests/chaos/invariants.py judged after each."""
+"""The short, fixed-seed part of the crash-and-fault suite (the full one, every fault alone and then combined:
+`make chaos`). One run of 200 payments on real processes (one stack: its start-up is most of the cost) takes eight
+faults at seeded moments: `kill -9` of the API, the dispatcher and the consumers, a SIGTERM restart of the consumers,
+poison on every consumed topic, Postgres and Redis cut for 5 s each, and a wedged poll loop that only liveness can
+see; then every invariant of tests/chaos/invariants.py is judged."""
 
 from __future__ import annotations
 
@@ -20,18 +23,22 @@ log = logging.getLogger(__name__)
 SEED = 19
 PAYMENTS = 200
 RATE = 25.0
-SHORT = [
-    Scenario(
-        "crashes and poison",
-        (f.kill9("api"), f.kill9("dispatcher"), f.kill9("consumers"), f.sigterm("consumers"), f.POISON),
+SHORT = Scenario(
+    "short",
+    (
+        f.kill9("api"),
+        f.kill9("dispatcher"),
+        f.kill9("consumers"),
+        f.sigterm("consumers"),
+        f.POISON,
+        f.cut_postgres(5),
+        f.cut_redis(5),
+        f.WEDGE,
     ),
-    Scenario("outages and a wedged consumer", (f.cut_postgres(8), f.cut_redis(8), f.WEDGE)),
-]
+)
 
 
-@pytest.mark.parametrize("scenario", SHORT, ids=[s.name for s in SHORT])
-async def test_every_invariant_holds_after_the_faults(
-    scenario: Scenario,
+async def test_nothing_is_lost_charged_twice_or_left_in_between_after_crashes_outages_poison_and_a_wedge(
     psp_simulator: PspSimulatorHandle,
     keycloak: IdentityServer,
     token_cache: TokenCache,
@@ -40,6 +47,7 @@ async def test_every_invariant_holds_after_the_faults(
     async def token() -> str:
         return (await token_cache.current())["order-service"]
 
+    scenario = SHORT
     outcome = await run_scenario(
         scenario,
         psp=psp_simulator,
