@@ -19,6 +19,7 @@ from tests.fixtures.psp import running_psp_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "docs" / "reliability.md"
+KEYCLOAK_WITHIN_S = 300.0  # a first start imports the realm: two minutes on a busy 2-core machine
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -39,8 +40,8 @@ async def main(args: argparse.Namespace, command: str) -> int:
         print(f"no scenario named {args.only}", file=sys.stderr)
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="chaos-"))
-    keycloak = Keycloak(scratch / "keycloak")
-    await keycloak.start()
+    keycloak = Keycloak(scratch / "keycloak", log_file=scratch / "keycloak.log")
+    await keycloak.start(within=KEYCLOAK_WITHIN_S)
     outcomes: list[Outcome] = []
     started = time.monotonic()
     try:
@@ -64,17 +65,17 @@ async def main(args: argparse.Namespace, command: str) -> int:
                     print(f"   VIOLATION: {problem}", flush=True)
                 print(table([outcome]).splitlines()[-1], flush=True)
                 print(f"   client: {outcome.load.answers}; {outcome.verdict.figures}", flush=True)
+                if args.write:  # after every scenario, so a run cut short still leaves what it found
+                    write_report(table(outcomes), command, outcomes, time.monotonic() - started, of=len(chosen))
     finally:
         await keycloak.stop()
     report = table(outcomes)
     print(report)
     print(f"({time.monotonic() - started:.0f} s; logs in {scratch})")
-    if args.write:
-        write_report(report, command, outcomes, time.monotonic() - started)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
-def write_report(report: str, command: str, outcomes: list[Outcome], seconds: float) -> None:
+def write_report(report: str, command: str, outcomes: list[Outcome], seconds: float, *, of: int) -> None:
     problems = [f"- {o.scenario}: {p}" for o in outcomes for p in o.problems()]
     REPORT.write_text(
         "# Reliability: the crash-and-fault suite\n\n"
@@ -85,7 +86,8 @@ def write_report(report: str, command: str, outcomes: list[Outcome], seconds: fl
         "the payments were accepted, waits until no order is in between, then checks the invariants "
         "(tests/chaos/invariants.py). What an operator sees for each fault and what recovers it: "
         'docs/operations.md, "Faults and what recovers them".\n\n'
-        f"Command: `{command}` ({seconds / 60:.0f} min)\n\n"
+        f"Command: `{command}` ({seconds / 60:.0f} min"
+        f"{'' if len(outcomes) == of else f'; {len(outcomes)} of {of} scenarios'})\n\n"
         f"{report}\n\n"
         "Columns: *duplicates delivered* counts records whose eventId an earlier record of the same topic carried "
         "(redelivery after crashes and retried publishes); *final states*: ok = SUCCESSFUL_FINAL, declined, failed "

@@ -62,6 +62,7 @@ LIVENESS_FAILURES_BEFORE_RESTART = 2  # like a kubelet's failureThreshold
 SUPERVISE_EVERY_S = 0.5
 RESTART_DELAY_S = 0.5
 READY_WITHIN_S = 60.0
+BROKER_STOP_GRACE_S = 5.0  # its data is thrown away: no need to wait for a tidy shutdown
 
 
 class ProxyThread:
@@ -239,15 +240,18 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
     proxies = ProxyThread()
     pg_proxy = redis_proxy = None
     stack: ChaosStack | None = None
-    try:
-        await broker.start()
+
+    async def migrated() -> None:
         await create_database_if_missing(database_url)
         migrate = [sys.executable, "-m", "payment_infrastructure.postgres.migrate", database_url]
         await asyncio.to_thread(subprocess.run, migrate, cwd=ROOT, check=True, capture_output=True)
-        redis = await start_redis_server()
+
+    try:
+        _, _, server = await asyncio.gather(broker.start(), migrated(), start_redis_server())
+        redis = server
         db = make_url(database_url)
         pg_proxy = await proxies.proxy(db.host or "127.0.0.1", db.port or 5432)
-        redis_proxy = await proxies.proxy("127.0.0.1", redis.port)
+        redis_proxy = await proxies.proxy("127.0.0.1", server.port)
         ports = {name: free_port() for name in ("api", "api_mgmt", "dispatcher", "consumers")}
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_") or "__" not in k},
@@ -272,9 +276,9 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
 
         stack = ChaosStack(
             database_url=database_url,
-            redis_url=redis.url,
+            redis_url=server.url,
             broker=broker,
-            redis=redis,
+            redis=server,
             psp=psp,
             proxies=proxies,
             postgres_proxy=pg_proxy,
@@ -310,12 +314,11 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
                 stack._supervisor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stack._supervisor
-            for service in stack.services:
-                await asyncio.to_thread(service.stop)
+            await asyncio.gather(*(asyncio.to_thread(service.stop) for service in stack.services))
         await proxies.close(*(p for p in (pg_proxy, redis_proxy) if p is not None))
         if redis is not None:
             redis.stop()
-        await broker.stop()
+        await broker.stop(grace=BROKER_STOP_GRACE_S)
         await drop_database(database_url)
 
 

@@ -1,6 +1,6 @@
 """The short, fixed-seed part of the crash-and-fault suite (the full one, every fault alone and then combined:
 `make chaos`). One run of 200 payments on real processes (one stack: its start-up is most of the cost) takes eight
-faults at seeded moments: `kill -9` of the API, the dispatcher and the consumers, a SIGTERM restart of the consumers,
+faults at seeded moments: `kill -9` of the API, the dispatcher and the consumers, a SIGTERM restart of the dispatcher,
 poison on every consumed topic, Postgres and Redis cut for 5 s each, and a wedged poll loop that only liveness can
 see; then every invariant of tests/chaos/invariants.py is judged."""
 
@@ -29,7 +29,7 @@ SHORT = Scenario(
         f.kill9("api"),
         f.kill9("dispatcher"),
         f.kill9("consumers"),
-        f.sigterm("consumers"),
+        f.sigterm("dispatcher"),
         f.POISON,
         f.cut_postgres(5),
         f.cut_redis(5),
