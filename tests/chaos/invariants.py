@@ -200,16 +200,21 @@ async def read_topics(bootstrap: str, topics: list[str], *, within: float = 60.0
     return values
 
 
-async def check_kafka(bootstrap: str, poison: dict[str, bytes], verdict: Verdict) -> None:
-    """Duplicates delivered (a record whose eventId an earlier one of its topic carried), and the dead-letter topics:
-    exactly the injected poison, one each."""
+async def check_kafka(database_url: str, bootstrap: str, poison: dict[str, bytes], verdict: Verdict) -> None:
+    """Every outbox row on its topic (published at least once); duplicates delivered (a record whose eventId an
+    earlier one of its topic carried); the dead-letter topics: exactly the injected poison, one each."""
     dead_letter_topics = [f"{topic.value}.DLQ" for topic in CONSUMED_TOPICS]
     read = await read_topics(bootstrap, [*(t.value for t in ALL_TOPICS), *dead_letter_topics])
     duplicates = 0
+    published: set[tuple[str, str]] = set()
     for topic in ALL_TOPICS:
         ids = [i for value in read[topic.value] if (i := _event_id(value)) is not None]
         duplicates += len(ids) - len(set(ids))
+        published |= {(topic.value, i) for i in ids}
     verdict.figures["duplicates"] = duplicates
+    outbox = await fetch(database_url, "SELECT topic, event_id::text AS event_id FROM outbox_event")
+    missing = {(r["topic"], r["event_id"]) for r in outbox} - published
+    verdict.check(not missing, f"outbox rows not on their topic: {_sample(missing)}")
     for topic in CONSUMED_TOPICS:
         dead = read[f"{topic.value}.DLQ"]
         expected = [poison[topic.value]] if topic.value in poison else []

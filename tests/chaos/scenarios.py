@@ -176,7 +176,7 @@ async def run_scenario(
         verdict.check(not load.refused, f"refused outright: {list(load.refused.items())[:3]}")
         await check_outbox(stack.database_url, verdict)
         await check_ledger(stack.database_url, psp.base_url, verdict)
-        await check_kafka(stack.broker.bootstrap_servers, fault_log.poison, verdict)
+        await check_kafka(stack.database_url, stack.broker.bootstrap_servers, fault_log.poison, verdict)
         verdict.figures["restarts"] = stack.restarts()
         verdict.figures["seconds"] = {
             "stack_up": round(up_in, 1),
