@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from payment_domain.status import PaymentOrderStatus, PaymentStatus, roll_up
 from payment_domain.topics import Topic
@@ -169,20 +169,35 @@ def _event_id(value: bytes) -> str | None:
     return str(envelope.get("eventId")) if isinstance(envelope, dict) else None
 
 
+async def consumer_topics(bootstrap: str) -> set[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return set(await consumer.topics())
+    finally:
+        await consumer.stop()
+
+
 async def read_topics(bootstrap: str, topics: list[str], *, within: float = 60.0) -> dict[str, list[bytes]]:
     """Every record value acknowledged on each topic before this call (one group-less consumer for all of them,
     read up to each partition's end offset; a topic that does not exist reads as empty)."""
+    partitions: dict[str, set[int]] = {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await producer.start()
+    try:
+        existing = await consumer_topics(bootstrap)
+        for topic in topics:
+            if topic in existing:
+                partitions[topic] = set(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+    values: dict[str, list[bytes]] = {topic: [] for topic in topics}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
-    values: dict[str, list[bytes]] = {topic: [] for topic in topics}
     try:
-        existing = await consumer.topics()
-        assigned = [
-            TopicPartition(topic, p)
-            for topic in topics
-            if topic in existing
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
+        assigned = [TopicPartition(topic, p) for topic, numbers in partitions.items() for p in sorted(numbers)]
+        if not assigned:
+            return values
         ends = await consumer.end_offsets(assigned)
         pending = {tp for tp, end in ends.items() if end > 0}
         consumer.assign(assigned)
