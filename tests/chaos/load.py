@@ -76,8 +76,10 @@ def _retry_after(response: httpx.Response | None, attempt: int) -> float:
     return float(min(0.1 * 2**attempt, 3.0))
 
 
-async def send_one(client: httpx.AsyncClient, token: TokenSource, request: PaymentRequest, result: LoadResult) -> None:
-    deadline = time.monotonic() + GIVE_UP_AFTER_S
+async def send_one(
+    client: httpx.AsyncClient, token: TokenSource, request: PaymentRequest, result: LoadResult, *, until: float
+) -> None:
+    deadline = min(time.monotonic() + GIVE_UP_AFTER_S, until)
     attempt = 0
     order_id = request.body["orderId"]
     while True:
@@ -126,15 +128,17 @@ async def run_load(
     concurrency: int,
     result: LoadResult,
 ) -> None:
-    """Start payments at `rate` per second (at most `concurrency` in flight); return once each is settled."""
+    """Start payments at `rate` per second (at most `concurrency` in flight); return once each is settled. The whole
+    load ends GIVE_UP_AFTER_S after its last payment was due: what is not accepted by then is given up."""
     limit = asyncio.Semaphore(concurrency)
     started = time.monotonic()
+    until = started + len(requests) / rate + GIVE_UP_AFTER_S
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=5.0, limits=limits) as client:
 
         async def one(request: PaymentRequest) -> None:
             try:
-                await send_one(client, token, request, result)
+                await send_one(client, token, request, result, until=until)
             finally:
                 limit.release()
 
@@ -144,6 +148,10 @@ async def run_load(
             if (wait := due - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             await limit.acquire()
+            if time.monotonic() > until:
+                limit.release()
+                result.given_up[request.body["orderId"]] = "never sent: the load's deadline passed"
+                continue
             tasks.append(asyncio.create_task(one(request)))
         await asyncio.gather(*tasks)
 
