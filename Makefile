@@ -7,7 +7,7 @@ PY := .venv/bin/python
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test lint typecheck imports alerts pytest bench-api bench-dispatch bench-e2e bench-e2e-case install services jvm-parts clean
+.PHONY: run test lint typecheck imports alerts pytest chaos bench-api bench-dispatch bench-e2e bench-e2e-case install services jvm-parts clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@bash infra/scripts/ensure-venv.sh .venv
@@ -43,6 +43,12 @@ pytest: install services jvm-parts
 	.venv/bin/pytest -q
 
 test: lint typecheck imports alerts pytest
+
+# make chaos: the crash-and-fault suite (tests/chaos/, ~45 minutes on 2 cores) on real processes; writes the table to
+# docs/reliability.md. CHAOS_ARGS="--only 'kill -9 API' --payments 300" for one scenario (see --help); the short
+# fixed-seed part runs inside `make test` (tests/chaos/test_chaos.py).
+chaos: install services jvm-parts
+	$(PY) -m tests.chaos --write $(CHAOS_ARGS)
 
 bench-api: install services
 	$(PY) -m tests.benchmarks.bench_api

@@ -168,6 +168,11 @@ def create_app(profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_
     async def summary() -> dict[str, Any]:
         return simulator.summary()
 
+    @app.get("/admin/charged")
+    async def charged() -> dict[str, Any]:
+        """Every merchant reference (payment order) charged successfully, with its first successful charge."""
+        return {"charged": simulator.charged()}
+
     @app.post("/admin/reset", status_code=204)
     async def reset() -> None:
         simulator.reset()

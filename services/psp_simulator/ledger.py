@@ -112,6 +112,14 @@ class Ledger:
     refund_executions: int = 0
     refund_status_queries: int = 0
 
+    def charged(self) -> dict[str, dict[str, Any]]:
+        """Every merchant reference charged successfully: its first successful charge (key, amount, currency)."""
+        out: dict[str, dict[str, Any]] = {}
+        for reference, key in self.first_success_key.items():
+            request = self.charges[key].request
+            out[reference] = {"idempotencyKey": key, "amount": request.amount, "currency": request.currency}
+        return out
+
     def record_success(self, charge: Charge) -> None:
         reference, key = charge.request.merchant_reference, charge.idempotency_key
         first = self.first_success_key.setdefault(reference, key)

@@ -126,6 +126,9 @@ class PspSimulator:
     def summary(self) -> dict[str, Any]:
         return self.ledger.summary(self.profile.name)
 
+    def charged(self) -> dict[str, dict[str, Any]]:
+        return self.ledger.charged()
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()

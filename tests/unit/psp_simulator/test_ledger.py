@@ -42,3 +42,16 @@ async def test_a_decided_charge_keeps_no_event_of_its_own_and_a_replay_answers_a
     again, replayed = await simulator.charge("po-9-0", request)
     assert replayed and again is first
     await simulator.aclose()
+
+
+async def test_charged_lists_each_order_once_with_its_first_successful_charge() -> None:
+    simulator = PspSimulator(build_profile("BEST_PSP_EVER"), random.Random(7))
+    await simulator.charge("po-1-0", ChargeRequest("po-1", 250, "GBP", "seller-1"))
+    await simulator.charge("po-1-0", ChargeRequest("po-1", 250, "GBP", "seller-1"))  # a replay
+    await simulator.charge("po-2-1", ChargeRequest("po-2", 900, "USD", "seller-2"))
+
+    assert simulator.charged() == {
+        "po-1": {"idempotencyKey": "po-1-0", "amount": 250, "currency": "GBP"},
+        "po-2": {"idempotencyKey": "po-2-1", "amount": 900, "currency": "USD"},
+    }
+    await simulator.aclose()
