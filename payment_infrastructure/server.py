@@ -2,14 +2,21 @@
 
 uvicorn's own signal capture is per server and re-raises the signal afterwards; with two servers (API and
 management) that would kill the process mid-drain, so this runner owns the signals instead.
+
+A graceful stop is bounded: with a ShutdownWatchdog, a thread ends the process (exit status 75) if the stop has not
+finished `seconds` after it began. A client close that waits on a broker that does not answer must not leave a
+process that has closed its management server (nothing left to fail its liveness) and does no work: exiting lets
+the supervisor or Kubernetes start it again, and whatever it had not committed is delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import threading
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
@@ -59,9 +66,11 @@ async def run_until_stopped(
     *,
     stop: asyncio.Event | None = None,
     sockets: dict[int, socket.socket] | None = None,
+    watchdog: ShutdownWatchdog | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set); then stop accepting, drain, and wait for the loops.
-    `sockets` maps a server's index to a pre-bound socket (e.g. a SO_REUSEPORT one)."""
+    `sockets` maps a server's index to a pre-bound socket (e.g. a SO_REUSEPORT one). `watchdog` is armed when the
+    stop begins; the caller disarms it once everything it closes after this is closed too."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,6 +88,8 @@ async def run_until_stopped(
         if task is not stopper and task.exception() is not None:
             log.error("component_failed", component=task.get_name(), error=repr(task.exception()))
     stop.set()
+    if watchdog is not None:
+        watchdog.arm()
     for server in servers:
         server.should_exit = True
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -86,3 +97,30 @@ async def run_until_stopped(
     failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     if failures:
         raise failures[0]
+
+
+SHUTDOWN_TIMED_OUT_EXIT = 75  # EX_TEMPFAIL: start me again
+
+
+class ShutdownWatchdog:
+    """Ends the process `seconds` after `arm()` unless `disarm()` came first; a thread, so that it fires even when
+    the event loop itself is stuck."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._give_up)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _give_up(self) -> None:
+        log.error("shutdown_timed_out", seconds=self.seconds, exit_status=SHUTDOWN_TIMED_OUT_EXIT)
+        os._exit(SHUTDOWN_TIMED_OUT_EXIT)

@@ -15,7 +15,7 @@ from payment_infrastructure.environment import settings_from_environment
 from payment_infrastructure.observability.logging import configure_logging
 from payment_infrastructure.observability.management import create_management_app
 from payment_infrastructure.observability.tracing import configure_tracing
-from payment_infrastructure.server import http_server, run_until_stopped
+from payment_infrastructure.server import ShutdownWatchdog, http_server, run_until_stopped
 from services.payment_consumers.bootstrap import (
     Container,
     build_container,
@@ -33,6 +33,7 @@ async def serve(
     settings: ConsumersSettings, *, container: Container | None = None, stop: asyncio.Event | None = None
 ) -> None:
     container = container or build_container(settings)
+    watchdog = ShutdownWatchdog(settings.process.shutdown_timeout_seconds)
     try:
         await container.start()
         consumers = kafka_workers(container)
@@ -45,9 +46,13 @@ async def serve(
             port=settings.process.management_port,
         )
         log.info("payment_consumers_starting", workers=sorted(table))
-        await run_until_stopped([management], list(table.values()), stop=stop)
+        await run_until_stopped([management], list(table.values()), stop=stop, watchdog=watchdog)
     finally:
-        await container.close()
+        watchdog.arm()  # (a failed start stops too: its close is bounded the same way)
+        try:
+            await container.close()
+        finally:
+            watchdog.disarm()
         log.info("payment_consumers_stopped")
 
 

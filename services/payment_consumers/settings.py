@@ -76,6 +76,10 @@ class ProcessSettings(BaseModel):
     psp_claim_statement_timeout_ms: int = Field(default=2_000, gt=0)
     psp_claim_lock_timeout_ms: int = Field(default=500, gt=0)
     inbox_retention_days: float = Field(default=7, gt=0)
+    # The longest a graceful stop may take before the process exits anyway (status 75): above the records' drain
+    # (consumer.drain_timeout_seconds) and the PSP calls' (psp.drain_timeout_ms) with room for the final commits,
+    # below the chart's terminationGracePeriodSeconds (60).
+    shutdown_timeout_seconds: float = Field(default=45, gt=0)
 
 
 class LagExporterOptions(BaseModel):
@@ -129,6 +133,16 @@ class ConsumersSettings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     lag_exporter: LagExporterOptions = LagExporterOptions()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _shutdown_outlasts_the_drains(self) -> Self:
+        drains = self.consumer.drain_timeout_seconds + self.psp.drain_timeout_ms / 1000
+        if self.process.shutdown_timeout_seconds <= drains:
+            raise ValueError(
+                f"process.shutdown_timeout_seconds ({self.process.shutdown_timeout_seconds:g}) must exceed "
+                f"consumer.drain_timeout_seconds + psp.drain_timeout_ms ({drains:g} s)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sweeper_outwaits_a_retry(self) -> Self:
