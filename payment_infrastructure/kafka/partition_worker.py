@@ -111,10 +111,9 @@ class PartitionWorker:
                     self._take(self._queue.popleft())
                 if self._failure is not None:
                     raise self._failure
-                if self._stopping and not self._in_hand:
-                    return
                 if self._stopping and not self._running:
-                    return  # only records waiting behind a key that will not run now: never started, not committed
+                    # Nothing in hand, or only records waiting behind a key: never started, so never committed.
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:
