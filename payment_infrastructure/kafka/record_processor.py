@@ -34,6 +34,7 @@ from payment_infrastructure.kafka.dead_letters import DeadLetterSink, error_clas
 from payment_infrastructure.kafka.failures import FailureKind, classify
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage
 from payment_infrastructure.observability import tracing
+from payment_infrastructure.observability.logging import log_context
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +82,7 @@ class RecordProcessor:
         self._blocked_since: dict[tuple[str, int], dict[int, float]] = {}
 
     async def process(self, record: ConsumedRecord) -> None:
-        with structlog.contextvars.bound_contextvars(**record_log_context(record)):
+        with log_context(**record_log_context(record)):
             try:
                 if tracing.tracing_enabled():
                     await self._deliver_in_span(record)

@@ -9,8 +9,10 @@ A line written inside a recorded span also carries its `trace_id` and `span_id` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import orjson
@@ -29,6 +31,19 @@ class _NamedBytesLogger(structlog.BytesLogger):
 
 def _named_bytes_logger(*args: Any) -> _NamedBytesLogger:
     return _NamedBytesLogger(sys.stdout.buffer, str(args[0]) if args else "")
+
+
+@contextlib.contextmanager
+def log_context(**values: object) -> Iterator[None]:
+    """Bind `values` to this task's log context for the block, then restore what was there before.
+
+    What structlog's `bound_contextvars` does, by resetting the context variables' tokens instead of reading the
+    whole context to save the overlapping keys: 6.6 vs 17 us for a record's five ids, paid per consumed record."""
+    tokens = structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def configure_logging(*, service: str, level: str = "INFO", json: bool = True) -> None:

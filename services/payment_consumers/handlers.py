@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from payment_application.apply_psp_result import Applied, ApplyPspResult, UnknownPaymentOrder
 from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.enqueue_psp_call import EnqueuePspCall
@@ -28,6 +26,7 @@ from payment_domain.events import (
 )
 from payment_domain.psp_result import Action
 from payment_infrastructure.kafka.records import ConsumedRecord, PoisonMessage
+from payment_infrastructure.observability.logging import log_context
 from payment_infrastructure.runtime.batcher import Batcher
 from payment_infrastructure.serialization import EnvelopeDecodeError, typed_envelope_from_bytes
 from services.payment_consumers.metrics import (
@@ -64,7 +63,7 @@ def _log_context(envelope: EventEnvelope[P], record: ConsumedRecord) -> dict[str
 def _guarded(kind: type[P], call: Callable[[EventEnvelope[P], ConsumedRecord], Awaitable[object]]) -> Handler:
     async def handle(record: ConsumedRecord) -> None:
         envelope = decode(record, kind)
-        with structlog.contextvars.bound_contextvars(**_log_context(envelope, record)):
+        with log_context(**_log_context(envelope, record)):
             try:
                 await call(envelope, record)
             except (KeyError, TypeError, ValueError, DomainError, UnknownPaymentOrder, UnknownRefund) as error:

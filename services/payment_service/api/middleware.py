@@ -10,6 +10,7 @@ from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payment_infrastructure.observability import tracing
+from payment_infrastructure.observability.logging import log_context
 from payment_infrastructure.observability.tracing import trace_from_headers
 from services.payment_service.metrics import HTTP_REQUESTS
 
@@ -73,7 +74,7 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(trace_id=trace.trace_id):
+        with log_context(trace_id=trace.trace_id):
             try:
                 await self.app(scope, receive, send_with_trace)
             finally:
