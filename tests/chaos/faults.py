@@ -11,11 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from tests.chaos.invariants import CONSUMED_TOPICS
 from tests.chaos.stack import ChaosStack, Service, poll
+from tests.fixtures.redis import start_redis_server
 
 # The PSP the load meets when no fault is on: every path (success, decline, transient error, timeout past the
 # caller's 500 ms wait, pending answer) and each decided within 1.5 s, before the first status check is due.
@@ -39,6 +40,8 @@ FAILING_PSP: dict[str, Any] = {
     "pending_percent": 0,
 }
 DEGRADED_PSP: dict[str, Any] = {"timeout_duration_ms": 3_000}
+POISON_KEY = b"chaos-poison"
+COPY_HEADER = "chaos-copy"  # marks the records the duplicating fault wrote, so that it never copies a copy
 KAFKA_SESSION_TIMEOUT_S = 6.0  # PAYMENTS_CONSUMER__SESSION_TIMEOUT_MS in tests/chaos/stack.py
 RECOVER_WITHIN_S = 90.0
 
@@ -162,6 +165,86 @@ async def _flush_redis(stack: ChaosStack, log: FaultLog) -> None:
     log.injected.append("Redis FLUSHALL")
 
 
+def restart_redis(*, keep_data: bool) -> Fault:
+    """Stop the test's redis-server and start a new one on its port: every connection drops, and the new server
+    is empty (no persistence) or, with `keep_data`, holds what the old one held when it stopped (as an RDB snapshot
+    taken at shutdown would give it back)."""
+    name = f"Redis restart {'with' if keep_data else 'without'} its data"
+
+    async def inject(stack: ChaosStack, log: FaultLog) -> None:
+        saved: list[tuple[bytes, int, bytes]] = []
+        if keep_data:
+            client = Redis.from_url(stack.redis_url)
+            try:
+                async for key in client.scan_iter(count=1_000):
+                    dumped, ttl = await client.dump(key), await client.pttl(key)
+                    if dumped is not None:
+                        saved.append((key, max(ttl, 0), dumped))
+            finally:
+                await client.aclose()
+        old = stack.redis
+        await asyncio.to_thread(old.stop)
+        log.injected.append(name)
+        await asyncio.sleep(1.0)  # the outage: nothing listens on the port this long
+        stack.redis = await start_redis_server(port=old.port)
+        if saved:
+            client = Redis.from_url(stack.redis_url)
+            try:
+                for key, ttl, dumped in saved:
+                    await client.restore(key, ttl, dumped, replace=True)
+            finally:
+                await client.aclose()
+
+    return Fault(name, inject)
+
+
+def duplicate_deliveries(seconds: float) -> Fault:
+    """For `seconds`, every record that lands on a consumed topic is written once more behind it (same partition,
+    key, value and headers, and a `chaos-copy` header so that a copy is never copied): each is delivered twice, as a
+    producer's retry or a replayed partition would deliver it. The poison is left alone (each DLQ must hold exactly
+    one record). Holds the broker lock: the broker is not killed or paused meanwhile."""
+    name = f"every message twice {seconds:g}s"
+
+    async def inject(stack: ChaosStack, log: FaultLog) -> None:
+        async with stack.broker_lock:
+            bootstrap = stack.broker.bootstrap_servers
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+            await consumer.start()
+            await producer.start()
+            try:
+                partitions = [
+                    TopicPartition(topic.value, partition)
+                    for topic in CONSUMED_TOPICS
+                    for partition in sorted(await producer.partitions_for(topic.value))
+                ]
+                consumer.assign(partitions)
+                await consumer.seek_to_end(*partitions)
+                log.injected.append(name)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + seconds
+                while (left := deadline - loop.time()) > 0:
+                    batches = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000), max_records=500)
+                    for tp, records in batches.items():
+                        for record in records:
+                            headers = list(record.headers or ())
+                            if record.key == POISON_KEY or any(key == COPY_HEADER for key, _ in headers):
+                                continue
+                            await producer.send(
+                                tp.topic,
+                                record.value,
+                                key=record.key,
+                                partition=tp.partition,
+                                headers=[*headers, (COPY_HEADER, b"1")],
+                            )
+                await producer.flush()
+            finally:
+                await producer.stop()
+                await consumer.stop()
+
+    return Fault(name, inject)
+
+
 def psp(name: str, profile: dict[str, Any], seconds: float, scenario: str = "NORMAL") -> Fault:
     async def inject(stack: ChaosStack, log: FaultLog) -> None:
         await stack.psp.set_scenario(scenario, **profile)
@@ -181,7 +264,7 @@ async def _poison(stack: ChaosStack, log: FaultLog) -> None:
     try:
         for topic in CONSUMED_TOPICS:
             value = f"\x00chaos poison for {topic.value} {time.time_ns()}".encode()
-            await producer.send_and_wait(topic.value, value, key=b"chaos-poison")
+            await producer.send_and_wait(topic.value, value, key=POISON_KEY)
             log.poison[topic.value] = value
     finally:
         await producer.stop()
@@ -211,6 +294,9 @@ PAUSE_KAFKA = Fault("SIGSTOP kafka", _pause_kafka)
 FLUSH_REDIS = Fault("Redis FLUSHALL", _flush_redis)
 POISON = Fault("poison", _poison)
 WEDGE = Fault("wedged poll loop", _wedge_consumers)
+DUPLICATES = duplicate_deliveries(20)
+REDIS_RESTART_EMPTY = restart_redis(keep_data=False)
+REDIS_RESTART_KEPT = restart_redis(keep_data=True)
 PSP_DEGRADED = psp("PSP DEGRADED 15s", DEGRADED_PSP, 15, scenario="DEGRADED")
 PSP_FAILING = psp("PSP failing 10s", FAILING_PSP, 10)
 

@@ -316,7 +316,9 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
                     await stack._supervisor
             await asyncio.gather(*(asyncio.to_thread(service.stop) for service in stack.services))
         await proxies.close(*(p for p in (pg_proxy, redis_proxy) if p is not None))
-        if redis is not None:
+        if stack is not None:
+            stack.redis.stop()  # the one running now: a restart fault replaces the first
+        elif redis is not None:
             redis.stop()
         await broker.stop(grace=BROKER_STOP_GRACE_S)
         await drop_database(database_url)
