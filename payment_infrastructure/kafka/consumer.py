@@ -31,6 +31,7 @@ from payment_infrastructure.kafka.consumer_metrics import (
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink
 from payment_infrastructure.kafka.failures import DEPENDENCY_NAMES
+from payment_infrastructure.kafka.lifecycle import stop_consumer
 from payment_infrastructure.kafka.partition_worker import PartitionWorker
 from payment_infrastructure.kafka.record_processor import RecordProcessor
 from payment_infrastructure.kafka.records import ConsumedRecord, Handler, PoisonMessage, consumed_record
@@ -162,7 +163,7 @@ class PartitionOrderedConsumer:
                 await consumer.start()
             except BaseException:
                 self._consumer = None
-                await consumer.stop()
+                await stop_consumer(consumer, within=self._settings.close_timeout_seconds)
                 raise
             self._running = True
             self._stopping = False
@@ -273,14 +274,15 @@ class PartitionOrderedConsumer:
             except Exception:  # a bug here must not end the commits for good
                 log.exception("offset_commit_loop_failed")
 
-    async def _commit(self, workers: Iterable[PartitionWorker], *, reason: str) -> None:
+    async def _commit(self, workers: Iterable[PartitionWorker], *, reason: str, within: float | None = None) -> None:
+        """`within`: the bound of this commit (default: the client's request timeout)."""
         consumer = self._consumer
         candidates = [(worker, worker.commit_candidate()) for worker in workers]
         offsets = {worker.tp: offset for worker, offset in candidates if offset is not None}
         if consumer is None or not offsets:
             return
         try:
-            async with asyncio.timeout(self._kafka.request_timeout_ms / 1000):
+            async with asyncio.timeout(self._kafka.request_timeout_ms / 1000 if within is None else within):
                 await consumer.commit(offsets)
         except (KafkaError, TimeoutError) as error:
             # Not fatal: the records stay uncommitted and are delivered again to whoever owns the partition.
@@ -320,15 +322,15 @@ class PartitionOrderedConsumer:
                 await asyncio.gather(*(worker.abort() for worker in workers))
             else:
                 await asyncio.gather(*(worker.stop(self._settings.drain_timeout_seconds) for worker in workers))
-            await self._commit(workers, reason="shutdown")
+            await self._commit(workers, reason="shutdown", within=self._settings.close_timeout_seconds)
         finally:
             self._consumer = None
             for topic in self._topics:
                 # A member that left reports no lag; the remaining members report theirs.
                 with contextlib.suppress(KeyError):
                     kafka_consumer_member_lag.remove(self._group_id, topic)
-            await consumer.stop()
-            log.info("consumer_stopped", aborted=aborted)
+            left = await stop_consumer(consumer, within=self._settings.close_timeout_seconds)
+            log.info("consumer_stopped", aborted=aborted, left_group=left)
 
 
 class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints

@@ -20,6 +20,10 @@ class ConsumerSettings(BaseModel):
     partitions, however many it is assigned, so what they share (the PSP pool, the database pool) is sized once.
     `drain_timeout_seconds` bounds how long a rebalance or a shutdown waits for the record a handler is busy
     with; a record still running then is cancelled and, never committed, is delivered again.
+    `close_timeout_seconds` bounds each of the two broker steps of a shutdown after the drain: the final offset
+    commit, and leaving the group (the client's close). A broker that does not answer would otherwise hold the stop
+    for the request timeout, or, while the client waits for metadata it cannot get, for minutes; what was not
+    committed is delivered again, and a member that did not leave is dropped by the group after its session timeout.
     `in_place_retries` bounds the retries of an unexpected failure only (each after a jittered backoff); a
     dependency failure (database, Redis, broker down) is retried for as long as it lasts, `dependency_backoff_ms`
     doubling up to the cap, with jitter so that every blocked partition does not knock on the recovering service
@@ -58,6 +62,12 @@ class ConsumerSettings(BaseModel):
     dead_letter_backoff_max_ms: int = Field(default=30_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     drain_timeout_seconds: float = Field(default=10.0, gt=0)
+    close_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    @property
+    def stop_bound_seconds(self) -> float:
+        """The longest a consumer's stop takes: the drain, the final commit, leaving the group."""
+        return self.drain_timeout_seconds + 2 * self.close_timeout_seconds
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -11,6 +11,9 @@ CompressionType = Literal["none", "gzip", "lz4", "zstd", "snappy"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
+STOP_FLUSH_SECONDS = 5.0
+"""How long a producer's stop waits for its unacknowledged records before it drops them (kafka/lifecycle.py)."""
+
 _CODEC_AVAILABLE = {
     "none": lambda: True,
     "gzip": codec.has_gzip,

@@ -184,9 +184,9 @@ class PostgresPaymentOrderClaims:
     ) -> ClaimedAttempt | None:
         return await self._claims.submit(_Claim(payment_order_id, attempt, claim_token, float(lease_seconds)))
 
-    async def drain(self) -> None:
-        """Wait for the claims being made (at shutdown, before the engine goes)."""
-        await self._claims.drain()
+    async def drain(self, within: float) -> bool:
+        """Wait up to `within` seconds for the claims being made (at shutdown, before the engine goes)."""
+        return await self._claims.drain(within)
 
     async def _claim_many(self, claims: Sequence[_Claim]) -> list[ClaimedAttempt | None]:
         # One statement in a transaction that only carries its timeouts: the row locks and the updates commit together.

@@ -85,10 +85,21 @@ class Batcher(Generic[Key, Item, Result]):
         """Items waiting for a batch (withdrawn ones may still be counted until a batch skips them)."""
         return len(self._queue)
 
-    async def drain(self) -> None:
-        """Wait for the running batches (once callers stopped submitting), so none is cut off at shutdown."""
+    async def drain(self, within: float) -> bool:
+        """Wait up to `within` seconds for the running batches (once callers stopped submitting), so none is cut off
+        at shutdown; past that, cancel them (their callers are gone, and what they left undone is redone on
+        redelivery). True if they all finished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
         while self._runners:
-            await asyncio.wait(set(self._runners))
+            _, pending = await asyncio.wait(set(self._runners), timeout=max(deadline - loop.time(), 0))
+            if pending:
+                log.warning("batcher_drain_timed_out", batches=len(pending), seconds=within)
+                for runner in pending:
+                    runner.cancel()
+                await asyncio.wait(pending)
+                return False
+        return True
 
     async def submit(self, item: Item) -> Result:
         pending: _Pending[Key, Item, Result] = _Pending(

@@ -6,12 +6,14 @@ checks, never an engine or a client, so nothing else can run SQL or talk to Redi
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import structlog
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,7 +38,7 @@ from payment_infrastructure.kafka.dead_letter_inspector import DeadLetterInspect
 from payment_infrastructure.kafka.dead_letters import DeadLetterPublisher
 from payment_infrastructure.kafka.event_sink import KafkaEventSink
 from payment_infrastructure.kafka.producer import KafkaEventPublisher
-from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.kafka.settings import STOP_FLUSH_SECONDS, KafkaSettings
 from payment_infrastructure.ledger_settings import LedgerSettings
 from payment_infrastructure.observability.management import ReadinessCheck
 from payment_infrastructure.postgres.engine import create_engine
@@ -78,6 +80,8 @@ RECONCILIATION_GAUGE_INTERVAL_SECONDS = 15
 RESULT_BATCHES_IN_FLIGHT = 4
 """Result transactions at once (each holds a pooled connection); answers arriving meanwhile wait to form the next."""
 RESULT_BATCH_MAX = 16
+
+log = structlog.get_logger(__name__)
 
 
 class ManagedPublisher(EventPublisher, Protocol):
@@ -124,13 +128,42 @@ class Container:
         await self.psp.start()
 
     async def close(self) -> None:
-        await self.apply_results.drain()
-        await self._claims.drain()
-        await self.psp.close()
-        await self.dead_letters.stop()
-        await self.publisher.stop()
-        await self._redis.aclose()
-        await self._engine.dispose()
+        """Once the workers stopped: each step bounded (`ConsumersSettings.stop_bound_seconds` adds them up), in an
+        order that cuts nothing off that a later step needs; a step cut off leaves only work a redelivery redoes."""
+        step = self.settings.process.close_step_timeout_seconds
+        failures = [
+            *await _together(
+                self.apply_results.drain(step),
+                self._claims.drain(step),
+                _bounded("psp", self.psp.close(), self.settings.psp.drain_timeout_ms / 1000 + step),
+            ),
+            *await _together(
+                _bounded("dead-letter-producer", self.dead_letters.stop(), STOP_FLUSH_SECONDS + step),
+                _bounded("event-producer", self.publisher.stop(), STOP_FLUSH_SECONDS + step),
+            ),
+            *await _together(
+                _bounded("redis", self._redis.aclose(), step), _bounded("postgres-pool", self._engine.dispose(), step)
+            ),
+        ]
+        if failures:
+            raise failures[0]
+
+
+async def _together(*steps: Awaitable[object]) -> list[BaseException]:
+    """Every step runs to its end, even when another fails; the failures, for the caller to raise once all ran."""
+    return [
+        outcome
+        for outcome in await asyncio.gather(*steps, return_exceptions=True)
+        if isinstance(outcome, BaseException)
+    ]
+
+
+async def _bounded(step: str, closing: Awaitable[None], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await closing
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, seconds=seconds)
 
 
 def build_container(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
-from payment_infrastructure.kafka.settings import KafkaSettings
+from payment_infrastructure.kafka.settings import STOP_FLUSH_SECONDS, KafkaSettings
 from payment_infrastructure.ledger_settings import LedgerSettings
 from payment_infrastructure.observability.settings import LoggingSettings
 from payment_infrastructure.postgres.settings import DatabaseSettings
@@ -76,9 +76,11 @@ class ProcessSettings(BaseModel):
     psp_claim_statement_timeout_ms: int = Field(default=2_000, gt=0)
     psp_claim_lock_timeout_ms: int = Field(default=500, gt=0)
     inbox_retention_days: float = Field(default=7, gt=0)
-    # The longest a graceful stop may take before the process exits anyway (status 75): above the records' drain
-    # (consumer.drain_timeout_seconds) and the PSP calls' (psp.drain_timeout_ms) with room for the final commits,
-    # below the chart's terminationGracePeriodSeconds (60).
+    # Each step of closing the clients after the workers stopped (the coalesced batches' drain, the producers' stop
+    # after their bounded flush, Redis and the connection pool) gets this long; past it, it is cut off.
+    close_step_timeout_seconds: float = Field(default=5, gt=0)
+    # The longest a graceful stop may take before the process exits anyway (status 75): above the sum of the stop's
+    # own bounds (ConsumersSettings.stop_bound_seconds), below the chart's terminationGracePeriodSeconds (60).
     shutdown_timeout_seconds: float = Field(default=45, gt=0)
 
 
@@ -134,13 +136,27 @@ class ConsumersSettings(BaseSettings):
     lag_exporter: LagExporterOptions = LagExporterOptions()
     logging: LoggingSettings = LoggingSettings()
 
+    @property
+    def stop_bound_seconds(self) -> float:
+        """The longest a graceful stop takes by its own bounds, in the order it runs: the consumers' drain, final
+        commit and leave (all consumers at once), then the clients' close in three stages: the coalesced batches and
+        the PSP calls' drain, the producers (their flush, then the stop), Redis and the pool."""
+        step = self.process.close_step_timeout_seconds
+        return (
+            self.consumer.stop_bound_seconds
+            + max(step, self.psp.drain_timeout_ms / 1000 + step)
+            + (STOP_FLUSH_SECONDS + step)
+            + step
+        )
+
     @model_validator(mode="after")
-    def _shutdown_outlasts_the_drains(self) -> Self:
-        drains = self.consumer.drain_timeout_seconds + self.psp.drain_timeout_ms / 1000
-        if self.process.shutdown_timeout_seconds <= drains:
+    def _shutdown_outlasts_the_stop(self) -> Self:
+        if self.process.shutdown_timeout_seconds <= self.stop_bound_seconds:
             raise ValueError(
-                f"process.shutdown_timeout_seconds ({self.process.shutdown_timeout_seconds:g}) must exceed "
-                f"consumer.drain_timeout_seconds + psp.drain_timeout_ms ({drains:g} s)"
+                f"process.shutdown_timeout_seconds ({self.process.shutdown_timeout_seconds:g}) must exceed the "
+                f"stop's own bounds ({self.stop_bound_seconds:g} s): consumer.drain_timeout_seconds + "
+                "2 x consumer.close_timeout_seconds + psp.drain_timeout_ms + the producers' flush + "
+                "3 x process.close_step_timeout_seconds"
             )
         return self
 

@@ -336,13 +336,24 @@ async def test_drain_waits_for_the_running_batches() -> None:
     backend = Backend()
     batcher = a_batcher(backend)
     calls = await hold_both_slots(batcher, backend)
-    draining = asyncio.create_task(batcher.drain())
+    draining = asyncio.create_task(batcher.drain(within=30))
     backend.release(0)
     await calls[0]
     assert not draining.done()
 
     backend.release(1)
-    await draining
+    assert await draining is True
 
     assert all(c.done() for c in calls)
-    await batcher.drain()  # nothing running: returns at once
+    assert await batcher.drain(within=0) is True  # nothing running: returns at once
+
+
+async def test_a_drain_that_outlasts_its_bound_cancels_the_running_batches() -> None:
+    backend = Backend()
+    batcher = a_batcher(backend)
+    calls = await hold_both_slots(batcher, backend)
+
+    assert await batcher.drain(within=0.05) is False  # neither batch is ever released
+
+    assert all(c.cancelled() for c in calls)
+    assert await batcher.drain(within=0) is True

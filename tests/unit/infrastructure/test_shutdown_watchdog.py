@@ -66,7 +66,11 @@ def test_a_stop_in_time_exits_normally_and_the_disarmed_watchdog_never_fires() -
     assert "stopped" in output and "shutdown_timed_out" not in output
 
 
-def test_the_consumers_shutdown_bound_outlasts_their_drains() -> None:
-    with pytest.raises(ValueError, match=r"must exceed consumer\.drain_timeout_seconds"):
-        ConsumersSettings.model_validate({"process": {"shutdown_timeout_seconds": 12}})
-    assert ConsumersSettings().process.shutdown_timeout_seconds == 45
+def test_the_consumers_shutdown_bound_outlasts_the_bounds_of_every_stop_step() -> None:
+    with pytest.raises(
+        ValueError, match=r"must exceed the stop's own bounds \(41 s\): consumer\.drain_timeout_seconds"
+    ):
+        ConsumersSettings.model_validate({"process": {"shutdown_timeout_seconds": 40}})
+    defaults = ConsumersSettings()
+    assert defaults.stop_bound_seconds == 10 + 2 * 3 + (5 + 5) + (5 + 5) + 5
+    assert defaults.process.shutdown_timeout_seconds == 45 > defaults.stop_bound_seconds
