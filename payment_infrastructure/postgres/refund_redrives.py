@@ -39,48 +39,43 @@ _ORDER_COLUMNS = (
 _RETURNED = ", ".join(
     [f"r.{c}" for c in COLUMNS] + [f"o.{c} AS o_{c}" for c in _ORDER_COLUMNS] + ["r.trace_id AS refund_trace_id"]
 )
-_STALE = """
-    r.status = 'REQUESTED'
-    AND r.updated_at < now() - $1::interval
-    AND (r.psp_sent_at IS NULL OR r.psp_sent_at < now() - $1::interval)
-"""
+
+
+def _untouched(status: str) -> str:
+    """Refunds in `status` whose state and PSP stamp have not moved for $1."""
+    return (
+        f"r.status = '{status}' AND r.updated_at < now() - $1::interval"
+        " AND (r.psp_sent_at IS NULL OR r.psp_sent_at < now() - $1::interval)"
+    )
+
+
+_STALE = _untouched("REQUESTED")
 _NOT_IN_OUTBOX = f"""
     NOT EXISTS (
         SELECT 1 FROM outbox_event e
          WHERE e.aggregate_id = r.payment_order_id::text AND e.status = 'NEW'
            AND e.event_type = '{EventType.REFUND_REQUESTED.value}')
 """
-_CLAIM_STALE = f"""
-    WITH stale AS (
-        SELECT r.refund_id FROM refunds r
-         WHERE {_STALE}
-           AND (r.redriven_at IS NULL OR r.redriven_at < now() - $1::interval)
-           AND {_NOT_IN_OUTBOX}
-         ORDER BY r.updated_at
-         LIMIT $2
-         FOR UPDATE OF r SKIP LOCKED
+
+
+def _claim(status: str, *conditions: str) -> str:
+    """Claim refunds in `status` untouched (state, PSP stamp, claim) for $1, oldest first, at most $2."""
+    where = " AND ".join(
+        (_untouched(status), "(r.redriven_at IS NULL OR r.redriven_at < now() - $1::interval)", *conditions)
     )
-    UPDATE refunds r SET redriven_at = now()
-      FROM stale, payment_orders o
-     WHERE r.refund_id = stale.refund_id AND o.payment_order_id = r.payment_order_id
-    RETURNING {_RETURNED}
-"""
-_CLAIM_PARKED = f"""
-    WITH due AS (
-        SELECT r.refund_id FROM refunds r
-         WHERE r.status = 'NEEDS_RECONCILIATION'
-           AND r.updated_at < now() - $1::interval
-           AND (r.psp_sent_at IS NULL OR r.psp_sent_at < now() - $1::interval)
-           AND (r.redriven_at IS NULL OR r.redriven_at < now() - $1::interval)
-         ORDER BY r.updated_at
-         LIMIT $2
-         FOR UPDATE OF r SKIP LOCKED
-    )
-    UPDATE refunds r SET redriven_at = now()
-      FROM due, payment_orders o
-     WHERE r.refund_id = due.refund_id AND o.payment_order_id = r.payment_order_id
-    RETURNING {_RETURNED}
-"""
+    return f"""
+        WITH due AS (
+            SELECT r.refund_id FROM refunds r WHERE {where} ORDER BY r.updated_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED
+        )
+        UPDATE refunds r SET redriven_at = now()
+          FROM due, payment_orders o
+         WHERE r.refund_id = due.refund_id AND o.payment_order_id = r.payment_order_id
+        RETURNING {_RETURNED}
+    """
+
+
+_CLAIM_STALE = _claim("REQUESTED", _NOT_IN_OUTBOX)
+_CLAIM_PARKED = _claim("NEEDS_RECONCILIATION")
 _PARKED = f"""
     SELECT {_RETURNED} FROM refunds r JOIN payment_orders o USING (payment_order_id)
      WHERE r.status = 'NEEDS_RECONCILIATION'

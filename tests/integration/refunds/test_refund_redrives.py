@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_application.execute_refund import ExecuteRefund, RefundCallPolicy
+from payment_application.ports.refund_redrives import UnsettledRefund
 from payment_application.redrive_refunds import RedriveRefunds
 from payment_application.refund_payment_order import RefundPaymentOrder
 from payment_application.settle_refund import RefundAnswer, SettleRefund
-from payment_domain.events import EventType
+from payment_domain.events import EventEnvelope, EventType, RefundRequested
 from payment_domain.ids import RefundId
 from payment_domain.psp_answer import AnswerKind, PspAnswer
 from payment_domain.refund import Refund, RefundStatus
@@ -111,6 +112,20 @@ def db(redrive_database: str, redrive_engine: AsyncEngine) -> Db:
         PostgresRefundStore(redrive_engine, **bounds),
         PostgresRefundRedriveClaims(redrive_engine, **bounds),
     )
+
+
+async def redriven(db: Db, refund: Refund, *, parked: bool = False) -> EventEnvelope[RefundRequested]:
+    """One round of the sweeper (or the parked re-query) and the request it sent again for `refund`."""
+    events = FakeEventSink()
+
+    async def claim(limit: int) -> list[UnsettledRefund]:
+        if parked:
+            return await db.claims.claim_parked(every=EVERY, limit=limit)
+        return await db.claims.claim_stale(stale_after=STALE_AFTER, limit=limit)
+
+    await RedriveRefunds(claim=claim, events=events, reason="parked" if parked else "stale").run_once(limit=100)
+    (request,) = [e for e in events.emitted if e.payload.refund_id == refund.refund_id]
+    return request
 
 
 def executor(db: Db, psp: ScriptedPsp) -> ExecuteRefund:
@@ -211,13 +226,8 @@ async def test_a_stale_refund_that_may_have_reached_the_psp_is_asked_about_first
 async def test_a_stale_refund_whose_message_was_lost_before_any_call_is_sent_under_its_key(db: Db) -> None:
     refund = await db.requested()
     await db.age(refund)
-    events = FakeEventSink()
-    sweep = RedriveRefunds(
-        claim=lambda limit: db.claims.claim_stale(stale_after=STALE_AFTER, limit=limit), events=events, reason="stale"
-    )
 
-    await sweep.run_once(limit=100)
-    (request,) = [e for e in events.emitted if e.payload.refund_id == refund.refund_id]
+    request = await redriven(db, refund)
     psp = ScriptedPsp([PspAnswer(K.CHARGED)])
     settled = await executor(db, psp)(request)
     again = await executor(db, psp)(request)  # the late original arrives too
@@ -236,13 +246,8 @@ async def test_a_requeried_parked_refund_is_settled_by_the_psps_refund_status(
 ) -> None:
     parked = await db.parked()
     await db.age(parked)
-    events = FakeEventSink()
-    requery = RedriveRefunds(
-        claim=lambda limit: db.claims.claim_parked(every=EVERY, limit=limit), events=events, reason="parked"
-    )
 
-    await requery.run_once(limit=100)
-    (request,) = [e for e in events.emitted if e.payload.refund_id == parked.refund_id]
+    request = await redriven(db, parked, parked=True)
     psp = ScriptedPsp([], [PspAnswer(psp_says)])
     settled = await executor(db, psp)(request)
 
@@ -260,12 +265,7 @@ async def test_a_requeried_parked_refund_is_settled_by_the_psps_refund_status(
 async def test_a_parked_refund_still_unknown_at_the_psp_stays_parked(db: Db) -> None:
     parked = await db.parked()
     await db.age(parked)
-    events = FakeEventSink()
-    requery = RedriveRefunds(
-        claim=lambda limit: db.claims.claim_parked(every=EVERY, limit=limit), events=events, reason="parked"
-    )
-    await requery.run_once(limit=100)
-    (request,) = [e for e in events.emitted if e.payload.refund_id == parked.refund_id]
+    request = await redriven(db, parked, parked=True)
     psp = ScriptedPsp([], [PspAnswer(K.OUTCOME_UNKNOWN)] * 3)
 
     still = await executor(db, psp)(request)
