@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import TypeVar
 
 import pytest
 import structlog
@@ -108,24 +109,32 @@ def _run(seed: int) -> World:
     return world
 
 
-class _PostsAfterCommit(FakeResultStore):
-    """A broken result store: the ledger entries go into a second transaction after the state change commits (a
-    crash in between leaves a final order without its entry)."""
+_Tx = TypeVar("_Tx", FakeResultTransaction, FakeRefundTransaction)
 
+
+@asynccontextmanager
+async def _entries_after_commit(open_transaction: Callable[[], AbstractAsyncContextManager[_Tx]]) -> AsyncIterator[_Tx]:
+    """A broken store's transaction: the ledger entries go into a second transaction after the state change commits
+    (a crash in between leaves a final order or refund without its entry)."""
+    later: list[tuple[Sequence[JournalEntry], datetime]] = []
+    async with open_transaction() as tx:
+
+        async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
+            later.append((entries, now))
+
+        tx.post_entries = post_after_commit  # type: ignore[method-assign]
+        yield tx
+    for entries, now in later:
+        await checkpoint()
+        async with open_transaction() as second:
+            await second.post_entries(entries, now)
+
+
+class _PostsAfterCommit(FakeResultStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
-        later: list[tuple[Sequence[JournalEntry], datetime]] = []
-        async with super().transaction() as tx:
-
-            async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
-                later.append((entries, now))
-
-            tx.post_entries = post_after_commit  # type: ignore[method-assign]
+        async with _entries_after_commit(super().transaction) as tx:
             yield tx
-        for entries, now in later:
-            await checkpoint()
-            async with super().transaction() as second:
-                await second.post_entries(entries, now)
 
 
 def test_the_ledger_oracle_fails_seeds_when_entries_are_posted_outside_the_state_changes_transaction(
@@ -142,22 +151,10 @@ def test_the_ledger_oracle_fails_seeds_when_entries_are_posted_outside_the_state
 
 
 class _RefundEntryAfterCommit(FakeRefundStore):
-    """A broken refund store: a refund's entry goes into a second transaction after its SUCCEEDED commits."""
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeRefundTransaction]:
-        later: list[tuple[Sequence[JournalEntry], datetime]] = []
-        async with super().transaction() as tx:
-
-            async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
-                later.append((entries, now))
-
-            tx.post_entries = post_after_commit  # type: ignore[method-assign]
+        async with _entries_after_commit(super().transaction) as tx:
             yield tx
-        for entries, now in later:
-            await checkpoint()
-            async with super().transaction() as second:
-                await second.post_entries(entries, now)
 
 
 class _LimitOnConfirmedOnly(FakeRefundTransaction):
