@@ -63,6 +63,7 @@ def test_a_seed_replays_identically() -> None:
     second.run()
     assert first.trace_lines == second.trace_lines
     assert first.psp.ledger == second.psp.ledger
+    assert first.psp.refunds == second.psp.refunds
     assert len(first.trace_lines) > 50  # the run did something worth comparing
 
 
