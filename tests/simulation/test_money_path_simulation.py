@@ -197,7 +197,7 @@ def test_the_refund_oracle_fails_seeds_when_the_limit_forgets_refunds_in_flight(
     back by then, and the refund oracle, asked about that world, says so."""
     monkeypatch.setattr(fakes_refunds, "FakeRefundTransaction", _LimitOnConfirmedOnly)
     found = []
-    for seed in range(100):
+    for seed in range(20):  # more than half the seeds fail this way
         world = World(seed)
         try:
             world.run()
