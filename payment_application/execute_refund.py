@@ -4,8 +4,9 @@ The refund has one PSP idempotency key for its whole life (its public id), so ho
 delivered or a call repeated, the PSP pays it back at most once. An answer that is not final is worked on in
 place with equal-jitter backoff (the charges' retry numbers): "never executed" sends the same request again; an
 unknown outcome is resolved by a status query for the key, and only "the PSP has no such refund" sends it again
-(still under the same key). When the attempts run out, the refund is parked in NEEDS_RECONCILIATION; its message
-delivered again (a redelivery, or an operator re-publishing it) asks the PSP again, under the same key. No database
+(still under the same key). Each call or query is stamped first (`mark_sent`): a refund delivered again after one
+may have reached the PSP (a redelivery, a re-drive of a stale or parked refund) starts with a status query. When the
+attempts run out, the refund is parked in NEEDS_RECONCILIATION. No database
 transaction is open during a PSP call; the settling transaction posts the ledger entry (SettleRefund).
 """
 
@@ -75,7 +76,11 @@ class ExecuteRefund:
             currency=refund.amount.currency.value,
             seller_id=refund.seller_id,
         )
-        answer = (await self._psp.refund(call)).answer
+        if await self._refunds.mark_sent(refund.refund_id):
+            # A call may have reached the PSP before (a redelivery, a re-drive, a parked refund): ask first.
+            answer = await self._next_answer(call, PspAnswer(AnswerKind.OUTCOME_UNKNOWN))
+        else:
+            answer = (await self._psp.refund(call)).answer
         attempt = 0
         while refund_status_for(answer) is None and attempt < self._policy.attempts:
             attempt += 1
@@ -84,6 +89,7 @@ class ExecuteRefund:
             )
             log.info("refund_unresolved", refund_id=refund.public_id, answer=answer.kind.value, attempt=attempt)
             await self._sleeper.sleep(wait_ms / 1000)
+            await self._refunds.mark_sent(refund.refund_id)
             answer = await self._next_answer(call, answer)
         settled = await self._settle(
             RefundAnswer(refund.payment_order_id, refund.refund_id, answer, give_up=refund_status_for(answer) is None)

@@ -79,6 +79,11 @@ class RefundStore(Protocol):
 
     async def get(self, payment_order_id: PaymentOrderId, refund_id: RefundId) -> Refund | None: ...
 
+    async def mark_sent(self, refund_id: RefundId) -> bool:
+        """Stamp that a PSP call or status query of the refund is about to be made (a sign of progress for the
+        sweeper); True when one had been stamped before, i.e. the refund may already have reached the PSP."""
+        ...
+
     async def refunded_by_order(self, payment_id: PaymentId) -> Mapping[PaymentOrderId, int]:
         """Per order of the payment: the total of its refunds not failed (orders without refunds are left out)."""
         ...

@@ -74,6 +74,11 @@ _SETTLE = """
       FROM r WHERE p.payment_order_id = r.payment_order_id AND $4
 """
 _GET = f"SELECT {_SELECT} FROM refunds WHERE refund_id = $1 AND payment_order_id = $2"
+_MARK_SENT = """
+    WITH before AS (SELECT refund_id, psp_sent_at FROM refunds WHERE refund_id = $1 FOR UPDATE)
+    UPDATE refunds r SET psp_sent_at = now() FROM before WHERE r.refund_id = before.refund_id
+    RETURNING before.psp_sent_at IS NOT NULL
+"""
 _REFUNDED_BY_ORDER = (
     "SELECT payment_order_id, refunded_value FROM payment_orders WHERE payment_id = $1 AND refunded_value > 0"
 )
@@ -147,6 +152,9 @@ class PostgresRefundTransaction:
     async def post_entries(self, entries: Sequence[JournalEntry], now: datetime) -> None:
         await insert_entries(self._conn, entries, now)
 
+    async def mark_sent(self, refund_id: RefundId) -> bool:
+        return bool(await self._conn.fetchval(_MARK_SENT, refund_id.value))
+
 
 class PostgresRefundStore:
     def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
@@ -168,6 +176,10 @@ class PostgresRefundStore:
         async with translated_errors(), driver_connection(self._engine) as conn:
             row = await conn.fetchrow(_GET, refund_id.value, payment_order_id.value)
         return None if row is None else refund_from_row(row)
+
+    async def mark_sent(self, refund_id: RefundId) -> bool:
+        async with self.transaction() as tx:
+            return await tx.mark_sent(refund_id)
 
     async def refunded_by_order(self, payment_id: PaymentId) -> Mapping[PaymentOrderId, int]:
         async with translated_errors(), driver_connection(self._engine) as conn:

@@ -39,7 +39,7 @@ import aiohttp
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspRefundRequest, PspStatusResult
@@ -49,7 +49,9 @@ from payment_infrastructure.psp.concurrency_limit import GradientLimit
 from payment_infrastructure.psp.metrics import (
     PSP_CALL_LATENCY,
     PSP_CALLS,
+    PSP_REFUND_CALL_LATENCY,
     PSP_REFUND_CALLS,
+    PSP_REFUND_STATUS_CHECKS,
     PSP_STATUS_CHECK_LATENCY,
     PSP_STATUS_CHECKS,
     PSP_UNEXPECTED_RESPONSES,
@@ -178,7 +180,12 @@ class AiohttpPspGateway:
             }
         )
         return await self._traced_call(
-            "psp charge", self._charges_url, body, request.idempotency_key, request.merchant_reference, PSP_CALLS
+            "psp charge",
+            self._charges_url,
+            body,
+            request.idempotency_key,
+            request.merchant_reference,
+            (PSP_CALLS, PSP_CALL_LATENCY),
         )
 
     async def refund(self, request: PspRefundRequest) -> PspCallResult:
@@ -193,14 +200,19 @@ class AiohttpPspGateway:
             }
         )
         return await self._traced_call(
-            "psp refund", self._refunds_url, body, request.idempotency_key, request.merchant_reference, PSP_REFUND_CALLS
+            "psp refund",
+            self._refunds_url,
+            body,
+            request.idempotency_key,
+            request.merchant_reference,
+            (PSP_REFUND_CALLS, PSP_REFUND_CALL_LATENCY),
         )
 
     async def _traced_call(
-        self, name: str, url: URL, body: bytes, key: str, reference: str, calls: Counter
+        self, name: str, url: URL, body: bytes, key: str, reference: str, meters: tuple[Counter, Histogram]
     ) -> PspCallResult:
         with tracing.span(name, kind=SpanKind.CLIENT, attributes={"psp.idempotency_key": key}) as span:
-            result = await self._call(url, body, key, reference, calls, tracing.traceparent_of(span))
+            result = await self._call(url, body, key, reference, meters, tracing.traceparent_of(span))
             if span is not None:
                 span.set_attribute("psp.answer", result.answer.kind.value)
                 if result.error_code is not None:
@@ -208,8 +220,15 @@ class AiohttpPspGateway:
             return result
 
     async def _call(
-        self, url: URL, body: bytes, key: str, reference: str, calls: Counter, traceparent: str | None
+        self,
+        url: URL,
+        body: bytes,
+        key: str,
+        reference: str,
+        meters: tuple[Counter, Histogram],
+        traceparent: str | None,
     ) -> PspCallResult:
+        calls, latency = meters
         session = self._require_session()
         started = time.perf_counter()
         try:
@@ -234,7 +253,7 @@ class AiohttpPspGateway:
             log.exception("psp_call_failed", idempotency_key=key)
             answer = _Answer(UNKNOWN, "EXCEPTION", "EXCEPTION", repr(exc)[:_MAX_DETAIL])
         elapsed = time.perf_counter() - started
-        PSP_CALL_LATENCY.observe(elapsed)
+        latency.observe(elapsed)
         calls.labels(answer.metric).inc()
         if answer.error_code is not None:
             log.warning(
@@ -248,12 +267,14 @@ class AiohttpPspGateway:
         return PspCallResult(answer.answer, round(elapsed * 1000), answer.error_code, answer.error_detail)
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
-        return await self._status(self._status_prefix, idempotency_key, "charge_not_found")
+        return await self._status(self._status_prefix, idempotency_key, "charge_not_found", PSP_STATUS_CHECKS)
 
     async def refund_status(self, idempotency_key: str) -> PspStatusResult:
-        return await self._status(self._refund_status_prefix, idempotency_key, "refund_not_found")
+        return await self._status(
+            self._refund_status_prefix, idempotency_key, "refund_not_found", PSP_REFUND_STATUS_CHECKS
+        )
 
-    async def _status(self, prefix: str, idempotency_key: str, not_found: str) -> PspStatusResult:
+    async def _status(self, prefix: str, idempotency_key: str, not_found: str, checks: Counter) -> PspStatusResult:
         session = self._require_session()
         started = time.perf_counter()
         with tracing.span(
@@ -271,7 +292,7 @@ class AiohttpPspGateway:
         result = PspStatusResult(answer, latency_ms=round(elapsed * 1000), error_code=code)
         status = result.status
         metric = status.value if status is not None else ("NOT_FOUND" if not result.found else code or "ERROR")
-        PSP_STATUS_CHECKS.labels(metric).inc()
+        checks.labels(metric).inc()
         return result
 
     def _require_session(self) -> aiohttp.ClientSession:

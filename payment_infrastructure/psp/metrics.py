@@ -42,6 +42,11 @@ PSP_CALL_LATENCY = Histogram(
     "Caller-side time of one charge (queue + call, bounded by the call timeout).",
     buckets=_BUCKETS,
 )
+PSP_REFUND_CALL_LATENCY = Histogram(
+    "psp_refund_call_latency_seconds",
+    "Caller-side time of one refund call (queue + call, bounded by the call timeout).",
+    buckets=_BUCKETS,
+)
 PSP_POOL_QUEUE_DEPTH = Gauge("psp_pool_queue_depth", "Charges waiting in the PSP worker pool queues.")
 PSP_CONCURRENCY_LIMIT = Gauge(
     "psp_concurrency_limit",
@@ -52,6 +57,11 @@ PSP_STATUS_CHECKS = Counter(
     "psp_status_checks_total",
     "PSP status queries by result: the mapped status name, NOT_FOUND, or the reason we could not ask "
     "(TIMEOUT, UNAVAILABLE, ERROR).",
+    ["result"],
+)
+PSP_REFUND_STATUS_CHECKS = Counter(
+    "psp_refund_status_checks_total",
+    "PSP refund status queries by result, with the labels of psp_status_checks_total.",
     ["result"],
 )
 PSP_STATUS_CHECK_LATENCY = Histogram(
@@ -76,3 +86,4 @@ for _result in CHARGE_RESULTS:
     PSP_REFUND_CALLS.labels(_result)
 for _result in STATUS_CHECK_RESULTS:
     PSP_STATUS_CHECKS.labels(_result)
+    PSP_REFUND_STATUS_CHECKS.labels(_result)

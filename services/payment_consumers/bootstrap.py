@@ -26,6 +26,8 @@ from payment_application.execute_refund import ExecuteRefund, RefundCallPolicy
 from payment_application.ports.clock import Clock
 from payment_application.ports.parked_orders import ParkedOrders
 from payment_application.ports.publisher import EventPublisher
+from payment_application.ports.refund_redrives import RefundRedriveClaims
+from payment_application.redrive_refunds import RedriveRefunds
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_application.settle_parked_order import SettleParkedOrder
@@ -51,6 +53,7 @@ from payment_infrastructure.postgres.payment_order_store import (
     PostgresStatusCheckQueue,
 )
 from payment_infrastructure.postgres.pool_metrics import watch_engine
+from payment_infrastructure.postgres.refund_redrives import PostgresRefundRedriveClaims
 from payment_infrastructure.postgres.refund_store import PostgresRefundStore
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from payment_infrastructure.postgres.stale_orders import PostgresStaleOrderClaims
@@ -110,6 +113,10 @@ class Container:
     dispatch_status_checks: DispatchStatusChecks
     sweep_stale_orders: RedriveStaleOrders
     requery_parked_orders: RequeryParkedOrders
+    sweep_stale_refunds: RedriveRefunds
+    requery_parked_refunds: RedriveRefunds
+    count_stale_refunds: Callable[[], Awaitable[int]]
+    """REQUESTED refunds with no sign of progress for the sweeper's stale age (the alerting gauge)."""
     purge_inbox: Callable[[datetime], Awaitable[int]]
     """Inbox (processed events) rows recorded before the given time; returns how many went."""
     count_parked: Callable[[], Awaitable[int]]
@@ -203,6 +210,11 @@ def build_container(
     refunds = PostgresRefundStore(
         engine, statement_timeout_ms=settings.db.statement_timeout_ms, lock_timeout_ms=settings.db.lock_timeout_ms
     )
+    unsettled_refunds = PostgresRefundRedriveClaims(
+        engine, statement_timeout_ms=settings.db.statement_timeout_ms, lock_timeout_ms=settings.db.lock_timeout_ms
+    )
+    refund_stale_after = timedelta(seconds=settings.sweeper.stale_after_seconds)
+    refund_requery_every = timedelta(seconds=settings.requery.every_seconds)
     claims = PostgresPaymentOrderClaims(
         engine,
         statement_timeout_ms=settings.process.psp_claim_statement_timeout_ms,
@@ -272,6 +284,17 @@ def build_container(
             clock=clock,
             every=timedelta(seconds=settings.requery.every_seconds),
         ),
+        sweep_stale_refunds=RedriveRefunds(
+            claim=lambda limit: unsettled_refunds.claim_stale(stale_after=refund_stale_after, limit=limit),
+            events=events,
+            reason="stale",
+        ),
+        requery_parked_refunds=RedriveRefunds(
+            claim=lambda limit: unsettled_refunds.claim_parked(every=refund_requery_every, limit=limit),
+            events=events,
+            reason="parked",
+        ),
+        count_stale_refunds=lambda: unsettled_refunds.count_stale(stale_after=refund_stale_after),
         purge_inbox=lambda before: purge_processed_events(engine, before=before),
         count_parked=parked.count,
         dependencies={"postgres": postgres, "redis": redis_ping},
@@ -301,6 +324,45 @@ def build_reconciliation(settings: DatabaseSettings, ledger: LedgerSettings) -> 
     )
     settle = SettleParkedOrder(parked=parked, store=store, clock=SystemClock(), commission=ledger.commission())
     return Reconciliation(parked, settle, engine)
+
+
+@dataclass
+class RefundReconciliation:
+    """What `payments reconcile refunds|refund` needs: the parked refunds and the executor asking the PSP once
+    (a status query first, a call under the same key only if the PSP has none), on a small pool of their own."""
+
+    parked: RefundRedriveClaims
+    execute: ExecuteRefund
+    _psp: AiohttpPspGateway = field(repr=False)
+    _engine: AsyncEngine = field(repr=False)
+
+    async def start(self) -> None:
+        await self._psp.start()
+
+    async def close(self) -> None:
+        await self._psp.close()
+        await self._engine.dispose()
+
+
+def build_refund_reconciliation(settings: ConsumersSettings) -> RefundReconciliation:
+    db = settings.db
+    engine = create_engine(db.model_copy(update={"pool_size": 1}), application_name="payments-reconcile")
+    refunds = PostgresRefundStore(
+        engine, statement_timeout_ms=db.statement_timeout_ms, lock_timeout_ms=db.lock_timeout_ms
+    )
+    psp = AiohttpPspGateway(settings.psp)
+    execute = ExecuteRefund(
+        refunds=refunds,
+        psp=psp,
+        settle=SettleRefund(refunds=refunds, clock=SystemClock()),
+        sleeper=AsyncioSleeper(),
+        randint=random.Random().randint,
+        policy=RefundCallPolicy(attempts=0, base_ms=settings.retry.base_delay_ms, max_ms=settings.retry.max_delay_ms),
+    )
+    claims = PostgresRefundRedriveClaims(
+        engine, statement_timeout_ms=db.statement_timeout_ms, lock_timeout_ms=db.lock_timeout_ms
+    )
+    return RefundReconciliation(claims, execute, psp, engine)
 
 
 @dataclass
@@ -375,16 +437,35 @@ def workers(container: Container, consumers: dict[str, PartitionOrderedConsumer]
         RECONCILIATION_GAUGE_INTERVAL_SECONDS,
         rounds.reconciliation_gauge(container.count_parked),
     )
+    table["stale-refund-gauge"] = every(
+        "stale-refund-gauge",
+        RECONCILIATION_GAUGE_INTERVAL_SECONDS,
+        rounds.stale_refund_gauge(container.count_stale_refunds),
+    )
     if settings.sweeper.enabled:
         table["stale-order-sweeper"] = paced(
             "stale-order-sweeper",
             rounds.stale_order_sweep(container.sweep_stale_orders, batch_size=settings.sweeper.batch_size),
             Pacing.steady(settings.sweeper.interval_seconds),
         )
+        table["stale-refund-sweeper"] = paced(
+            "stale-refund-sweeper",
+            rounds.refund_redrive(
+                container.sweep_stale_refunds, reason="stale", batch_size=settings.sweeper.batch_size
+            ),
+            Pacing.steady(settings.sweeper.interval_seconds),
+        )
     if settings.requery.enabled:
         table["parked-order-requery"] = paced(
             "parked-order-requery",
             rounds.parked_order_requery(container.requery_parked_orders, batch_size=settings.requery.batch_size),
+            Pacing.steady(settings.requery.poll_interval_seconds),
+        )
+        table["parked-refund-requery"] = paced(
+            "parked-refund-requery",
+            rounds.refund_redrive(
+                container.requery_parked_refunds, reason="parked", batch_size=settings.requery.batch_size
+            ),
             Pacing.steady(settings.requery.poll_interval_seconds),
         )
     return table

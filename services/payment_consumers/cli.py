@@ -6,6 +6,7 @@
     payments dlq replay T.DLQ --partition P --offset O | --all
     payments topic read TOPIC [--key K] [--limit N]   messages of any topic (e.g. payment_order_created_topic)
     payments reconcile list | settle ID --outcome O --operator NAME --evidence TEXT   (see reconcile_cli.py)
+    payments reconcile refunds | refund REFUND_ID   parked refunds; one settled by the PSP's word (reconcile_cli.py)
     payments ledger verify [--psp-url URL] [--accounts]   the trial balance, compared with the PSP (ledger_cli.py)
 
 Broker: --bootstrap-servers, else PAYMENTS_KAFKA__BOOTSTRAP_SERVERS, else 127.0.0.1:9092. A replay does not

@@ -47,6 +47,20 @@ REFUNDS_SETTLED = Counter(
     "entry; NEEDS_RECONCILIATION: the outcome stayed unknown, alert on any increase)",
     ["status"],
 )
+REFUNDS_REDRIVEN = Counter(
+    "refunds_redriven_total",
+    "Refund requests sent again: stale (REQUESTED with no progress for sweeper.stale_after_seconds, a lost message "
+    "or a dead worker) or parked (NEEDS_RECONCILIATION, asked about again every requery.every_seconds)",
+    ["reason"],
+)
+REFUND_REDRIVE_FAILURES = Counter(
+    "refund_redrive_failures_total", "Refund re-drive rounds that failed or stopped at a send that failed", ["reason"]
+)
+REFUNDS_STALE = Gauge(
+    "refunds_stale",
+    "REQUESTED refunds with no sign of progress for sweeper.stale_after_seconds, re-driven or not (from the database)",
+)
+REDRIVE_REASONS = ("stale", "parked")
 
 # Every label value created at 0 at import (start-up): a series born at 1 by its first inc() is invisible to
 # increase(), so a pod's first re-drive would never alert.
@@ -56,3 +70,6 @@ for _action in Action:
     PSP_RESULTS_APPLIED.labels(_action.value)
 for _refund_status in RefundStatus:
     REFUNDS_SETTLED.labels(_refund_status.value)
+for _reason in REDRIVE_REASONS:
+    REFUNDS_REDRIVEN.labels(_reason)
+    REFUND_REDRIVE_FAILURES.labels(_reason)

@@ -1,8 +1,9 @@
 """The payment-consumers process (`python -m services.payment_consumers`): the Kafka workers, the retry dispatcher,
-the status-check scheduler, the stale-order sweeper, the re-query of parked orders, and the management server on
-:9001, in one asyncio process. Which parts run is configurable (PAYMENTS_PROCESS__WORKERS), so they can also be
-split into separate deployments; the sweeper and the re-query run in every process (PAYMENTS_SWEEPER__ENABLED and
-PAYMENTS_REQUERY__ENABLED turn them off), their claims never overlap."""
+the status-check scheduler, the stale-order and stale-refund sweepers, the re-query of parked orders and refunds,
+and the management server on :9001, in one asyncio process. Which parts run is configurable
+(PAYMENTS_PROCESS__WORKERS), so they can also be split into separate deployments; the sweepers and the re-queries
+run in every process (PAYMENTS_SWEEPER__ENABLED and PAYMENTS_REQUERY__ENABLED turn them off), their claims never
+overlap."""
 
 from __future__ import annotations
 

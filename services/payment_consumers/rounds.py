@@ -14,6 +14,7 @@ import structlog
 
 from payment_application.dispatch_status_checks import DispatchStatusChecks
 from payment_application.ports.clock import Clock
+from payment_application.redrive_refunds import RedriveRefunds
 from payment_application.redrive_stale_orders import RedriveStaleOrders
 from payment_application.requery_parked_orders import RequeryParkedOrders
 from payment_infrastructure.runtime.pacing import BUSY, FAILED, IDLE, Round, busy_if
@@ -23,6 +24,9 @@ from services.payment_consumers.metrics import (
     PAYMENT_ORDERS_AWAITING_RECONCILIATION,
     PAYMENT_ORDERS_STALE_FOUND,
     PAYMENT_ORDERS_STALE_REDRIVEN,
+    REFUND_REDRIVE_FAILURES,
+    REFUNDS_REDRIVEN,
+    REFUNDS_STALE,
     STALE_ORDER_SWEEP_FAILURES,
     STATUS_CHECK_DISPATCH_FAILURES,
     STATUS_CHECKS_DISPATCHED,
@@ -100,6 +104,26 @@ def parked_order_requery(requery: RequeryParkedOrders, *, batch_size: int) -> Ro
     return round_
 
 
+def refund_redrive(redrive: RedriveRefunds, *, reason: str, batch_size: int) -> RoundFn:
+    """Send the requests of unsettled refunds again (stale or parked, by `reason`); a failed send ends the round
+    (its refunds come back once their claim runs out)."""
+
+    async def round_() -> Round:
+        try:
+            report = await redrive.run_once(limit=batch_size)
+        except Exception as error:
+            REFUND_REDRIVE_FAILURES.labels(reason).inc()
+            log.error("refund_redrive_round_failed", reason=reason, error=repr(error))
+            return FAILED
+        REFUNDS_REDRIVEN.labels(reason).inc(len(report.published))
+        if report.failures:
+            REFUND_REDRIVE_FAILURES.labels(reason).inc()
+            return FAILED
+        return busy_if(report.busy)
+
+    return round_
+
+
 def inbox_purge(
     purge: Callable[[datetime], Awaitable[int]], *, clock: Clock, retention: timedelta
 ) -> Callable[[], Awaitable[None]]:
@@ -116,5 +140,14 @@ def reconciliation_gauge(count_parked: Callable[[], Awaitable[int]]) -> Callable
 
     async def work() -> None:
         PAYMENT_ORDERS_AWAITING_RECONCILIATION.set(await count_parked())
+
+    return work
+
+
+def stale_refund_gauge(count_stale: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    """REQUESTED refunds that stopped moving, counted by the database (the alert reads it)."""
+
+    async def work() -> None:
+        REFUNDS_STALE.set(await count_stale())
 
     return work

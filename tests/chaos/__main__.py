@@ -77,6 +77,9 @@ async def main(args: argparse.Namespace, command: str) -> int:
 
 def write_report(report: str, command: str, outcomes: list[Outcome], seconds: float, *, of: int) -> None:
     problems = [f"- {o.scenario}: {p}" for o in outcomes for p in o.problems()]
+    # The sections after the table ("## ...") are written by hand (the simulation, open defects): kept as they are.
+    text = REPORT.read_text() if REPORT.exists() else ""
+    kept = text[text.index("\n## ") :] if "\n## " in text else ""
     REPORT.write_text(
         "# Reliability: the crash-and-fault suite\n\n"
         "Written by `make chaos` (tests/chaos/, issue 19): each scenario starts a fresh stack of real processes "
@@ -96,6 +99,7 @@ def write_report(report: str, command: str, outcomes: list[Outcome], seconds: fl
         "final state at the deadline; *time to converge*: from the end of the load and of the faults until nothing "
         "is in flight; *holds*: every invariant held.\n\n"
         + ("Violations:\n\n" + "\n".join(problems) + "\n" if problems else "Every invariant held in every scenario.\n")
+        + kept
     )
 
 

@@ -11,6 +11,7 @@ from payment_domain.ledger import AccountKind, CommissionSchedule, EntryKind, ch
 from payment_domain.money import Amount, Currency
 from payment_domain.status import PaymentOrderStatus, is_terminal, roll_up
 from tests.simulation.creates import one_payment_per_order
+from tests.simulation.refund_invariants import check_refunds, refunds_in_the_book
 
 if TYPE_CHECKING:
     from tests.simulation.world import World
@@ -51,7 +52,9 @@ def check_invariants(world: World) -> None:
             problems.append(f"payment {payment_id} is {payment_status}, its orders say {expected}")
     problems += one_payment_per_order(world.repository, world.requests)
     problems += _event_order(world)
-    problems += _ledger(world)
+    refund_problems, paid_back = check_refunds(world.refunds.tables, world.refunds.asks, world.psp)
+    problems += refund_problems
+    problems += _ledger(world, paid_back)
     if problems:
         raise SimulationFailed("; ".join(problems))
 
@@ -97,11 +100,12 @@ def _event_order(world: World) -> list[str]:
     return problems
 
 
-def _ledger(world: World) -> list[str]:
+def _ledger(world: World, paid_back: dict[int, int]) -> list[str]:
     """Debits equal credits per currency; every SUCCESSFUL_FINAL order has exactly one charge entry, the one its
     amount and seller call for, and no other order has one; each seller's balance, the PSP receivable and the
-    commission revenue are what the PSP's own ledger says was charged, less commission, to the cent (orders still
-    parked are left out on both sides: their money waits for reconciliation)."""
+    commission revenue are what the PSP's own ledger says was charged minus paid back (`paid_back`, per order),
+    less commission, to the cent (orders still parked are left out on both sides: their money waits for
+    reconciliation)."""
     problems: list[str] = []
     journal = [posted.entry for posted in world.tables.journal]
     if off := {c: n for c, n in net_by_currency(p for e in journal for p in e.postings).items() if n}:
@@ -138,6 +142,7 @@ def _ledger(world: World) -> list[str]:
         psp[(AccountKind.PSP_RECEIVABLE, "platform", request.currency)] += request.amount_minor
         psp[(AccountKind.SELLER_PAYABLE, request.seller_id, request.currency)] += split.seller
         psp[(AccountKind.COMMISSION_REVENUE, "platform", request.currency)] += split.commission
+    psp.update(refunds_in_the_book({o: row.order for o, row in rows.items()}, paid_back, SIM_COMMISSION))
     for account in sorted(set(book) | set(psp)):
         if book[account] != psp[account]:
             kind, owner, currency = account

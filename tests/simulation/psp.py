@@ -3,7 +3,8 @@
 Per idempotency key the PSP remembers what it did: nothing yet, in progress, charged, declined, or failed. A charge
 is visible to a status query from the moment the request arrives, and the key never charges twice (a repeated call
 replays the key's answer, is told 409 while it is in progress, or, as a fault, 503 after charging). The ledger is
-the truth the invariants are checked against: which keys moved money for which payment order.
+the truth the invariants are checked against: which keys moved money for which payment order. Refunds are kept
+the same way, under the refund's own key, with the same faults (`refunds`: which keys paid money back).
 
 What the simulation trusts, and documents in docs/money-safety.md: a 503/429 to the first call ever made under a
 key, our own pool refusing, and a refused connection mean the PSP did not process that call; a status query
@@ -16,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspStatusResult
+from payment_application.ports.psp import PspCallResult, PspChargeRequest, PspRefundRequest, PspStatusResult
 from payment_domain.psp_answer import AnswerKind, PspAnswer
 from payment_domain.psp_answer import answer_for_psp_status as psp_said
 from payment_domain.status import PaymentOrderStatus
@@ -28,6 +29,8 @@ IN_PROGRESS = "in progress"
 CHARGED = "charged"
 DECLINED = "declined"
 FAILED = "failed (no money moved)"
+# What our gateway makes of a call that never reached the PSP (refused on our side, a 503/429): no status word.
+NOT_EXECUTED = PspAnswer(AnswerKind.NOT_CHARGED)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class KeyState:
     merchant_reference: str
     state: str
     calls: int = 1
+    refund: bool = False  # a refund's key: the money moves back to the buyer
 
 
 @dataclass
@@ -52,7 +56,9 @@ class SimPsp:
     faults: Callable[[], bool]  # True while faults are on
     keys: dict[str, KeyState] = field(default_factory=dict)
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per charge made
-    requests: dict[str, PspChargeRequest] = field(default_factory=dict)  # key -> its first request (amount, seller)
+    refunds: list[tuple[str, str]] = field(default_factory=list)  # (merchant_reference, key) per refund paid back
+    # key -> its first request (amount, seller; a refund's names its refund)
+    requests: dict[str, PspChargeRequest | PspRefundRequest] = field(default_factory=dict)
     late: list[LateExecution] = field(default_factory=list)
     status_outage: bool = False  # the status endpoint is down while faults are on: unknown outcomes get parked
     # The longest a charge takes from its start until nothing of it can reach the PSP (the executor's call budget):
@@ -66,8 +72,8 @@ class SimPsp:
     def _charge(self, key: str) -> None:
         state = self.keys[key]
         state.state = CHARGED
-        self.ledger.append((state.merchant_reference, key))
-        self.trace(f"PSP charged {key}")
+        (self.refunds if state.refund else self.ledger).append((state.merchant_reference, key))
+        self.trace(f"PSP {'paid back refund' if state.refund else 'charged'} {key}")
 
     def run_due(self) -> None:
         """Execute the late charges that are due (the PSP's own background work)."""
@@ -88,6 +94,12 @@ class SimPsp:
         return self.random.choices(names, weights=[weights[n] for n in names])[0]
 
     async def charge(self, request: PspChargeRequest) -> PspCallResult:
+        return await self._call(request)
+
+    async def refund(self, request: PspRefundRequest) -> PspCallResult:
+        return await self._call(request)
+
+    async def _call(self, request: PspChargeRequest | PspRefundRequest) -> PspCallResult:
         # The request leaves and, unless refused on our side, arrives in the same step: no await between the
         # caller's last look at its lease and the PSP seeing the key.
         key = request.idempotency_key
@@ -105,7 +117,7 @@ class SimPsp:
             why = self.random.choice(["POOL_FULL", "CONNECT_FAILED"])
             self.trace(f"PSP call {key} refused on our side ({why})")
             await checkpoint()
-            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code=why)
+            return PspCallResult(NOT_EXECUTED, 1, error_code=why)
         known = self.keys.get(key)
         if known is not None:
             known.calls += 1
@@ -118,7 +130,7 @@ class SimPsp:
     def _replay(self, key: str, known: KeyState, faulty: bool) -> PspCallResult:
         if faulty and self.random.random() < 0.4:
             self.trace(f"PSP answered a repeated call {key} 503 ({known.state})")
-            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code="HTTP_503")
+            return PspCallResult(NOT_EXECUTED, 1, error_code="HTTP_503")
         answer = {
             IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,  # 409: still processing this key
             CHARGED: S.SUCCESSFUL_FINAL,
@@ -128,13 +140,14 @@ class SimPsp:
         self.trace(f"PSP replayed {key}: {answer}")
         return PspCallResult(psp_said(answer), 1)
 
-    def _first_call(self, request: PspChargeRequest, faulty: bool) -> PspCallResult:
+    def _first_call(self, request: PspChargeRequest | PspRefundRequest, faulty: bool) -> PspCallResult:
         key = request.idempotency_key
         if faulty and self.random.random() < 0.2:
             # Busy or rate limited before doing anything: the key is not recorded.
             self.trace(f"PSP refused {key} with 503, nothing recorded")
-            return PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 1, error_code="HTTP_503")
-        self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS)
+            return PspCallResult(NOT_EXECUTED, 1, error_code="HTTP_503")
+        refund = isinstance(request, PspRefundRequest)
+        self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS, refund=refund)
         self.requests[key] = request
         what = self._pick(
             {"success": 60, "decline": 8, "transient": 12, "pending": 8, "late": 6, "lost": 6}
@@ -166,6 +179,12 @@ class SimPsp:
         return PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1000, error_code="READ_TIMEOUT")
 
     async def charge_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(idempotency_key)
+
+    async def refund_status(self, idempotency_key: str) -> PspStatusResult:
+        return await self._status(idempotency_key)
+
+    async def _status(self, idempotency_key: str) -> PspStatusResult:
         faulty = self.faults()
         await checkpoint()
         if faulty and (self.status_outage or self.random.random() < 0.2):

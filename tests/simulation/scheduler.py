@@ -82,3 +82,43 @@ class Scheduler:
 
     def running(self, name: str) -> bool:
         return any(t.name == name for t in self.tasks)
+
+
+class Checkpointed:
+    """A port whose every async method first hands control to the scheduler (a place to interleave or crash)."""
+
+    def __init__(self, inner: Any, before: Callable[[], None] | None = None) -> None:
+        self._inner = inner
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name == "transaction":
+            return self._transaction(attribute)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await checkpoint()
+            if self._before is not None:
+                self._before()
+            return await attribute(*args, **kwargs)
+
+        return call
+
+    def _transaction(self, open_transaction: Callable[[], Any]) -> Callable[[], Any]:
+        # A transaction runs whole (no checkpoint inside: row locks serialise the real ones); it may die before it.
+        outer = self
+
+        class _Transaction:
+            async def __aenter__(self) -> Any:
+                await checkpoint()
+                if outer._before is not None:
+                    outer._before()
+                self._context = open_transaction()
+                return await self._context.__aenter__()
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await self._context.__aexit__(*exc)
+
+        return _Transaction

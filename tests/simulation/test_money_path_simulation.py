@@ -1,24 +1,30 @@
 """The deterministic simulation in `make test`: thousands of seeds of the whole money path under faults.
 
 A failing seed reports itself with its trace; `python -m tests.simulation --seed N` replays it identically.
-`PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). A store that posts the
-ledger entries after the state change commits must fail seeds: the oracle is shown to catch it.
+`PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). Broken stores must fail
+seeds, so the oracles are shown to catch them: ledger entries posted after the state change commits (charges and
+refunds), a refund limit that forgets the refunds still in flight.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import TypeVar
 
 import pytest
 import structlog
 
 from payment_domain.ledger import JournalEntry
+from tests import fakes_refunds
 from tests.fakes_consumers import FakeResultStore, FakeResultTransaction
+from tests.fakes_refunds import FakeRefundStore, FakeRefundTransaction
+from tests.simulation import refunds as refunds_module
 from tests.simulation import world as world_module
+from tests.simulation.refund_invariants import check_refunds
 from tests.simulation.scheduler import checkpoint
 from tests.simulation.world import SimulationFailed, World
 
@@ -57,6 +63,7 @@ def test_a_seed_replays_identically() -> None:
     second.run()
     assert first.trace_lines == second.trace_lines
     assert first.psp.ledger == second.psp.ledger
+    assert first.psp.refunds == second.psp.refunds
     assert len(first.trace_lines) > 50  # the run did something worth comparing
 
 
@@ -84,6 +91,15 @@ def test_the_faults_happen() -> None:
         "answers in one transaction",  # the result applier's batches (apply_many) of several orders
         "CRASH api",
         "(try 2)",  # a client sending a create again after the API died under it
+        "not refundable yet",  # a refund racing its order's charge
+        "exceeds what is left",  # refunds of one order racing each other for what is left
+        "again while the first is in flight",
+        "replayed as refund-",
+        "PSP paid back refund",
+        "PSP slow on refund",  # a refund the PSP makes after the caller gave up
+        "refunder dead-letters",
+        "refund sweeper re-drives",
+        "refund re-query asks again about",
     ):
         assert fault in seen, fault
 
@@ -94,24 +110,32 @@ def _run(seed: int) -> World:
     return world
 
 
-class _PostsAfterCommit(FakeResultStore):
-    """A broken result store: the ledger entries go into a second transaction after the state change commits (a
-    crash in between leaves a final order without its entry)."""
+_Tx = TypeVar("_Tx", FakeResultTransaction, FakeRefundTransaction)
 
+
+@asynccontextmanager
+async def _entries_after_commit(open_transaction: Callable[[], AbstractAsyncContextManager[_Tx]]) -> AsyncIterator[_Tx]:
+    """A broken store's transaction: the ledger entries go into a second transaction after the state change commits
+    (a crash in between leaves a final order or refund without its entry)."""
+    later: list[tuple[Sequence[JournalEntry], datetime]] = []
+    async with open_transaction() as tx:
+
+        async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
+            later.append((entries, now))
+
+        tx.post_entries = post_after_commit  # type: ignore[method-assign]
+        yield tx
+    for entries, now in later:
+        await checkpoint()
+        async with open_transaction() as second:
+            await second.post_entries(entries, now)
+
+
+class _PostsAfterCommit(FakeResultStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeResultTransaction]:
-        later: list[tuple[Sequence[JournalEntry], datetime]] = []
-        async with super().transaction() as tx:
-
-            async def post_after_commit(entries: Sequence[JournalEntry], now: datetime) -> None:
-                later.append((entries, now))
-
-            tx.post_entries = post_after_commit  # type: ignore[method-assign]
+        async with _entries_after_commit(super().transaction) as tx:
             yield tx
-        for entries, now in later:
-            await checkpoint()
-            async with super().transaction() as second:
-                await second.post_entries(entries, now)
 
 
 def test_the_ledger_oracle_fails_seeds_when_entries_are_posted_outside_the_state_changes_transaction(
@@ -125,3 +149,61 @@ def test_the_ledger_oracle_fails_seeds_when_entries_are_posted_outside_the_state
         except SimulationFailed as failure:
             failures.append(str(failure))
     assert any("SUCCESSFUL_FINAL with charge entries []" in f for f in failures), len(failures)
+
+
+class _RefundEntryAfterCommit(FakeRefundStore):
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeRefundTransaction]:
+        async with _entries_after_commit(super().transaction) as tx:
+            yield tx
+
+
+class _LimitOnConfirmedOnly(FakeRefundTransaction):
+    """A broken refund limit: it counts only the refunds the PSP confirmed, and no database CHECK backs it."""
+
+    def _refunded_of(self, order_id: int) -> int:
+        return sum(
+            r.refund.amount.value
+            for r in self._refunds()
+            if r.refund.payment_order_id.value == order_id and r.refund.status.value == "SUCCEEDED"
+        )
+
+    def _raise_refunded(self, order_id: int, by: int) -> None:
+        self._refunded[order_id] = self._refunded.get(order_id, 0) + by
+
+
+def _failures(seeds: int) -> list[str]:
+    failures = []
+    for seed in range(seeds):
+        try:
+            World(seed).run()
+        except SimulationFailed as failure:
+            failures.append(str(failure))
+    return failures
+
+
+def test_the_refund_oracle_fails_seeds_when_a_refund_entry_is_posted_outside_its_settling_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(refunds_module, "FakeRefundStore", _RefundEntryAfterCommit)
+    failures = _failures(300)
+    assert any("SUCCEEDED, paid back 1 times, refund entries []" in f for f in failures), failures[:3]
+
+
+def test_the_refund_oracle_fails_seeds_when_the_limit_forgets_refunds_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run stops at the first refund the domain cannot post (more than is still charged): the PSP has paid it
+    back by then, and the refund oracle, asked about that world, says so."""
+    monkeypatch.setattr(fakes_refunds, "FakeRefundTransaction", _LimitOnConfirmedOnly)
+    found = []
+    for seed in range(20):  # more than half the seeds fail this way
+        world = World(seed)
+        try:
+            world.run()
+        except SimulationFailed:
+            problems, _ = check_refunds(world.refunds.tables, world.refunds.asks, world.psp)
+            found += [p for p in problems if "at the PSP, charged" in p]
+            for task in world.scheduler.tasks:  # the run stopped mid-flight: its tasks end here
+                task.coro.close()
+    assert found

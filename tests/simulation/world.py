@@ -7,7 +7,9 @@ process with its own (possibly skewed) clock. While faults are on, the scheduler
 await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
 faults stop and the world runs until it settles; the invariants are checked on what is left.
 The result applier's answers go through the coalescer as deployed (batches.py): answers of distinct orders share
-one `apply_many` transaction.
+one `apply_many` transaction. Clients ask for refunds of the orders they paid (refunds.py) through the real
+RefundPaymentOrder; the real ExecuteRefund pays them back, the stale-refund sweeper and the parked-refund re-query
+(RedriveRefunds) run beside the charges' own.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEv
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
 from tests.simulation.invariants import SIM_COMMISSION, check_invariants
 from tests.simulation.psp import SimPsp
-from tests.simulation.scheduler import Scheduler, Task, checkpoint
+from tests.simulation.refunds import SimRefunds
+from tests.simulation.scheduler import Checkpointed, Scheduler, Task, checkpoint
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 3, 6))
@@ -79,46 +82,6 @@ class SkewedClock:
     def monotonic(self) -> float:
         """A process's monotonic clock runs with the database's; a skew (a wall clock set wrong) never moves it."""
         return self.base.monotonic()
-
-
-class Checkpointed:
-    """A port whose every async method first hands control to the scheduler (a place to interleave or crash)."""
-
-    def __init__(self, inner: Any, before: Callable[[], None] | None = None) -> None:
-        self._inner = inner
-        self._before = before
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if name == "transaction":
-            return self._transaction(attribute)
-        if not callable(attribute):
-            return attribute
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            await checkpoint()
-            if self._before is not None:
-                self._before()
-            return await attribute(*args, **kwargs)
-
-        return call
-
-    def _transaction(self, open_transaction: Callable[[], Any]) -> Callable[[], Any]:
-        # A transaction runs whole (no checkpoint inside: row locks serialise the real ones); it may die before it.
-        outer = self
-
-        class _Transaction:
-            async def __aenter__(self) -> Any:
-                await checkpoint()
-                if outer._before is not None:
-                    outer._before()
-                self._context = open_transaction()
-                return await self._context.__aenter__()
-
-            async def __aexit__(self, *exc: Any) -> Any:
-                return await self._context.__aexit__(*exc)
-
-        return _Transaction
 
 
 @dataclass
@@ -176,8 +139,10 @@ class World:
     # --- the system -------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        self._build_creates()
         tables = self.tables
         sink = Checkpointed(SimEventSink(self.broker))
+        self.refunds = SimRefunds(self, sink, stale_after=STALE_AFTER, requery_every=REQUERY_EVERY)
         retries = Checkpointed(self.retry_queue, self._sync_redis_clock)
         psp = self.psp  # checkpoints of its own: it must see a request in the same step it is sent
         consumer = "payment-consumers"
@@ -210,6 +175,7 @@ class World:
             ),
             Group("applier", EventType.PSP_RESULT_UPDATED.topic.value, lambda r: self.results.submit(r.envelope)),
             Group("checker", EventType.STATUS_CHECK_REQUESTED.topic.value, lambda r: check(r.envelope)),
+            Group("refunder", EventType.REFUND_REQUESTED.topic.value, self.refunds.handle),
         ]
         for group in self.groups:
             group.cursors = {p: Cursor() for p in range(PARTITIONS)}
@@ -247,8 +213,10 @@ class World:
             Periodic("checks", 300, lambda: dispatch_checks.dispatch_batch(limit=10)),
             Periodic("sweeper", 10_000, lambda: sweeper.sweep_once(limit=10)),
             Periodic("requery", 15_000, lambda: requery.requery_once(limit=10)),
+            Periodic("refunds", 1_000, self.refunds.send_round),
+            Periodic("refund-sweeper", 10_000, lambda: self.refunds.sweep.run_once(limit=10)),
+            Periodic("refund-requery", 15_000, lambda: self.refunds.requery.run_once(limit=10)),
         ]
-        self._build_creates()
 
     def _build_creates(self) -> None:
         """The API: the real CreatePayment; Redis holds its id counters (lost with everything else on a flush)."""
@@ -283,6 +251,8 @@ class World:
             self.outbox_sent.add(envelope.event_id)
             if envelope.event_type is EventType.PAYMENT_ORDER_CREATED:
                 self.tables.unsent_outbox.discard(int(envelope.aggregate_id))
+            if envelope.event_type is EventType.REFUND_REQUESTED:
+                self.refunds.published(envelope.payload.refund_id.value)
 
     # --- the scheduler's choices ------------------------------------------------------------------------------
 
@@ -293,17 +263,18 @@ class World:
                 actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
         if self.results.can_start():
             actions.append((5.0, self.results.start))
+        running = {task.name for task in self.scheduler.tasks}  # looked up for every partition: once per step
+        logs = self.broker.logs
         for group in self.groups:
             for partition, cursor in group.cursors.items():
-                name = f"{group.name}/{partition}"
-                log = self.broker.log(group.topic, partition)
-                if cursor.position < len(log) and not self.scheduler.running(name):
+                unread = cursor.position < len(logs.get((group.topic, partition), ()))
+                if unread and f"{group.name}/{partition}" not in running:
                     actions.append((5.0, lambda g=group, p=partition: self._deliver(g, p)))  # type: ignore[misc]
                 if cursor.committed < cursor.position:
                     actions.append((2.0, lambda c=cursor: self._commit(c)))  # type: ignore[misc]
         now = self.now_ms()
         for periodic in self.periodic:
-            if periodic.next_ms <= now and not self.scheduler.running(periodic.name):
+            if periodic.next_ms <= now and periodic.name not in running:
                 actions.append((3.0, lambda p=periodic: self._start(p)))  # type: ignore[misc]
         if self.faults_on():
             actions.append((0.6, self._crash))
@@ -421,7 +392,8 @@ class World:
                     return False
         # Parked orders too must leave NEEDS_RECONCILIATION: once faults stop the PSP answers truthfully, and the
         # re-query (defect 4) must turn that answer into a final state.
-        return all(is_terminal(row.order.status) for row in self.tables.orders.values())
+        orders_final = all(is_terminal(row.order.status) for row in self.tables.orders.values())
+        return orders_final and self.refunds.settled()
 
     def run(self) -> None:
         faults_stopped_at: datetime | None = None

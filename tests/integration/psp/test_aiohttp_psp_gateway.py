@@ -399,3 +399,26 @@ async def test_a_refund_is_answered_like_a_charge_and_paid_back_once_under_its_k
     assert summary["refunded_minor_by_seller"] == {"seller-1": {"EUR": 500}}
     assert summary["orders_refunded_more_than_once"] == 0
     assert summary["executions"] == 1  # refunds are kept apart from charges
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_refund_calls_and_status_queries_have_meters_of_their_own(
+    gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
+) -> None:
+    refund = refund_request("paymentorder-77", f"refund-{uuid.uuid4().int % 10**9}")
+    await clean_psp_simulator.force(refund.refund_reference, "SUCCESSFUL_FINAL")
+    charges_before = _sample("psp_call_latency_seconds_count")
+    checks_before = _sample("psp_status_checks_total", {"result": "SUCCESSFUL_FINAL"})
+    refunds_before = _sample("psp_refund_call_latency_seconds_count")
+    refund_checks_before = _sample("psp_refund_status_checks_total", {"result": "SUCCESSFUL_FINAL"})
+
+    await gateway.refund(refund)
+    await gateway.refund_status(refund.idempotency_key)
+
+    assert _sample("psp_refund_call_latency_seconds_count") == refunds_before + 1
+    assert _sample("psp_refund_status_checks_total", {"result": "SUCCESSFUL_FINAL"}) == refund_checks_before + 1
+    assert _sample("psp_call_latency_seconds_count") == charges_before  # the charges' meters are the charges'
+    assert _sample("psp_status_checks_total", {"result": "SUCCESSFUL_FINAL"}) == checks_before
