@@ -183,7 +183,8 @@ async def _wait_for_hits(
             if complete(hits):
                 return hits
         else:
-            assert response.status_code == 404, response.text  # the data stream's first line not shipped yet
+            # 404: the data stream's first line is not shipped yet; 503: its one shard is not started yet.
+            assert response.status_code in {404, 503}, response.text
         assert time.monotonic() < deadline, (
             f"{field}={value}: {len(hits)} hits after {within}s: {[h.get('event') for h in hits]}\n"
             f"{processes.log_tails()}"
