@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,3 +30,38 @@ def document_id(line: bytes, *, source: str) -> str:
     """The same line of the same source is the same document: a shipper started again from a file's beginning
     indexes nothing twice (OpenSearch answers 409 to the second `create`)."""
     return hashlib.blake2b(source.encode() + b"\0" + line, digest_size=16).hexdigest()
+
+
+# The fields a refused line keeps as they are (the ids it is searched by): keywords in the index template.
+KEPT_WHEN_REFUSED = (
+    "@timestamp",
+    "app",
+    "level",
+    "logger",
+    "event",
+    "event_id",
+    "trace_id",
+    "parent_event_id",
+    "aggregate_id",
+    "payment_order_id",
+    "payment_id",
+    "event_type",
+    "log_source",
+)
+
+
+@dataclass
+class Shipped:
+    """What a bulk request did: lines created, lines already there, and lines refused for good (id -> reason)."""
+
+    created: int = 0
+    duplicates: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def refused_document(document: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A document OpenSearch refused for its content (a field whose type clashes with the mapping): its ids as
+    they were, the whole line as `message`, and why, so the line stays searchable by id and nothing blocks."""
+    kept = {key: document[key] for key in KEPT_WHEN_REFUSED if isinstance(document.get(key), str)}
+    kept.setdefault("@timestamp", datetime.now(UTC).isoformat())
+    return {**kept, "message": orjson.dumps(document, default=str).decode(), "ingest_error": reason[:1000]}

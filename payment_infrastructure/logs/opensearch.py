@@ -8,6 +8,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import bulk
 
+from payment_infrastructure.logs.documents import Shipped
 from payment_infrastructure.logs.settings import LogsSettings
 
 TEMPLATE_NAME = "payments-logs"
@@ -29,21 +30,31 @@ class OpenSearchLogSink:
         """PUT the composable index template (idempotent); the data stream is created by its first document."""
         self._client.indices.put_index_template(name=TEMPLATE_NAME, body=template)
 
-    def ship(self, documents: Sequence[tuple[str, dict[str, Any]]]) -> tuple[int, int]:
-        """Index `(id, document)` pairs; returns (created, already there). Any other failure raises."""
+    def ship(self, documents: Sequence[tuple[str, dict[str, Any]]]) -> Shipped:
+        """Index `(id, document)` pairs. A line refused for its content (400: a mapping clash) is reported, not
+        retried; anything OpenSearch may take later (429, 5xx, no answer) raises, and the batch is sent again."""
+        shipped = Shipped()
         if not documents:
-            return 0, 0
+            return shipped
         actions = (
             {"_op_type": "create", "_index": self._data_stream, "_id": doc_id, "_source": doc}
             for doc_id, doc in documents
         )
         created, errors = bulk(self._client, actions, raise_on_error=False, stats_only=False, chunk_size=10_000)
-        failures = errors if isinstance(errors, list) else []
-        duplicates = [e for e in failures if e.get("create", {}).get("status") == 409]
-        others = [e for e in failures if e.get("create", {}).get("status") != 409]
-        if others:
-            raise RuntimeError(f"{len(others)} log lines refused by OpenSearch, the first: {others[0]}")
-        return int(created), len(duplicates)
+        shipped.created = int(created)
+        retryable = []
+        for error in errors if isinstance(errors, list) else []:
+            item = error.get("create", {})
+            status = int(item.get("status", 0))
+            if status == 409:
+                shipped.duplicates += 1
+            elif 400 <= status < 500 and status != 429:
+                shipped.refused[str(item.get("_id"))] = str(item.get("error", item))
+            else:
+                retryable.append(item)
+        if retryable:
+            raise RuntimeError(f"{len(retryable)} log lines not taken by OpenSearch, the first: {retryable[0]}")
+        return shipped
 
     def close(self) -> None:
         self._client.close()

@@ -38,7 +38,14 @@ def main(argv: list[str] | None = None) -> None:
         report = shipper.run(stop)
     finally:
         sink.close()
-    log.info("log_shipper_stopped", created=report.created, duplicates=report.duplicates, failures=report.failures)
+    log.info(
+        "log_shipper_stopped",
+        created=report.created,
+        duplicates=report.duplicates,
+        failures=report.failures,
+        refused=report.refused,
+        dropped=report.dropped,
+    )
 
 
 if __name__ == "__main__":

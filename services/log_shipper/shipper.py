@@ -1,7 +1,9 @@
 """The shipping loop: read what the followed files gained, send it in bounded batches, wait, again; until stopped.
 
-A batch OpenSearch refuses or cannot take is kept and sent again after a growing pause (at most 30 s), so a
-restarted or briefly unreachable OpenSearch loses no lines; the files are not read further meanwhile."""
+A batch OpenSearch cannot take is kept and sent again after a growing pause (at most 30 s), so a restarted or
+briefly unreachable OpenSearch loses no lines; the files are not read further meanwhile. A line refused for its
+content (a field whose type clashes with the mapping) is sent once more as its ids and its text (`refused_document`),
+and dropped, counted, if even that is refused: one odd line never holds up the others."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from payment_infrastructure.logs.documents import document_id, document_of
+from payment_infrastructure.logs.documents import Shipped, document_id, document_of, refused_document
 from payment_infrastructure.logs.follow import FollowedFile
 from payment_infrastructure.logs.settings import LogsSettings
 
@@ -23,7 +25,7 @@ MAX_PAUSE_SECONDS = 30.0
 
 
 class LogSink(Protocol):
-    def ship(self, documents: Sequence[tuple[str, dict[str, Any]]]) -> tuple[int, int]: ...
+    def ship(self, documents: Sequence[tuple[str, dict[str, Any]]]) -> Shipped: ...
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ShipperReport:
     created: int = 0
     duplicates: int = 0
     failures: int = 0
+    refused: int = 0  # lines sent again as their ids and text
+    dropped: int = 0  # lines refused even so
 
 
 @dataclass
@@ -42,6 +46,7 @@ class LogShipper:
     report: ShipperReport = field(default_factory=ShipperReport)
     _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _oldest: float | None = None
+    _resent: set[str] = field(default_factory=set)
 
     def run(self, stop: threading.Event) -> ShipperReport:
         """Until `stop` is set; then everything read so far is sent (one last try) before returning."""
@@ -84,14 +89,26 @@ class LogShipper:
         if not self._pending:
             return True
         try:
-            created, duplicates = self.sink.ship(self._pending)
-        except Exception as error:  # unreachable, refused, timed out: keep the batch and try again
+            shipped = self.sink.ship(self._pending)
+        except Exception as error:  # unreachable, overloaded, timed out: keep the batch and try again
             self.report.failures += 1
             log.warning(
                 "log_batch_not_shipped", lines=len(self._pending), error_class=type(error).__name__, error=str(error)
             )
             return False
-        self.report.created += created
-        self.report.duplicates += duplicates
-        self._pending, self._oldest = [], None
+        self.report.created += shipped.created
+        self.report.duplicates += shipped.duplicates
+        refused = [(doc_id, doc) for doc_id, doc in self._pending if doc_id in shipped.refused]
+        resend = [(i, refused_document(doc, shipped.refused[i])) for i, doc in refused if i not in self._resent]
+        if refused:
+            dropped = len(refused) - len(resend)
+            self.report.refused += len(resend)
+            self.report.dropped += dropped
+            log.warning(
+                "log_lines_refused", lines=len(refused), dropped=dropped, reason=shipped.refused[refused[0][0]][:300]
+            )
+        self._pending, self._resent = resend, {doc_id for doc_id, _ in resend}
+        if resend:
+            return self._send()
+        self._oldest = None
         return True
