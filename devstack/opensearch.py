@@ -6,14 +6,12 @@ plugins, security off, single-node discovery. Used by the log-search test and, o
 
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from devstack.cache import REPO_ROOT, cache_root, install_lock, java_binary, java_home, maven
+from devstack.cache import REPO_ROOT, install_jars, java_binary, java_home, pom_property
 from devstack.process import RunsOneProcess, ServerProcess, free_port, port_open
 
 POM = REPO_ROOT / "infra" / "opensearch" / "pom.xml"
@@ -22,28 +20,12 @@ HEAP = "-Xms256m -Xmx512m"
 
 
 def opensearch_version() -> str:
-    match = re.search(r"<opensearch.version>([^<]+)</opensearch.version>", POM.read_text())
-    if match is None:
-        raise RuntimeError(f"{POM} pins no <opensearch.version>")
-    return match.group(1)
+    return pom_property(POM, "opensearch.version")
 
 
 def install() -> Path:
     """The jars of the pinned version, resolved once into the cache; returns the `libs/` directory."""
-    home = cache_root() / f"opensearch-{opensearch_version()}"
-    libs = home / "libs"
-    done = home / ".complete"
-    if done.exists():
-        return libs
-    with install_lock("opensearch"):
-        if not done.exists():
-            home.mkdir(parents=True, exist_ok=True)
-            staging = home / "libs.partial"
-            subprocess.run(["rm", "-rf", str(staging), str(libs)], check=True)
-            maven("-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}")
-            staging.rename(libs)
-            done.write_text(opensearch_version())
-    return libs
+    return install_jars("opensearch", opensearch_version(), POM)
 
 
 @dataclass

@@ -116,6 +116,35 @@ def local_opensearch(logs_url: str | None) -> tuple[str, int] | None:
     return "127.0.0.1", port
 
 
+def process_part(
+    label: str,
+    where: str,
+    process: ServerProcess,
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> Part:
+    """A part that is one ServerProcess, ready when `ready` holds (within 90 s of each start)."""
+
+    async def start() -> float:
+        if before_start is not None:
+            await before_start()
+        process.spawn()
+        return await process.wait_ready(ready, within=90.0)
+
+    return Part(
+        process.name,
+        label,
+        where,
+        start,
+        lambda: process.running,
+        process.stop,
+        process.resident_bytes,
+        process.log_file,
+        lambda: process.pid,
+    )
+
+
 def shipper_part(files: Sequence[Path], env: dict[str, str], log_file: Path) -> Part:
     """`python -m services.log_shipper`, ready once it has installed the index template and follows the files."""
     process = ServerProcess(
@@ -125,10 +154,7 @@ def shipper_part(files: Sequence[Path], env: dict[str, str], log_file: Path) -> 
         env=env,
         cwd=REPO_ROOT,
     )
-    size = 0
-
-    def size_now() -> int:
-        return log_file.stat().st_size if log_file.exists() else 0
+    size = 0  # where this start's lines begin: the log file is appended to across restarts
 
     def started() -> bool:
         with log_file.open("rb") as log:
@@ -138,23 +164,11 @@ def shipper_part(files: Sequence[Path], env: dict[str, str], log_file: Path) -> 
     async def ready() -> bool:
         return await asyncio.to_thread(started)
 
-    async def start() -> float:
+    async def remember_size() -> None:
         nonlocal size
-        size = await asyncio.to_thread(size_now)
-        process.spawn()
-        return await process.wait_ready(ready, within=90.0)
+        size = await asyncio.to_thread(lambda: log_file.stat().st_size if log_file.exists() else 0)
 
-    return Part(
-        "log-shipper",
-        "log shipper",
-        env["PAYMENTS_LOGS__OPENSEARCH_URL"],
-        start,
-        lambda: process.running,
-        process.stop,
-        process.resident_bytes,
-        log_file,
-        lambda: process.pid,
-    )
+    return process_part("log shipper", env["PAYMENTS_LOGS__OPENSEARCH_URL"], process, ready, before_start=remember_size)
 
 
 def python_part(
@@ -166,21 +180,7 @@ def python_part(
         async with httpx.AsyncClient(timeout=2.0) as client:
             return (await client.get(ready_url)).status_code == 200
 
-    async def start() -> float:
-        process.spawn()
-        return await process.wait_ready(ready, within=90.0)
-
-    return Part(
-        name,
-        label,
-        where,
-        start,
-        lambda: process.running,
-        process.stop,
-        process.resident_bytes,
-        log_file,
-        lambda: process.pid,
-    )
+    return process_part(label, where, process, ready)
 
 
 class Stack:
