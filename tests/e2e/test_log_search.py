@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from devstack.keycloak import Keycloak
@@ -62,6 +63,11 @@ async def shipped_pipeline(
         finally:
             shipper.terminate()
             await asyncio.to_thread(shipper.wait, 20)
+        # Every line the processes wrote fitted the index template as it was (none sent again as a stand-in).
+        lines = [orjson.loads(line) for line in (tmp_path / "log-shipper.log").read_bytes().splitlines() if line]
+        (stopped,) = [line for line in lines if line.get("event") == "log_shipper_stopped"]
+        assert (stopped["refused"], stopped["dropped"]) == (0, 0), stopped
+        assert stopped["created"] > 0
 
 
 async def test_one_payments_lines_are_found_by_each_promised_id(
