@@ -1,7 +1,7 @@
 # The two commands: `make run` serves the whole system, `make test` runs every test and check.
 # Both install what is missing first: Debian packages (python3.11-venv, Postgres, Redis, promtool, curl, jq, a JDK,
-# Maven) with apt-get, the virtualenv in .venv (pinned by uv.lock), Apache Kafka and Keycloak from Maven Central
-# into ~/.cache/payments.
+# Maven) with apt-get, the virtualenv in .venv (pinned by uv.lock), Apache Kafka, Keycloak and OpenSearch (`make
+# test`'s log-search test; `make run` only with PAYMENTS_LOGS__OPENSEARCH_URL) from Maven Central into ~/.cache/payments.
 SHELL := /bin/bash
 PY := .venv/bin/python
 UV_VERSION := 0.13.9

@@ -1,4 +1,5 @@
-"""`python -m devstack install`: fetch and build Apache Kafka and Keycloak into the cache (nothing if done)."""
+"""`python -m devstack install`: fetch and build Apache Kafka, Keycloak and OpenSearch into the cache (nothing if
+done)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,20 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from devstack import kafka, keycloak
+from devstack import kafka, keycloak, opensearch
 
 
 def install() -> None:
     began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         libs = pool.submit(kafka.install)
         home = pool.submit(keycloak.install)
-        kafka_libs, keycloak_home = libs.result(), home.result()
+        search = pool.submit(opensearch.install)
+        kafka_libs, keycloak_home, search_libs = libs.result(), home.result(), search.result()
     sys.stdout.write(
         f"Apache Kafka {kafka.kafka_version()} in {kafka_libs.parent}, Keycloak {keycloak.VERSION} in "
-        f"{keycloak_home} ({time.monotonic() - began:.1f}s)\n"
+        f"{keycloak_home}, OpenSearch {opensearch.opensearch_version()} in {search_libs.parent} "
+        f"({time.monotonic() - began:.1f}s)\n"
     )
 
 

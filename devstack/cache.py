@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -43,6 +44,32 @@ def maven(*args: str, cwd: Path | None = None) -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+
+def pom_property(pom: Path, name: str) -> str:
+    """A `<name>` property a pom pins (the version of what it resolves)."""
+    match = re.search(rf"<{re.escape(name)}>([^<]+)</{re.escape(name)}>", pom.read_text())
+    if match is None:
+        raise RuntimeError(f"{pom} pins no <{name}>")
+    return match.group(1)
+
+
+def install_jars(name: str, version: str, pom: Path) -> Path:
+    """The jars `pom` resolves, copied once into `<cache>/<name>-<version>/libs` (returned); nothing if done."""
+    home = cache_root() / f"{name}-{version}"
+    libs = home / "libs"
+    done = home / ".complete"
+    if done.exists():
+        return libs
+    with install_lock(name):
+        if not done.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            staging = home / "libs.partial"
+            subprocess.run(["rm", "-rf", str(staging), str(libs)], check=True)
+            maven("-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}")
+            staging.rename(libs)
+            done.write_text(version)
+    return libs
 
 
 def java_home(prefer_newest: bool) -> str | None:

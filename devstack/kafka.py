@@ -7,7 +7,6 @@ directory, it still holds its topics, records and committed offsets.
 from __future__ import annotations
 
 import base64
-import re
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaClient
 
-from devstack.cache import REPO_ROOT, cache_root, install_lock, java_binary, java_home, maven
+from devstack.cache import REPO_ROOT, install_jars, java_binary, java_home, pom_property
 from devstack.process import RunsOneProcess, ServerProcess, free_port, port_open
 
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -23,27 +22,12 @@ HEAP = "-Xmx512m"
 
 
 def kafka_version() -> str:
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
-    if match is None:
-        raise RuntimeError(f"{POM} pins no <kafka.version>")
-    return match.group(1)
+    return pom_property(POM, "kafka.version")
 
 
 def install() -> Path:
     """The directory of jars for the pinned version, resolved once into the cache; returns its `libs/`."""
-    home = cache_root() / f"kafka-{kafka_version()}"
-    libs = home / "libs"
-    done = home / ".complete"
-    if done.exists():
-        return libs
-    with install_lock("kafka"):
-        if not done.exists():
-            staging = home / "libs.partial"
-            subprocess.run(["rm", "-rf", str(staging), str(libs)], check=True)
-            maven("-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}")
-            staging.rename(libs)
-            done.write_text(kafka_version())
-    return libs
+    return install_jars("kafka", kafka_version(), POM)
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """`make run`: every part of the system on this machine, kept running until Ctrl-C or SIGTERM.
 
 Apache Kafka and Keycloak (from the cache, see devstack.kafka and devstack.keycloak), the PSP simulator, the
-payment-service API, the outbox dispatcher and payment-consumers. A part that exits is started again (with a
-growing pause if it keeps failing). Kafka's data, Keycloak's database and every log live under the run directory
-(default `.run/`), so topics, committed offsets and signing keys survive a restart.
+payment-service API, the outbox dispatcher and payment-consumers; with PAYMENTS_LOGS__OPENSEARCH_URL set, also the
+log shipper (and, for an address on this machine where nothing answers yet, an OpenSearch node: devstack.opensearch).
+A part that exits is started again (with a growing pause if it keeps failing). Kafka's data, Keycloak's database
+and every log live under the run directory (default `.run/`), so topics, committed offsets and signing keys survive
+a restart.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from devstack import kafka, keycloak
+from devstack import kafka, keycloak, opensearch
 from devstack.cache import REPO_ROOT
 from devstack.database import DATABASE_URL
-from devstack.process import ServerProcess, die_with_parent
+from devstack.process import ServerProcess, die_with_parent, port_open
 
 RESTART_PAUSE_MAX_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0  # a part that ran this long starts again without a pause
@@ -60,6 +62,7 @@ class StackConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     psp_scenario: str = "NORMAL"
     external_psp_url: str | None = None  # a PSP this stack does not own (it survives the stack's restarts)
+    logs_url: str | None = None  # OpenSearch for the log shipper; None: no shipping (the default)
 
     @property
     def psp_url(self) -> str:
@@ -101,6 +104,73 @@ class Part:
         await self._stop()
 
 
+def local_opensearch(logs_url: str | None) -> tuple[str, int] | None:
+    """(host, port) of the OpenSearch node `make run` starts for `logs_url`: one on this machine where nothing
+    answers yet; None for no URL, a remote one, or one already running."""
+    if not logs_url:
+        return None
+    parts = urlsplit(logs_url)
+    host, port = parts.hostname or "", parts.port or 9200
+    if not (host == "localhost" or host.startswith("127.")) or port_open("127.0.0.1", port):
+        return None
+    return "127.0.0.1", port
+
+
+def process_part(
+    label: str,
+    where: str,
+    process: ServerProcess,
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> Part:
+    """A part that is one ServerProcess, ready when `ready` holds (within 90 s of each start)."""
+
+    async def start() -> float:
+        if before_start is not None:
+            await before_start()
+        process.spawn()
+        return await process.wait_ready(ready, within=90.0)
+
+    return Part(
+        process.name,
+        label,
+        where,
+        start,
+        lambda: process.running,
+        process.stop,
+        process.resident_bytes,
+        process.log_file,
+        lambda: process.pid,
+    )
+
+
+def shipper_part(files: Sequence[Path], env: dict[str, str], log_file: Path) -> Part:
+    """`python -m services.log_shipper`, ready once it has installed the index template and follows the files."""
+    process = ServerProcess(
+        "log-shipper",
+        [sys.executable, "-m", "services.log_shipper", *map(str, files)],
+        log_file=log_file,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    size = 0  # where this start's lines begin: the log file is appended to across restarts
+
+    def started() -> bool:
+        with log_file.open("rb") as log:
+            log.seek(size)
+            return b'"log_shipper_started"' in log.read()
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(started)
+
+    async def remember_size() -> None:
+        nonlocal size
+        size = await asyncio.to_thread(lambda: log_file.stat().st_size if log_file.exists() else 0)
+
+    return process_part("log shipper", env["PAYMENTS_LOGS__OPENSEARCH_URL"], process, ready, before_start=remember_size)
+
+
 def python_part(
     name: str, label: str, where: str, args: Sequence[str], ready_url: str, env: dict[str, str], log_file: Path
 ) -> Part:
@@ -110,21 +180,7 @@ def python_part(
         async with httpx.AsyncClient(timeout=2.0) as client:
             return (await client.get(ready_url)).status_code == 200
 
-    async def start() -> float:
-        process.spawn()
-        return await process.wait_ready(ready, within=90.0)
-
-    return Part(
-        name,
-        label,
-        where,
-        start,
-        lambda: process.running,
-        process.stop,
-        process.resident_bytes,
-        log_file,
-        lambda: process.pid,
-    )
+    return process_part(label, where, process, ready)
 
 
 class Stack:
@@ -186,6 +242,23 @@ class Stack:
             ]
         )
         local = "http://127.0.0.1"
+        self.opensearch: opensearch.OpenSearchNode | None = None
+        if (node := local_opensearch(config.logs_url)) is not None:
+            self.opensearch = opensearch.OpenSearchNode(
+                run / "opensearch", port=node[1], log_file=run / "opensearch.log"
+            )
+            self.infrastructure.append(
+                Part(
+                    "opensearch",
+                    f"OpenSearch {opensearch.opensearch_version()}",
+                    self.opensearch.url,
+                    self.opensearch.start,
+                    lambda: self.opensearch is not None and self.opensearch.running,
+                    self.opensearch.stop,
+                    self.opensearch.resident_bytes,
+                    run / "opensearch.log",
+                )
+            )
         self.services = [
             python_part(
                 "payment-service",
@@ -224,6 +297,11 @@ class Stack:
                 run / "lag-exporter.log",
             ),
         ]
+        # Our processes' JSON lines (Kafka's and Keycloak's own logs are not ours to search by id).
+        self.shipped_logs = [part.log_file for part in [*self.psp, *self.services]] if config.logs_url else []
+        if config.logs_url:
+            shipper_env = {**env, "PAYMENTS_LOGS__OPENSEARCH_URL": config.logs_url}
+            self.services.append(shipper_part(self.shipped_logs, shipper_env, run / "log-shipper.log"))
 
     @property
     def parts(self) -> list[Part]:
@@ -351,7 +429,8 @@ async def serve(config: StackConfig) -> int:
     stack = Stack(config)
     began = time.monotonic()
     say("installing what is missing (Kafka and Keycloak are cached after the first run)")
-    await asyncio.gather(asyncio.to_thread(kafka.install), asyncio.to_thread(keycloak.install))
+    installs = [kafka.install, keycloak.install, *([opensearch.install] if stack.opensearch is not None else [])]
+    await asyncio.gather(*(asyncio.to_thread(install) for install in installs))
     say(f"starting Apache Kafka {kafka.kafka_version()}, Keycloak {keycloak.VERSION} and migrations")
     starting = asyncio.create_task(stack.start())
     waiting = asyncio.create_task(stop.wait())
@@ -381,6 +460,11 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
     parser.add_argument("--redis-url", default=os.environ.get("PAYMENTS_REDIS__URL", StackConfig.redis_url))
     parser.add_argument("--scenario", default=os.environ.get("PAYMENTS_PSP_SIM__SCENARIO", "NORMAL"))
     parser.add_argument("--external-psp-url", default=None, help="use this PSP instead of starting the simulator")
+    parser.add_argument(
+        "--logs-opensearch-url",
+        default=os.environ.get("PAYMENTS_LOGS__OPENSEARCH_URL") or None,
+        help="ship the processes' log lines to this OpenSearch (one on this machine is started if none answers)",
+    )
     for name, default in vars(Ports()).items():
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"port_{name}", type=int, default=default)
     args = parser.parse_args(argv)
@@ -392,6 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
         redis_url=args.redis_url,
         psp_scenario=args.scenario,
         external_psp_url=args.external_psp_url,
+        logs_url=args.logs_opensearch_url,
     )
 
 

@@ -49,6 +49,7 @@ SYSTEM_GROUPS: Mapping[str, tuple[str, ...]] = {
     "ledger": ("payment-consumers",),
     "lag_exporter": ("payment-consumers",),
     "psp_sim": ("psp-simulator",),
+    "logs": ("log-shipper",),
 }
 """Settings group -> the deployables that read it (payment-service is the API and the outbox dispatcher)."""
 

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.psp",
     "tests.fixtures.broker",
     "tests.fixtures.pipeline",
+    "tests.fixtures.opensearch",
 ]

@@ -38,6 +38,8 @@ from services.payment_consumers.metrics import (
 
 Handler = Callable[[ConsumedRecord], Awaitable[None]]
 
+log = structlog.get_logger(__name__)
+
 
 def decode(record: ConsumedRecord, kind: type[P]) -> EventEnvelope[P]:
     try:
@@ -68,6 +70,10 @@ def _guarded(kind: type[P], call: Callable[[EventEnvelope[P], ConsumedRecord], A
                 await call(envelope, record)
             except (KeyError, TypeError, ValueError, DomainError, UnknownPaymentOrder, UnknownRefund) as error:
                 raise PoisonMessage(f"{type(error).__name__}: {error}") from error
+            # One line per event handled, carrying every id of the event (bound above or by the record processor):
+            # the line that makes a payment's journey searchable by eventId, parentEventId and paymentOrderId. INFO,
+            # never sampled; ≈ 8 µs a line (docs/operations.md, "Logs").
+            log.info("event_handled", payment_order_id=envelope.payload.order.public_id)
 
     return handle
 

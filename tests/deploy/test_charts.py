@@ -43,6 +43,7 @@ EVERYTHING_ON: dict[str, dict[str, Any]] = {
         "grafanaDashboard": {"enabled": True},
         "ingress": {"enabled": True, "tls": [{"hosts": ["payments.example.local"], "secretName": "tls"}]},
         "networkPolicy": {"enabled": True},
+        "logs": {"enabled": True, "opensearch": {"host": "opensearch.logging", "tls": False}},
     },
     "payment-consumers": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
 }

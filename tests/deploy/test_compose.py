@@ -21,6 +21,7 @@ import yaml
 
 from devstack import kafka as devstack_kafka
 from devstack import keycloak as devstack_keycloak
+from devstack import opensearch as devstack_opensearch
 from payment_infrastructure.auth.settings import AuthSettings
 from payment_infrastructure.environment import settings_variables as settings_env_names
 from payment_infrastructure.observability.management import create_management_app
@@ -124,6 +125,9 @@ def test_compose_runs_every_part_of_the_system() -> None:
         "psp-simulator",
         "otel-collector",
         "jaeger",
+        "opensearch",
+        "opensearch-template",
+        "fluent-bit",
     }
 
 
@@ -379,3 +383,35 @@ def test_app_services_export_their_spans_to_the_collector_which_forwards_them_to
     assert urlsplit("//" + collector["exporters"][exporter]["endpoint"]).hostname == "jaeger"
     mounted = services()["otel-collector"]["volumes"]
     assert "./infra/otel/collector.yaml:/etc/otelcol/collector.yaml:ro" in mounted
+
+
+# ---- Logs (profile `logs`) ------------------------------------------------------------------------------------------
+
+
+def test_log_search_is_opt_in_and_its_opensearch_is_the_version_the_tests_run() -> None:
+    logs = {"opensearch", "opensearch-template", "fluent-bit"}
+    assert {name for name, service in services().items() if service.get("profiles")} == logs
+    assert all(services()[name]["profiles"] == ["logs"] for name in logs)
+    assert image_tag("opensearch") == ("opensearchproject/opensearch", devstack_opensearch.opensearch_version())
+    assert published(services()["opensearch"]) == {9200: "127.0.0.1:9200"}
+
+
+def test_fluent_bit_ships_to_the_data_stream_whose_template_the_one_shot_service_installs() -> None:
+    template_service = services()["opensearch-template"]
+    source, target, mode = template_service["volumes"][0].split(":")
+    assert (REPO / source).resolve() == REPO / "infra" / "opensearch" / "payments-logs-template.json" and mode == "ro"
+    command = template_service["command"]
+    assert f"@{target}" in command and command[-1] == "http://opensearch:9200/_index_template/payments-logs"
+    fluent_bit = services()["fluent-bit"]
+    assert fluent_bit["depends_on"] == {"opensearch-template": {"condition": "service_completed_successfully"}}
+    config_source, config_target, _ = fluent_bit["volumes"][0].split(":")
+    assert fluent_bit["command"] == [f"--config={config_target}"]
+    conf = (REPO / config_source).read_text()
+    output = conf.split("[OUTPUT]", 1)[1]
+    settings = dict(line.split(None, 1) for line in output.strip().splitlines())
+    assert (settings["Host"], settings["Port"], settings["Write_Operation"]) == ("opensearch", "9200", "create")
+    template = json.loads((REPO / source).read_text())
+    assert re.fullmatch(template["index_patterns"][0].replace("*", ".*"), settings["Index"])
+    # The app services write JSON lines (the default), which the parser filter turns into fields.
+    for name in APP_SETTINGS:
+        assert services()[name].get("environment", {}).get("PAYMENTS_LOGGING__JSON_OUTPUT", "true") == "true", name

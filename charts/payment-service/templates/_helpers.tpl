@@ -210,3 +210,16 @@ topologySpreadConstraints:
   readOnly: true
 {{- end }}
 {{- end }}
+
+{{/* Fluent Bit's OpenSearch credentials, from the Secret named by logs.opensearch.existingSecret (if any). */}}
+{{- define "payment-service.logsCredentials" -}}
+{{- with .Values.logs.opensearch.existingSecret }}
+env:
+  - name: OPENSEARCH_USERNAME
+    valueFrom:
+      secretKeyRef: {name: {{ . }}, key: username}
+  - name: OPENSEARCH_PASSWORD
+    valueFrom:
+      secretKeyRef: {name: {{ . }}, key: password}
+{{- end }}
+{{- end }}

@@ -18,11 +18,16 @@ from payment_infrastructure.environment import (
     settings_variables,
     unknown_variables,
 )
+from services.log_shipper.settings import ShipperSettings
 from services.payment_consumers.settings import ConsumersSettings
 from services.payment_service.settings import ServiceSettings
 from tests.deploy.charts import REPO
 
-DEPLOYABLES = {"payment-service": ServiceSettings, "payment-consumers": ConsumersSettings}
+DEPLOYABLES = {
+    "payment-service": ServiceSettings,
+    "payment-consumers": ConsumersSettings,
+    "log-shipper": ShipperSettings,
+}
 SERVICE = settings_variables(ServiceSettings)
 CONSUMERS = settings_variables(ConsumersSettings)
 
