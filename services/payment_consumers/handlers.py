@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import structlog
+
 from payment_application.apply_psp_result import Applied, ApplyPspResult, UnknownPaymentOrder
 from payment_application.check_payment_status import CheckPaymentStatus
 from payment_application.enqueue_psp_call import EnqueuePspCall
