@@ -90,6 +90,7 @@ class Options:
     keep_run_dir: bool
     idle: float = 5.0
     profile: int = 0
+    ledger_verify: bool = False
 
     def command(self) -> str:
         s = self.settings
@@ -434,6 +435,17 @@ def _commit() -> str:
     return f"commit {head}" + (" with uncommitted changes to the code" if dirty else "")
 
 
+async def verify_ledger(config: StackConfig) -> None:
+    """`payments ledger verify` against the run's database and PSP simulator, once every order is final: the
+    trial balance and the comparison with what the PSP charged, printed as the command prints them."""
+    command = [sys.executable, "-m", "services.payment_consumers.cli", "ledger", "verify", "--psp-url", config.psp_url]
+    env = {**os.environ, "PAYMENTS_DB__URL": config.database_url, "PAYMENTS_DB__SSL": "disable"}
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, check=False)
+    print(f"  $ payments ledger verify --psp-url {config.psp_url}  (exit {done.returncode})")
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"    {line}")
+
+
 async def bench(options: Options) -> tuple[Path, Summary]:
     s = options.settings
     scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -452,6 +464,8 @@ async def bench(options: Options) -> tuple[Path, Summary]:
         await stack.start()
         print(f"  stack up in {time.monotonic() - started:.0f} s")
         run = await measure(options, stack, redis, redis_url, scratch)
+        if options.ledger_verify:
+            await verify_ledger(config)
         failed = False
     finally:
         await stack.stop()
@@ -518,6 +532,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--idle", type=float, default=5, help="seconds sampled before the load (default 5)")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the stack's logs after the run")
     parser.add_argument(
+        "--ledger-verify", action="store_true", help="run `payments ledger verify` once every order is final"
+    )
+    parser.add_argument(
         "--profile", type=int, default=0, help="py-spy the API, dispatcher and consumers for N s mid-window (off)"
     )
     args = parser.parse_args(argv)
@@ -533,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_vus=max(args.max_vus or 4 * args.rate, vus),
     )
     out = args.out or default_out_dir(datetime.now(UTC))
-    return Options(settings, out, args.timeout, args.keep_run_dir, args.idle, args.profile)
+    return Options(settings, out, args.timeout, args.keep_run_dir, args.idle, args.profile, args.ledger_verify)
 
 
 def default_out_dir(now: datetime) -> Path:
