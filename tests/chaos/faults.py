@@ -167,8 +167,8 @@ async def _flush_redis(stack: ChaosStack, log: FaultLog) -> None:
 
 def restart_redis(*, keep_data: bool) -> Fault:
     """Stop the test's redis-server and start a new one on its port: every connection drops, and the new server
-    is empty (no persistence) or, with `keep_data`, holds what the old one held when it stopped (as an RDB snapshot
-    taken at shutdown would give it back)."""
+    is empty (no persistence) or, with `keep_data`, holds what the old one held when its keys were dumped just before
+    the stop (as an RDB snapshot would give it back: a write between the dump and the stop is lost, as after one)."""
     name = f"Redis restart {'with' if keep_data else 'without'} its data"
 
     async def inject(stack: ChaosStack, log: FaultLog) -> None:
