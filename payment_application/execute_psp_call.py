@@ -10,6 +10,7 @@ from payment_application.ports.events import EventSink
 from payment_application.ports.payment_orders import PaymentOrderClaims
 from payment_application.ports.psp import PspChargeRequest, PspGateway
 from payment_domain.events import EventEnvelope, EventType, PspCallRequested, PspResultUpdated, psp_result_updated
+from payment_domain.psp_answer import unconfirmed
 from payment_domain.psp_result import ResultSource
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,7 @@ class ExecutePspCall:
             call_number=claimed.call_number,
             error_code=result.error_code,
             error_detail=result.error_detail,
+            unconfirmed=unconfirmed(result.answer),
             trace_id=request.trace_id,
             parent_event_id=request.event_id,
             now=self._clock.now(),

@@ -27,6 +27,9 @@ from payment_domain.psp_answer import AnswerKind, PspAnswer, refund_status_for
 from payment_domain.refund import Refund, RefundStatus
 
 log = structlog.get_logger(__name__)
+# A refund keeps one key for life, so an answer that says "not executed" (proven, or a 503's likely) is followed
+# by the same request under the same key: the PSP refunds a key at most once.
+_SEND_AGAIN = frozenset({AnswerKind.NOT_CHARGED, AnswerKind.UNAVAILABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,7 @@ class ExecuteRefund:
         return settled
 
     async def _next_answer(self, call: PspRefundRequest, last: PspAnswer) -> PspAnswer:
-        if last.kind is AnswerKind.NOT_CHARGED:  # not executed: the same request, under the same key
+        if last.kind in _SEND_AGAIN:  # not executed (or a 503): the same request, under the same key
             return (await self._psp.refund(call)).answer
         status = await self._psp.refund_status(call.idempotency_key)
         if not status.found:  # the PSP has no refund under the key: send it (the key still makes it at most one)

@@ -117,7 +117,8 @@ class PspResultUpdated:
     """What the PSP said about an attempt, and where the answer came from (a charge or the n-th status check).
 
     `psp_status` None means no usable answer; `found` False means a status check found no charge under the key;
-    `call_number` counts the charge calls made under the attempt's key."""
+    `call_number` counts the charge calls made under the attempt's key; `unconfirmed` marks a "not processed"
+    answer that proves nothing (a 503: see payment_domain.psp_answer)."""
 
     event_type: ClassVar[EventType] = EventType.PSP_RESULT_UPDATED
     order: PaymentOrder
@@ -129,6 +130,7 @@ class PspResultUpdated:
     found: bool = True
     error_code: str | None = None
     error_detail: str | None = None
+    unconfirmed: bool = False
 
     @property
     def attempt(self) -> int:
@@ -142,6 +144,7 @@ class PspResultUpdated:
             status=self.psp_status,
             found=self.found,
             check_number=self.check_number,
+            unconfirmed=self.unconfirmed,
         )
 
     @property
@@ -293,6 +296,7 @@ def psp_result_updated(
     found: bool = True,
     error_code: str | None = None,
     error_detail: str | None = None,
+    unconfirmed: bool = False,
     trace_id: str,
     parent_event_id: str,
     now: datetime,
@@ -308,6 +312,7 @@ def psp_result_updated(
         found=found,
         error_code=error_code,
         error_detail=error_detail,
+        unconfirmed=unconfirmed,
     )
     return envelope_of(payload, trace_id=trace_id, now=now, parent_event_id=parent_event_id)
 

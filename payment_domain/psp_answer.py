@@ -1,7 +1,10 @@
 """The PSP's answer, as its own type: what one call (a charge, a refund, a status query) tells us about the money.
 
 The gateway produces a `PspAnswer`; nothing outside this module turns one into an order or refund status. The
-kinds follow the one question that matters for money: did it move, did it not, or can we not tell? A 401/403/404
+kinds follow the one question that matters for money: did it move, did it not, or can we not tell? A 503 is its own
+kind: most likely nothing was executed, but a proxy or load balancer in front of a PSP answers 503 after an
+upstream reset too, when the request may have reached the PSP and charged; sending the same key again is safe, a
+new key is not until the PSP says it has no charge under this one. A 401/403/404
 is our own configuration being wrong: it says nothing about the money, so it is never a final failure. A 422 "key
 first used with another body" proves a call exists under the key: its outcome is unknown, never a failure. See
 docs/money-safety.md.
@@ -21,7 +24,10 @@ S = PaymentOrderStatus
 class AnswerKind(StrEnum):
     CHARGED = "CHARGED"  # the money moved (charged, or for a refund: paid back to the buyer)
     DECLINED = "DECLINED"  # refused for good: no money moved, and the same request never will
-    NOT_CHARGED = "NOT_CHARGED"  # not executed: as far as this call goes, trying again is safe
+    NOT_CHARGED = "NOT_CHARGED"  # not executed, and known: never sent, our own pool refused, a 429, the PSP's word
+    # A 503: probably not executed, not proven. The same key may be sent again; a new key only once a status query
+    # on this one finds no charge.
+    UNAVAILABLE = "UNAVAILABLE"
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the money may have moved: ask about the key, never repeat blindly
     MISCONFIGURED = "MISCONFIGURED"  # our own configuration is wrong (credentials, URL): nothing is known
 
@@ -44,6 +50,8 @@ _KIND_OF_STATUS: dict[PaymentOrderStatus, AnswerKind] = {
     S.PSP_UNAVAILABLE_TRANSIENT: AnswerKind.NOT_CHARGED,
 }
 _IN_PROGRESS = frozenset({"PROCESSING", "IN_PROGRESS"})
+# A status query answered so tells nothing about the key: ask again later.
+_NOTHING_KNOWN = frozenset({AnswerKind.MISCONFIGURED, AnswerKind.UNAVAILABLE})
 
 
 def answer_for_psp_status(raw: str) -> PspAnswer:
@@ -73,10 +81,18 @@ def order_status_for(answer: PspAnswer) -> PaymentOrderStatus:
         return word or S.DECLINED_FINAL
     if answer.kind is AnswerKind.NOT_CHARGED:
         return word or S.PSP_UNAVAILABLE_TRANSIENT
+    if answer.kind is AnswerKind.UNAVAILABLE:
+        return S.PSP_UNAVAILABLE_TRANSIENT
     if answer.kind is AnswerKind.OUTCOME_UNKNOWN and word is not None:
         return word
     # An unknown outcome without a word, or our own misconfiguration: resolved by a status query, never failed.
     return S.TIMEOUT_EXCEEDED_1S_TRANSIENT
+
+
+def unconfirmed(answer: PspAnswer) -> bool:
+    """A charge answer that says "not executed" without proving it (a 503): before the attempt's key is given up
+    for a new one, a status query must find no charge under it."""
+    return answer.kind is AnswerKind.UNAVAILABLE
 
 
 def status_check_reading(answer: PspAnswer) -> tuple[bool, PaymentOrderStatus | None]:
@@ -84,7 +100,7 @@ def status_check_reading(answer: PspAnswer) -> tuple[bool, PaymentOrderStatus | 
     charge; (True, None) we could not ask; otherwise the status the PSP holds for the key."""
     if answer.kind is AnswerKind.NOT_CHARGED and answer.psp_status is None:
         return False, None
-    if answer.kind is AnswerKind.MISCONFIGURED or (answer.kind is AnswerKind.OUTCOME_UNKNOWN and _word(answer) is None):
+    if answer.kind in _NOTHING_KNOWN or (answer.kind is AnswerKind.OUTCOME_UNKNOWN and _word(answer) is None):
         return True, None
     return True, order_status_for(answer)
 

@@ -3,10 +3,12 @@ the next state and the work that follows (retry, status check, final event). Pur
 
 Rule 3 lives here: an unknown outcome (timeout, pending, unrecognised answer) is never retried as a new charge; it
 is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt. A
-charge call answered "not processed" (503/429, refused before sending) proves no money moved only when it was the
+charge call answered "not processed" (a 429, refused before sending) proves no money moved only when it was the
 only call ever made under the attempt's key: any other call under that key may have charged, so the answer is
-then an unknown outcome too. Likewise a status check's "no such charge" (or "failed, no money moved") proves
-nothing while a call under the key may still reach the PSP: the check is asked again later instead.
+then an unknown outcome too. A 503 proves it never (`unconfirmed`): a proxy in front of the PSP answers 503 after
+an upstream reset as well, when the PSP may have charged. Likewise a status check's "no such charge" (or "failed,
+no money moved") proves nothing while a call under the key may still reach the PSP: the check is asked again
+later instead.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ S = PaymentOrderStatus
 NO_CHARGE_AT_PSP = "NO_CHARGE_AT_PSP"
 # Suffix of the reason when a "no money moved" answer cannot be trusted because the key saw more than one call.
 AFTER_REPEATED_CALL = "_AFTER_REPEATED_CALL"
+# Suffix of the reason when a "no money moved" answer cannot be trusted because it proves nothing (a 503).
+UNCONFIRMED = "_UNCONFIRMED"
 COULD_NOT_ASK_PSP = "COULD_NOT_ASK_PSP"
 # Suffix of the reason when a "no money moved" status answer came while a call under the key could still be sent.
 WHILE_A_CALL_MAY_BE_SENT = "_WHILE_A_CALL_MAY_BE_SENT"
@@ -54,6 +58,8 @@ class PspOutcome:
 
     For a status check: `found=False` means the PSP has no charge under that attempt's key; `status=None` with
     `found=True` means we could not ask. `check_number` is the position in the status-check schedule (1-based).
+    `unconfirmed`: a charge answered "not processed" in a way that does not prove it (a 503), so only a status
+    query on the key may open the next attempt.
     """
 
     attempt: int
@@ -61,6 +67,7 @@ class PspOutcome:
     status: PaymentOrderStatus | None
     found: bool = True
     check_number: int = 0
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +126,13 @@ def _after_charge(state: OrderState, outcome: PspOutcome, policy: Policy) -> Dec
         # the call that may have moved money: only the status check may license a new attempt (rule 3).
         return None
     if status in _NO_MONEY_MOVED:
-        if state.psp_calls == 1:
+        if state.psp_calls == 1 and not outcome.unconfirmed:
             return _retry_or_give_up(state, status, status.value, policy)
         # Another call under this key (a redelivery, an in-place retry, an expired lease re-taken) may have
-        # reached the PSP and charged: only the PSP can say, for this key, that it has no such charge.
-        return Decision(
-            Action.CHECK_STATUS, S.PENDING_STATUS_CHECK_LATER, state.attempt, status.value + AFTER_REPEATED_CALL, 1
-        )
+        # reached the PSP and charged, or this answer (a 503) proves nothing: only the PSP can say, for this key,
+        # that it has no such charge.
+        why = AFTER_REPEATED_CALL if state.psp_calls != 1 else UNCONFIRMED
+        return Decision(Action.CHECK_STATUS, S.PENDING_STATUS_CHECK_LATER, state.attempt, status.value + why, 1)
     # Timeout, pending, auth/capture pending, or an answer we do not understand: the money may have moved.
     waiting = status if status in AWAITING_STATUS_CHECK else S.PENDING_STATUS_CHECK_LATER
     return Decision(Action.CHECK_STATUS, waiting, state.attempt, status.value, 1)

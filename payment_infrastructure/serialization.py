@@ -101,6 +101,7 @@ def _result_to_wire(payload: PspResultUpdated) -> Wire:
     data["statusCheckNumber"] = payload.check_number
     data["pspCallNumber"] = payload.call_number
     data["foundAtPsp"] = payload.found
+    data["pspAnswerUnconfirmed"] = payload.unconfirmed
     return data
 
 
@@ -248,6 +249,8 @@ def _result_from_wire(data: Mapping[str, Any]) -> PspResultUpdated:
         found=data.get("foundAtPsp", True) is not False,
         error_code=_optional_text(data, "pspErrorCode"),
         error_detail=_optional_text(data, "pspErrorDetail"),
+        # Anything but an explicit false is unconfirmed: a garbled flag must not license a new key.
+        unconfirmed=data.get("pspAnswerUnconfirmed", False) is not False,
     )
 
 

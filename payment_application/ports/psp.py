@@ -38,7 +38,8 @@ class PspCallResult:
 
     OUTCOME_UNKNOWN means the request may have reached the PSP and may still complete: resolve it with
     `charge_status`, never with a new charge. NOT_CHARGED means the request was not executed (refused before
-    sending, rejected by our own pool, or the PSP said 503/429).
+    sending, rejected by our own pool, or the PSP said 429). UNAVAILABLE (a 503) means probably not executed: the
+    same key may be sent again, but a new key only once `charge_status` finds no charge under this one.
     """
 
     answer: PspAnswer

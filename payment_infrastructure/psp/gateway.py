@@ -4,10 +4,13 @@ Answer mapping (to a PspAnswer; payment_domain.psp_answer turns it into order st
 could the request have reached the PSP?
 - 200: the PSP's status word through answer_for_psp_status ("PENDING" -> an unknown outcome, still pending).
 - Never sent (connection refused, connect timeout, no free connection, our worker pool full or the call
-  timeout spent in its queue, PSP answered 503/429 "not now"): NOT_CHARGED; a new attempt is safe.
+  timeout spent in its queue, PSP answered 429 "too many requests"): NOT_CHARGED; a new attempt is safe.
+- 503 "not now": UNAVAILABLE. Most likely nothing was executed, but a proxy or load balancer in front of the PSP
+  answers 503 after an upstream reset too (Envoy's "reset before headers"), when the PSP may have charged: the
+  same key may be sent again; a new attempt (a new key) only after a status query finds no charge under it.
 - Maybe sent and outcome not known (our wait or the read timed out, the connection broke after sending, an
   unreadable answer, a 500/502/504, a 408 or another undocumented 4xx): OUTCOME_UNKNOWN. The caller resolves it
-  with a status query for the same key and never charges blindly. Only 503 and 429 count as "not executed".
+  with a status query for the same key and never charges blindly. Only 429 counts as "not executed".
 - 409 (the PSP is still processing this key): OUTCOME_UNKNOWN, pending.
 - 422 (the key was first used with another body): a call exists under the key, so OUTCOME_UNKNOWN (the status
   query finds what became of it), never a failure.
@@ -65,9 +68,11 @@ K = AnswerKind
 CHARGES_PATH = "/v1/charges"
 REFUNDS_PATH = "/v1/refunds"
 _NOT_NOW = frozenset({429, 503})
+_TOO_MANY_REQUESTS = 429  # a rate limiter refuses before anything runs; a 503 may come after
 _OUR_CONFIGURATION = frozenset({401, 403, 404})
-_NO_ANSWER = frozenset({K.OUTCOME_UNKNOWN, K.NOT_CHARGED, K.MISCONFIGURED})
+_NO_ANSWER = frozenset({K.OUTCOME_UNKNOWN, K.NOT_CHARGED, K.UNAVAILABLE, K.MISCONFIGURED})
 NOT_EXECUTED = PspAnswer(K.NOT_CHARGED)
+UNAVAILABLE = PspAnswer(K.UNAVAILABLE)
 UNKNOWN = PspAnswer(K.OUTCOME_UNKNOWN)
 PENDING = answer_for_psp_status("PENDING")
 _MALFORMED = answer_for_psp_status("FAILED_FINAL")
@@ -392,7 +397,8 @@ def _answer_from_response(code: int, body: bytes) -> _Answer:
     detail = str(payload.get("detail") or _text(body))[:_MAX_DETAIL]
     error_code = str(payload.get("code") or f"HTTP_{code}")
     if code in _NOT_NOW:
-        return _Answer(NOT_EXECUTED, _UNAVAILABLE, f"HTTP_{code}", detail)
+        answer = NOT_EXECUTED if code == _TOO_MANY_REQUESTS else UNAVAILABLE
+        return _Answer(answer, _UNAVAILABLE, f"HTTP_{code}", detail)
     if code == 409:
         return _Answer(PENDING, order_status_for(PENDING).value, error_code, detail)
     if code == 400:

@@ -6,9 +6,10 @@ replays the key's answer, is told 409 while it is in progress, or, as a fault, 5
 the truth the invariants are checked against: which keys moved money for which payment order. Refunds are kept
 the same way, under the refund's own key, with the same faults (`refunds`: which keys paid money back).
 
-What the simulation trusts, and documents in docs/money-safety.md: a 503/429 to the first call ever made under a
+What the simulation trusts, and documents in docs/money-safety.md: a 429 to the first call ever made under a
 key, our own pool refusing, and a refused connection mean the PSP did not process that call; a status query
-answers truthfully about every request that reached the PSP.
+answers truthfully about every request that reached the PSP. A 503 proves nothing: as a fault, the PSP (a proxy in
+front of it) charges a new key and answers 503.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ IN_PROGRESS = "in progress"
 CHARGED = "charged"
 DECLINED = "declined"
 FAILED = "failed (no money moved)"
-# What our gateway makes of a call that never reached the PSP (refused on our side, a 503/429): no status word.
+# What our gateway makes of a call that never reached the PSP (refused on our side, a 429): no status word.
 NOT_EXECUTED = PspAnswer(AnswerKind.NOT_CHARGED)
+# What it makes of a 503: probably not executed, never proof of it.
+UNAVAILABLE = PspAnswer(AnswerKind.UNAVAILABLE)
 
 
 @dataclass
@@ -130,7 +133,7 @@ class SimPsp:
     def _replay(self, key: str, known: KeyState, faulty: bool) -> PspCallResult:
         if faulty and self.random.random() < 0.4:
             self.trace(f"PSP answered a repeated call {key} 503 ({known.state})")
-            return PspCallResult(NOT_EXECUTED, 1, error_code="HTTP_503")
+            return PspCallResult(UNAVAILABLE, 1, error_code="HTTP_503")
         answer = {
             IN_PROGRESS: S.PENDING_STATUS_CHECK_LATER,  # 409: still processing this key
             CHARGED: S.SUCCESSFUL_FINAL,
@@ -143,20 +146,26 @@ class SimPsp:
     def _first_call(self, request: PspChargeRequest | PspRefundRequest, faulty: bool) -> PspCallResult:
         key = request.idempotency_key
         if faulty and self.random.random() < 0.2:
-            # Busy or rate limited before doing anything: the key is not recorded.
-            self.trace(f"PSP refused {key} with 503, nothing recorded")
-            return PspCallResult(NOT_EXECUTED, 1, error_code="HTTP_503")
+            # Busy (503) or rate limited (429) before doing anything: the key is not recorded.
+            code = self.random.choice((429, 503))
+            self.trace(f"PSP refused {key} with {code}, nothing recorded")
+            return PspCallResult(NOT_EXECUTED if code == 429 else UNAVAILABLE, 1, error_code=f"HTTP_{code}")
         refund = isinstance(request, PspRefundRequest)
         self.keys[key] = KeyState(request.merchant_reference, IN_PROGRESS, refund=refund)
         self.requests[key] = request
         what = self._pick(
-            {"success": 60, "decline": 8, "transient": 12, "pending": 8, "late": 6, "lost": 6}
+            {"success": 60, "decline": 8, "transient": 12, "pending": 8, "late": 6, "lost": 6, "charged_503": 5}
             if faulty
             else {"success": 75, "decline": 10, "transient": 15}
         )
         if what == "success":
             self._charge(key)
             return PspCallResult(psp_said(S.SUCCESSFUL_FINAL), 1)
+        if what == "charged_503":
+            # A proxy in front of the PSP lost the connection after the PSP charged, and answers 503.
+            self._charge(key)
+            self.trace(f"PSP charged {key} then answered 503")
+            return PspCallResult(UNAVAILABLE, 1, error_code="HTTP_503")
         if what == "decline":
             self.keys[key].state = DECLINED
             self.trace(f"PSP declined {key}")

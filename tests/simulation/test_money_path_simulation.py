@@ -81,6 +81,8 @@ def test_the_faults_happen() -> None:
         "ack timed out",
         "refused on our side",
         "with 503, nothing recorded",
+        "with 429, nothing recorded",
+        "then answered 503",  # charged, and the answer says it was not
         "503 (charged)",
         "answer for",  # an answer lost after the charge
         "caller gives up",

@@ -255,17 +255,23 @@ async def test_a_redirect_is_not_followed_and_leaves_the_outcome_unknown() -> No
     assert [line.split()[:2] for line in redirecting.requests] == [["POST", "/v1/charges"]]
 
 
-async def test_psp_503_is_unavailable_and_500_is_an_unknown_outcome(
+async def test_psp_503_is_unavailable_unconfirmed_429_not_executed_and_500_an_unknown_outcome(
     gateway: AiohttpPspGateway, clean_psp_simulator: PspSimulatorHandle
 ) -> None:
-    busy, broken = charge_request(), charge_request()
+    busy, throttled, broken = charge_request(), charge_request(), charge_request()
     await clean_psp_simulator.force(busy.merchant_reference, http_status=503)
+    await clean_psp_simulator.force(throttled.merchant_reference, http_status=429)
     await clean_psp_simulator.force(broken.merchant_reference, http_status=500)
 
     busy_result = await gateway.charge(busy)
+    throttled_result = await gateway.charge(throttled)
     broken_result = await gateway.charge(broken)
 
+    # A 503 may come from a proxy after the PSP charged: not charged for the order, but a new key needs a check.
     assert (busy_result.status, busy_result.error_code) == (S.PSP_UNAVAILABLE_TRANSIENT, "HTTP_503")
+    assert busy_result.answer.kind is AnswerKind.UNAVAILABLE
+    assert (throttled_result.status, throttled_result.error_code) == (S.PSP_UNAVAILABLE_TRANSIENT, "HTTP_429")
+    assert throttled_result.answer.kind is AnswerKind.NOT_CHARGED
     assert (broken_result.status, broken_result.error_code) == (S.TIMEOUT_EXCEEDED_1S_TRANSIENT, "HTTP_500")
     assert (await clean_psp_simulator.summary())["executions"] == 0
 

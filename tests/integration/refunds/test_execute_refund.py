@@ -105,11 +105,13 @@ async def test_an_unknown_outcome_is_resolved_by_a_status_query_never_a_second_r
     assert await refund_entries(database_url, settled) == 1
 
 
+@pytest.mark.parametrize("refused", [K.NOT_CHARGED, K.UNAVAILABLE])
 async def test_a_call_never_executed_is_sent_again_under_the_same_key(
-    database_url: str, store: PostgresRefundStore
+    database_url: str, store: PostgresRefundStore, refused: AnswerKind
 ) -> None:
+    """Not executed (or a 503, which may hide a refund made): the same key again, which refunds at most once."""
     event = await requested(database_url, store)
-    psp = ScriptedPsp([PspAnswer(K.NOT_CHARGED), PspAnswer(K.NOT_CHARGED)])
+    psp = ScriptedPsp([PspAnswer(refused), PspAnswer(refused)])
 
     settled = await executor(store, psp, RecordingSleeper())(event)
 

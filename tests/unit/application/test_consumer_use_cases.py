@@ -49,6 +49,7 @@ from tests.fakes_consumers import (
 from tests.fakes_retry import FakeRetryQueue
 
 S = PaymentOrderStatus
+REFUSED_429 = PspAnswer(AnswerKind.NOT_CHARGED)  # what the gateway makes of a 429: proven not executed
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TRACE = "trace-1"
 CONSUMER = "psp-result-applier"
@@ -275,13 +276,13 @@ async def test_the_same_delivery_may_take_its_own_claim_again(world: World) -> N
 
 
 async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_charged(world: World) -> None:
-    """Defect 1: the first call is refused (503), its answer is emitted, the same delivery takes the claim again
+    """Defect 1: the first call is refused (429), its answer is emitted, the same delivery takes the claim again
     (a crash before the offset commit) and the second call charges. Before the fix both answers had one event id,
     the charge was dropped as a duplicate and the refusal opened attempt 1: a second charge."""
     order = world.tables.add_order(an_order())
     world.psp.script_charge(
         "paymentorder-7-0",
-        PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 3, "HTTP_503"),
+        PspCallResult(REFUSED_429, 3, "HTTP_429"),
         PspCallResult(psp_said(S.SUCCESSFUL_FINAL), 40),
     )
 
@@ -302,7 +303,7 @@ async def test_a_refused_call_is_not_trusted_once_another_call_under_the_key_cha
 
 async def test_a_refused_answer_applied_before_a_second_claim_closes_the_attempt_to_it(world: World) -> None:
     order = world.tables.add_order(an_order())
-    world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.PSP_UNAVAILABLE_TRANSIENT), 3, "HTTP_503"))
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(REFUSED_429, 3, "HTTP_429"))
     refused = await world.execute(call_request(order), delivery="p1-o10")
     assert refused is not None
 
@@ -311,6 +312,51 @@ async def test_a_refused_answer_applied_before_a_second_claim_closes_the_attempt
     assert applied.decision is not None and applied.decision.action is Action.RETRY
     assert await world.execute(call_request(order), delivery="p1-o10") is None  # attempt 0 can no longer be taken
     assert world.psp.charged_keys() == ["paymentorder-7-0"]
+
+
+async def test_a_psp_that_charged_then_answered_503_is_asked_before_a_new_key_and_charged_once(world: World) -> None:
+    """A proxy in front of the PSP answers 503 after an upstream reset: the PSP charged attempt 0. Before the fix
+    the 503 was trusted as "not executed" and attempt 1 charged a second time under a new key."""
+    order = world.tables.add_order(an_order())
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(PspAnswer(AnswerKind.UNAVAILABLE), 3, "HTTP_503"))
+    world.psp.script_status("paymentorder-7-0", PspStatusResult(psp_said(S.SUCCESSFUL_FINAL), latency_ms=7))
+    request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
+    assert request is not None
+
+    await _deliver_twice_and_apply(world, request)
+    unconfirmed = world.tables.order(7)
+    assert (unconfirmed.status, unconfirmed.retry_count, unconfirmed.retry_reason) == (
+        S.PENDING_STATUS_CHECK_LATER,
+        0,
+        "PSP_UNAVAILABLE_TRANSIENT_UNCONFIRMED",
+    )
+    assert world.retries.schedule_calls == []
+    world.clock.advance(timedelta(seconds=5))
+    await world.dispatch_checks.dispatch_batch(limit=10)
+    [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
+    await _deliver_twice_and_apply(world, check_request, execute=False)
+
+    assert world.psp.charged_keys() == ["paymentorder-7-0"]
+    assert world.psp.status_queries == ["paymentorder-7-0"] * 2
+    assert world.tables.order(7).status is S.SUCCESSFUL_FINAL
+    assert world.retries.schedule_calls == []
+
+
+async def test_a_503_the_status_query_finds_no_charge_for_opens_the_next_attempt(world: World) -> None:
+    order = world.tables.add_order(an_order())
+    world.psp.script_charge("paymentorder-7-0", PspCallResult(PspAnswer(AnswerKind.UNAVAILABLE), 3, "HTTP_503"))
+    request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
+    assert request is not None
+
+    await _deliver_twice_and_apply(world, request)
+    world.clock.advance(timedelta(seconds=5))
+    await world.dispatch_checks.dispatch_batch(limit=10)
+    [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
+    await _deliver_twice_and_apply(world, check_request, execute=False)  # the PSP: no such charge
+
+    saved = world.tables.order(7)
+    assert (saved.status, saved.retry_count, saved.retry_reason) == (S.FAILED_TRANSIENT_ERROR, 1, NO_CHARGE_AT_PSP)
+    assert list(world.retries.queued) == ["7:1"]
 
 
 async def test_a_refused_call_on_a_first_claim_stays_retryable(world: World) -> None:

@@ -10,7 +10,9 @@ from payment_domain.psp_answer import (
     PspAnswer,
     answer_for_psp_status,
     order_status_for,
+    refund_status_for,
     status_check_reading,
+    unconfirmed,
 )
 from payment_domain.psp_result import Action, OrderState, Policy, PspOutcome, ResultSource, decide
 from payment_domain.status import FINAL_OUTCOMES, PaymentOrderStatus
@@ -49,6 +51,16 @@ def test_no_word_and_an_unknown_or_misconfigured_call_is_resolved_by_a_status_qu
 def test_a_word_that_contradicts_the_kind_is_ignored() -> None:
     assert order_status_for(PspAnswer(K.MISCONFIGURED, "DECLINED_FINAL")) is S.TIMEOUT_EXCEEDED_1S_TRANSIENT
     assert order_status_for(PspAnswer(K.NOT_CHARGED, "SUCCESSFUL_FINAL")) is S.PSP_UNAVAILABLE_TRANSIENT
+
+
+def test_a_503_is_not_charged_as_far_as_the_order_goes_but_unconfirmed() -> None:
+    answer = PspAnswer(K.UNAVAILABLE)
+
+    assert order_status_for(answer) is S.PSP_UNAVAILABLE_TRANSIENT
+    assert unconfirmed(answer)
+    assert not unconfirmed(PspAnswer(K.NOT_CHARGED))
+    assert status_check_reading(answer) == (True, None)  # a status query answered 503: could not ask
+    assert refund_status_for(answer) is None  # a refund is sent again under its own key
 
 
 def test_not_charged_without_a_word_is_no_such_charge_on_a_status_query() -> None:

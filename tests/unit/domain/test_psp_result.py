@@ -14,8 +14,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from payment_domain.psp_result import (
+    AFTER_REPEATED_CALL,
     COULD_NOT_ASK_PSP,
     NO_CHARGE_AT_PSP,
+    UNCONFIRMED,
     Action,
     Decision,
     OrderState,
@@ -228,6 +230,31 @@ def test_a_psp_unavailable_charge_answer_while_the_attempt_is_being_checked_neve
     state = OrderState(S.PENDING_STATUS_CHECK_LATER, ATTEMPT, 1)
 
     assert decide(state, _charge(S.PSP_UNAVAILABLE_TRANSIENT), POLICY) is None
+
+
+@pytest.mark.parametrize("answer", sorted(NO_MONEY_MOVED), ids=_name)
+@pytest.mark.parametrize("current", CHARGEABLE, ids=_name)
+def test_a_not_processed_answer_that_proves_nothing_is_checked_before_a_new_key(
+    current: PaymentOrderStatus, answer: PaymentOrderStatus
+) -> None:
+    """A 503 (`unconfirmed`): a proxy in front of the PSP may answer it after the PSP charged. Opening the next
+    attempt on it would charge the buyer again under a new key; only a status query may."""
+    for attempt in (ATTEMPT, MAX_RETRIES):  # at the limit too: FAILED_FINAL on it would hide a charge
+        state = OrderState(current, attempt, 0)
+        outcome = PspOutcome(attempt=attempt, source=CHARGE, status=answer, unconfirmed=True)
+
+        assert decide(state, outcome, POLICY) == _check(S.PENDING_STATUS_CHECK_LATER, answer.value + UNCONFIRMED, 1).at(
+            state
+        )
+
+
+def test_an_unconfirmed_answer_after_another_call_under_the_key_says_so_in_its_reason() -> None:
+    state = OrderState(S.INITIATED_PENDING, ATTEMPT, 0, psp_calls=2)
+    outcome = PspOutcome(attempt=ATTEMPT, source=CHARGE, status=S.PSP_UNAVAILABLE_TRANSIENT, unconfirmed=True)
+
+    decision = decide(state, outcome, POLICY)
+
+    assert decision is not None and decision.reason == "PSP_UNAVAILABLE_TRANSIENT" + AFTER_REPEATED_CALL
 
 
 def test_a_first_charge_that_succeeds_keeps_attempt_zero() -> None:
@@ -443,7 +470,9 @@ def situations(draw: st.DrawFn) -> tuple[OrderState, PspOutcome, Policy]:
     source = draw(st.sampled_from(list(ResultSource)))
     found = draw(st.booleans()) if source is CHECK else True
     status = draw(st.one_of(st.none(), statuses)) if found else None
-    return state, PspOutcome(attempt, source, status, found, check_number if source is CHECK else 0), policy
+    unconfirmed = draw(st.booleans()) if source is CHARGE else False
+    check = check_number if source is CHECK else 0
+    return state, PspOutcome(attempt, source, status, found, check, unconfirmed), policy
 
 
 @settings(max_examples=500)
@@ -452,6 +481,13 @@ def situations(draw: st.DrawFn) -> tuple[OrderState, PspOutcome, Policy]:
     (
         OrderState(S.PENDING_STATUS_CHECK_LATER, 1, 1),
         PspOutcome(1, CHARGE, S.PSP_UNAVAILABLE_TRANSIENT),
+        Policy(max_retries=5, status_checks=3),
+    )
+)
+@example(  # the other: a 503 the PSP (or a proxy) gave after charging the only call under the key
+    (
+        OrderState(S.INITIATED_PENDING, 0, 0),
+        PspOutcome(0, CHARGE, S.PSP_UNAVAILABLE_TRANSIENT, unconfirmed=True),
         Policy(max_retries=5, status_checks=3),
     )
 )
@@ -473,12 +509,15 @@ def test_every_decision_is_a_legal_move_and_an_unknown_charge_outcome_is_never_c
         assert decision.status in RETRYABLE
         if outcome.source is CHARGE:
             assert outcome.status in NO_MONEY_MOVED
+            assert not outcome.unconfirmed  # a 503 never opens a new key by itself
             assert state.status not in AWAITING_STATUS_CHECK
         else:
             assert not outcome.found or outcome.status in NO_MONEY_MOVED
     else:
         assert decision.attempt == state.attempt
     if outcome.source is CHARGE and outcome.status in UNKNOWN_CHARGE_ANSWERS:
+        assert decision.action is Action.CHECK_STATUS
+    if outcome.source is CHARGE and outcome.unconfirmed and outcome.status not in FINAL_OUTCOMES:
         assert decision.action is Action.CHECK_STATUS
         assert decision.check_number == 1
     if decision.action is Action.CHECK_STATUS:

@@ -124,6 +124,7 @@ def test_a_psp_result_adds_the_answer_fields() -> None:
         found=False,
         error_code="E1",
         error_detail="detail",
+        unconfirmed=True,
     )
     assert envelope_to_wire(result)["data"] == {
         **ORDER_WIRE,
@@ -139,6 +140,7 @@ def test_a_psp_result_adds_the_answer_fields() -> None:
         "statusCheckNumber": 2,
         "pspCallNumber": 3,
         "foundAtPsp": False,
+        "pspAnswerUnconfirmed": True,
     }
 
 
@@ -167,7 +169,8 @@ def test_the_bytes_are_the_compact_json_of_the_wire_form_in_field_order() -> Non
         b'"status":"INITIATED_PENDING","createdAt":"2025-03-01T12:30:15.123Z",'
         b'"updatedAt":"2025-03-01T12:30:15.123Z","retryCount":1,"retryReason":null,"lastErrorMessage":null,'
         b'"pspStatus":"SUCCESSFUL_FINAL","pspErrorCode":null,"pspErrorDetail":null,"latencyMs":12,'
-        b'"resultSource":"charge","statusCheckNumber":0,"pspCallNumber":1,"foundAtPsp":true},'
+        b'"resultSource":"charge","statusCheckNumber":0,"pspCallNumber":1,"foundAtPsp":true,'
+        b'"pspAnswerUnconfirmed":false},'
         b'"timestamp":"2025-03-01T12:30:16.000Z","traceId":"t","parentEventId":"p"}'
     )
 
@@ -265,17 +268,32 @@ def test_a_missing_parent_makes_a_root_event() -> None:
 
 def test_result_fields_left_out_read_as_their_defaults() -> None:
     wire = wire_of(
-        a_result(an_order()), statusCheckNumber=..., resultSource=..., foundAtPsp=..., pspCallNumber=..., latencyMs=...
+        a_result(an_order()),
+        statusCheckNumber=...,
+        resultSource=...,
+        foundAtPsp=...,
+        pspCallNumber=...,
+        latencyMs=...,
+        pspAnswerUnconfirmed=...,
     )
     answer = envelope_from_bytes(orjson.dumps(wire)).payload
     assert isinstance(answer, PspResultUpdated)
-    assert (answer.check_number, answer.source, answer.found, answer.call_number, answer.latency_ms) == (
-        0,
-        ResultSource.CHARGE,
-        True,
-        1,
-        0,
-    )
+    assert (
+        answer.check_number,
+        answer.source,
+        answer.found,
+        answer.call_number,
+        answer.latency_ms,
+        answer.unconfirmed,
+    ) == (0, ResultSource.CHARGE, True, 1, 0, False)
+
+
+@pytest.mark.parametrize("flag", [True, 1, "false", None])
+def test_an_unconfirmed_flag_that_is_not_plainly_false_reads_as_unconfirmed(flag: object) -> None:
+    """A garbled flag must never let a 503 open a new key."""
+    wire = wire_of(a_result(an_order(), unconfirmed=False), pspAnswerUnconfirmed=flag)
+    answer = envelope_from_bytes(orjson.dumps(wire)).payload
+    assert isinstance(answer, PspResultUpdated) and answer.unconfirmed
 
 
 def test_fields_nothing_decides_on_read_a_wrong_type_as_absent() -> None:
