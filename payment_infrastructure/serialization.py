@@ -249,7 +249,8 @@ def _result_from_wire(data: Mapping[str, Any]) -> PspResultUpdated:
         found=data.get("foundAtPsp", True) is not False,
         error_code=_optional_text(data, "pspErrorCode"),
         error_detail=_optional_text(data, "pspErrorDetail"),
-        # Anything but an explicit false is unconfirmed: a garbled flag must not license a new key.
+        # Absent (written before the flag existed) reads as it was meant then; present, anything but false is
+        # unconfirmed: a garbled flag must not license a new key.
         unconfirmed=data.get("pspAnswerUnconfirmed", False) is not False,
     )
 
