@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from services.payment_service.api.admission import AdmissionMiddleware
 from services.payment_service.api.ledger_routes import router as ledger_router
@@ -19,7 +20,7 @@ from services.payment_service.api.problems import (
 )
 from services.payment_service.api.refund_routes import router as refund_router
 from services.payment_service.api.routes import router
-from services.payment_service.api.schemas import CreatePaymentRequest
+from services.payment_service.api.schemas import CreatePaymentRequest, RefundRequest
 from services.payment_service.bootstrap import Container
 
 
@@ -57,21 +58,24 @@ def _route(method: str, path: str) -> APIRoute:
     return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ()))
 
 
+# Bodies the routes validate themselves from the raw bytes (FastAPI does not see them), and the problem document.
+_RAW_BODIES: tuple[type[BaseModel], ...] = (CreatePaymentRequest, RefundRequest, Problem)
+
+
 def _complete_document(app: FastAPI) -> None:
-    """POST /payments validates its raw body itself (see routes._parse_body): publish that schema, the problem
-    document every 4xx and 5xx answers with, and the bearer scheme in OpenAPI."""
+    """POST /payments and POST .../refunds validate their raw bodies themselves (routes._parse_body,
+    refund_routes._parse_body): publish those schemas, the problem document every 4xx and 5xx answers with, and
+    the bearer scheme in OpenAPI."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            schema = CreatePaymentRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            components.update(schema.pop("$defs", {}))
-            components["CreatePaymentRequest"] = schema
-            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(problem.pop("$defs", {}))
-            components["Problem"] = problem
+            for model in _RAW_BODIES:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
             # FastAPI's own 422 shape is never sent: the validation handler answers problem+json.
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
