@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -63,6 +63,7 @@ class StackConfig:
     psp_scenario: str = "NORMAL"
     external_psp_url: str | None = None  # a PSP this stack does not own (it survives the stack's restarts)
     logs_url: str | None = None  # OpenSearch for the log shipper; None: no shipping (the default)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # for every Python part (e.g. a benchmark's OTEL_*)
 
     @property
     def psp_url(self) -> str:
@@ -325,6 +326,7 @@ class Stack:
             "PAYMENTS_OUTBOX__DISPATCHER_METRICS_PORT": str(p.dispatcher_management),
             "PAYMENTS_PROCESS__MANAGEMENT_PORT": str(p.consumers_management),
             "PAYMENTS_LAG_EXPORTER__PORT": str(p.lag_exporter),
+            **c.extra_env,
         }
 
     def migrate(self) -> None:

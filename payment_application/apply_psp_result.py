@@ -67,6 +67,12 @@ class Applied:
     order: PaymentOrder
 
 
+def _ids(result: EventEnvelope[PspResultUpdated]) -> dict[str, str]:
+    """The answer's own ids, on every line about it: answers are applied in batches, apart from the log context the
+    consumer bound for the record each came in (docs/operations.md, "Logs")."""
+    return {"event_id": result.event_id, "parent_event_id": result.parent_event_id, "trace_id": result.trace_id}
+
+
 def _check_type(result: EventEnvelope[PspResultUpdated]) -> None:
     if result.event_type is not EventType.PSP_RESULT_UPDATED:
         raise ValueError(f"expected {EventType.PSP_RESULT_UPDATED}, got {result.event_type}")
@@ -142,7 +148,12 @@ class ApplyPspResult:
         neighbours."""
         order_ids = [r.payload.order.payment_order_id.value for r in results]
         if len(set(order_ids)) != len(order_ids):
-            log.warning("psp_result_batch_applied_one_by_one", results=len(results), error="two results for one order")
+            log.warning(
+                "psp_result_batch_applied_one_by_one",
+                results=len(results),
+                event_ids=[r.event_id for r in results],
+                error="two results for one order",
+            )
         elif len(results) > 1:
             try:
                 applied = await self._apply_batch(results, order_ids)
@@ -151,7 +162,12 @@ class ApplyPspResult:
                 # after another. Every record is retried in place.
                 return [error] * len(results)
             except Exception as error:
-                log.warning("psp_result_batch_applied_one_by_one", results=len(results), error=repr(error))
+                log.warning(
+                    "psp_result_batch_applied_one_by_one",
+                    results=len(results),
+                    event_ids=[r.event_id for r in results],
+                    error=repr(error),
+                )
             else:
                 return [await self._after_commit_of(result, one) for result, one in zip(results, applied, strict=True)]
         outcomes: list[Applied | Exception] = []
@@ -229,6 +245,7 @@ class ApplyPspResult:
         if decision is not None:
             log.info(
                 "psp_result_applied",
+                **_ids(result),
                 payment_order_id=order.public_id,
                 attempt=attempt,
                 action=decision.action.value,
@@ -236,7 +253,7 @@ class ApplyPspResult:
                 reason=decision.reason,
             )
         elif not applied.duplicate:
-            log.info("psp_result_ignored", payment_order_id=order.public_id, attempt=attempt)
+            log.info("psp_result_ignored", **_ids(result), payment_order_id=order.public_id, attempt=attempt)
         if order.status in RETRYABLE and order.retry_count == attempt + 1:
             await self._queue_retry(order, result)
 
@@ -286,6 +303,7 @@ class ApplyPspResult:
         elif decision.action is Action.RECONCILE:
             log.error(
                 "payment_order_needs_reconciliation",
+                **_ids(result),
                 payment_order_id=order.public_id,
                 attempt=order.retry_count,
                 reason=decision.reason,
@@ -314,6 +332,7 @@ class ApplyPspResult:
         )
         log.warning(
             "payment_order_reconciled",
+            **_ids(result),
             payment_order_id=order.public_id,
             attempt=order.retry_count,
             status=order.status.value,
@@ -330,4 +349,6 @@ class ApplyPspResult:
             attempt, base_ms=self._policy.retry_base_ms, max_ms=self._policy.retry_max_ms, randint=self._randint
         )
         if await self._retries.schedule(request, delay_ms=delay):
-            log.info("psp_retry_scheduled", payment_order_id=order.public_id, attempt=attempt, delay_ms=delay)
+            log.info(
+                "psp_retry_scheduled", **_ids(result), payment_order_id=order.public_id, attempt=attempt, delay_ms=delay
+            )

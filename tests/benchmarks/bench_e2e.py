@@ -13,9 +13,14 @@ It writes `<out>/e2e-<scenario>-<rate>.md` (headline figures beside the targets,
 tracked file), `--out docs/benchmarks` publishes the pages the docs link to. Nothing is asserted: benchmarks are
 not tests.
 
+`--otel-ratio R` traces the run: every Python part gets the standard OpenTelemetry variables (OTLP/HTTP to a
+receiver inside the benchmark that counts and discards the spans, sampler `parentbased_traceidratio` with R), so the
+per-process CPU per order can be set beside a run without it (no `OTEL_*` given: tracing off).
+
     make bench-e2e                                                    # 100 payments/s for 60 s
     python -m tests.benchmarks.bench_e2e --rate 300 --duration 300 --warmup 30   # the 5-minute target run
     python -m tests.benchmarks.bench_e2e --rate 1500 --duration 120 --drain-timeout 600   # overload
+    python -m tests.benchmarks.bench_e2e --rate 300 --duration 120 --otel-ratio 0.01   # tracing at 1 %
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from payment_infrastructure.postgres.database import drop_database
 from payment_infrastructure.postgres.pool import plain_dsn
 from tests.benchmarks import e2e_profile
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
-from tests.benchmarks.e2e_report import Context, chart, markdown, stem
+from tests.benchmarks.e2e_report import LOAD_PARTS, Context, chart, markdown, stem, system_cpu_ms_per_order
 from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, Summary, summarise
 from tests.benchmarks.proc_usage import (
     PartMeter,
@@ -64,6 +69,7 @@ from tests.benchmarks.proc_usage import (
     read_processes,
 )
 from tests.benchmarks.stack import ROOT, SERVER
+from tests.fixtures.otlp import OtlpReceiver
 
 K6 = str(ROOT / ".venv" / "bin" / "k6")
 K6_SCRIPT = Path(__file__).with_name("k6") / "e2e_rate.js"
@@ -91,6 +97,7 @@ class Options:
     idle: float = 5.0
     profile: int = 0
     ledger_verify: bool = False
+    otel_ratio: float | None = None  # None: no OTEL_* of the benchmark's (tracing as the environment says: off)
 
     def command(self) -> str:
         s = self.settings
@@ -103,7 +110,20 @@ class Options:
             f"--sellers {s.sellers[0]}-{s.sellers[1]}",
             f"--drain-timeout {s.drain_timeout}",
         ]
+        if self.otel_ratio is not None:
+            args.append(f"--otel-ratio {self.otel_ratio:g}")
         return " ".join(args)
+
+
+def otel_env(endpoint: str, ratio: float) -> dict[str, str]:
+    """The standard OpenTelemetry variables every traced part gets: OTLP/HTTP to `endpoint`, 1 in 1/ratio payments
+    sampled at its root and every later hop following that decision."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
+    }
 
 
 class KafkaLag:
@@ -447,6 +467,19 @@ async def verify_ledger(config: StackConfig) -> None:
 
 
 async def bench(options: Options) -> tuple[Path, Summary]:
+    async with contextlib.AsyncExitStack() as exits:
+        if options.otel_ratio is None:
+            state = "set" if "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ else "unset: off"
+            print(f"tracing as the environment says (OTEL_EXPORTER_OTLP_ENDPOINT {state})")
+            return await _bench(options, None, {})
+        receiving = OtlpReceiver.running(keep=False)
+        receiver = await anext(receiving)
+        exits.push_async_callback(receiving.aclose)
+        print(f"tracing at ratio {options.otel_ratio:g}, spans to {receiver.endpoint} (counted, discarded)")
+        return await _bench(options, receiver, otel_env(receiver.endpoint, options.otel_ratio))
+
+
+async def _bench(options: Options, receiver: OtlpReceiver | None, tracing: dict[str, str]) -> tuple[Path, Summary]:
     s = options.settings
     scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     database_url = f"{SERVER}/payments_bench_{uuid.uuid4().hex[:8]}"
@@ -455,7 +488,12 @@ async def bench(options: Options) -> tuple[Path, Summary]:
     await asyncio.gather(asyncio.to_thread(kafka.install), asyncio.to_thread(keycloak.install))
     redis, redis_url = await start_redis(scratch)
     config = StackConfig(
-        run_dir=scratch / "run", ports=ports, database_url=database_url, redis_url=redis_url, psp_scenario=s.scenario
+        run_dir=scratch / "run",
+        ports=ports,
+        database_url=database_url,
+        redis_url=redis_url,
+        psp_scenario=s.scenario,
+        extra_env=tracing,
     )
     stack = Stack(config)
     failed = True
@@ -496,8 +534,20 @@ async def bench(options: Options) -> tuple[Path, Summary]:
         f"create→final p50/p95/p99 {summary.latency_s[50]:.3f}/{summary.latency_s[95]:.3f}/"
         f"{summary.latency_s[99]:.3f} s, final {summary.orders_final:,}/{summary.orders_total:,}"
     )
+    print("  CPU ms per order: " + ", ".join(_cpu_per_order(summary)))
+    print(f"  the system (k6 and the sampler aside): {system_cpu_ms_per_order(summary):.3f} ms per order")
+    if receiver is not None:
+        print(f"  spans received: {receiver.received:,}")
     print(f"  wrote {page} and {name}.png")
     return page, summary
+
+
+def _cpu_per_order(summary: Summary) -> list[str]:
+    return [
+        f"{p.name} {p.cpu_ms_per_order:.3f}"
+        for p in summary.parts
+        if p.cpu_ms_per_order is not None and p.name not in LOAD_PARTS
+    ]
 
 
 def _sellers(text: str) -> tuple[int, int]:
@@ -506,6 +556,13 @@ def _sellers(text: str) -> tuple[int, int]:
     if not 1 <= bounds[0] <= bounds[1]:
         raise argparse.ArgumentTypeError(f"--sellers wants N or N-M with 1 <= N <= M, not {text!r}")
     return bounds
+
+
+def _ratio(text: str) -> float:
+    ratio = float(text)
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"--otel-ratio wants a number from 0 to 1, not {text!r}")
+    return ratio
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -537,6 +594,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--profile", type=int, default=0, help="py-spy the API, dispatcher and consumers for N s mid-window (off)"
     )
+    parser.add_argument(
+        "--otel-ratio",
+        type=_ratio,
+        default=None,
+        help="trace at this sampling ratio (0-1), spans to a receiver here that discards them (default: no OTEL_*)",
+    )
     args = parser.parse_args(argv)
     vus = args.vus or max(args.rate, 20)
     settings = Settings(
@@ -550,7 +613,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_vus=max(args.max_vus or 4 * args.rate, vus),
     )
     out = args.out or default_out_dir(datetime.now(UTC))
-    return Options(settings, out, args.timeout, args.keep_run_dir, args.idle, args.profile, args.ledger_verify)
+    return Options(
+        settings, out, args.timeout, args.keep_run_dir, args.idle, args.profile, args.ledger_verify, args.otel_ratio
+    )
 
 
 def default_out_dir(now: datetime) -> Path:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.benchmarks import bench_e2e
-from tests.benchmarks.e2e_report import JVM_PARTS, LOAD_PARTS
+from tests.benchmarks.e2e_report import JVM_PARTS, LOAD_PARTS, system_cpu_ms_per_order
 from tests.benchmarks.e2e_summary import Summary
 
 MB = 1024 * 1024
@@ -49,7 +49,7 @@ CASES = (
 
 
 def row(case: Case, page: Path, summary: Summary) -> str:
-    cpu = sum(p.cpu_ms_per_order or 0.0 for p in summary.parts if p.name not in LOAD_PARTS)
+    cpu = system_cpu_ms_per_order(summary)
     largest = max((p for p in summary.parts if p.name not in JVM_PARTS | LOAD_PARTS), key=lambda p: p.largest_rss_bytes)
     latency = summary.latency_s
     shed = summary.api_shed_ms

@@ -29,6 +29,11 @@ JVM_PARTS = frozenset({"kafka", "keycloak"})
 LOAD_PARTS = frozenset({"k6", "bench sampler"})  # the measuring side, not the product
 
 
+def system_cpu_ms_per_order(summary: Summary) -> float:
+    """The CPU the system spent per order: every part's but the measuring side's."""
+    return sum(p.cpu_ms_per_order or 0.0 for p in summary.parts if p.name not in LOAD_PARTS)
+
+
 @dataclass(frozen=True)
 class Context:
     """Where and how the run was made, for the page's header."""

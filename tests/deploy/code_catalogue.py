@@ -17,6 +17,22 @@ FAMILY_KINDS = {"GaugeMetricFamily": "Gauge", "CounterMetricFamily": "Counter"}
 BUILTIN_SERIES = {"up": frozenset({"job", "instance"})}
 # Labels a scrape adds to every series (static config or Kubernetes service discovery).
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "container", "endpoint"})
+# Which processes a metric's values come from, by the module that defines it (the API and the dispatcher import the
+# same modules, so both register every meter of payment-service: the API's zeros of the outbox meters are no data).
+# A metric defined anywhere else fails `processes_of` until it is placed here.
+PROCESSES_OF_MODULE = {
+    "services/payment_service/metrics.py": ("api",),
+    "payment_infrastructure/auth/metrics.py": ("api",),
+    "payment_infrastructure/postgres/group_commit.py": ("api",),
+    "payment_infrastructure/postgres/outbox_metrics.py": ("dispatcher",),
+    "payment_infrastructure/postgres/pool_metrics.py": ("api", "dispatcher", "consumers"),
+    "payment_infrastructure/kafka/metrics.py": ("dispatcher", "consumers"),
+    "payment_infrastructure/kafka/consumer_metrics.py": ("consumers",),
+    "payment_infrastructure/psp/metrics.py": ("consumers",),
+    "payment_infrastructure/redis/retry_metrics.py": ("consumers",),
+    "services/payment_consumers/metrics.py": ("consumers",),
+    "services/payment_consumers/lag_exporter.py": ("lag_exporter",),
+}
 
 
 @dataclass(frozen=True)
@@ -62,26 +78,31 @@ def _metric_of(node: ast.AST, path: Path) -> Metric | None:
     return Metric(name.value, kind, frozenset(labels), str(path.relative_to(REPO)))
 
 
+def series_of(metric: Metric) -> tuple[str, ...]:
+    """The series names prometheus_client exposes for one metric."""
+    if metric.kind == "Counter":
+        base = metric.name.removesuffix("_total")
+        return (f"{base}_total", f"{base}_created")
+    if metric.kind == "Gauge":
+        return (metric.name,)
+    own = (f"{metric.name}_bucket",) if metric.kind == "Histogram" else (metric.name,)
+    return (*own, f"{metric.name}_count", f"{metric.name}_sum", f"{metric.name}_created")
+
+
+@functools.cache
+def processes_of() -> dict[str, tuple[str, ...]]:
+    """Every series name of the code, with the processes (PROCESSES_OF_MODULE's names) whose values it carries."""
+    return {name: PROCESSES_OF_MODULE[m.defined_in] for m in metrics().values() for name in series_of(m)}
+
+
 @functools.cache
 def series() -> dict[str, frozenset[str]]:
     """Every series name the processes expose, with its labels (prometheus_client's naming rules)."""
     exposed: dict[str, frozenset[str]] = dict(BUILTIN_SERIES)
     for metric in metrics().values():
-        base, labels = metric.name, metric.labels
-        if metric.kind == "Counter":
-            base = base.removesuffix("_total")
-            exposed[f"{base}_total"] = labels
-            exposed[f"{base}_created"] = labels
-        elif metric.kind == "Gauge":
-            exposed[base] = labels
-        else:
-            if metric.kind == "Histogram":
-                exposed[f"{base}_bucket"] = labels | {"le"}
-            else:
-                exposed[base] = labels | {"quantile"}
-            exposed[f"{base}_count"] = labels
-            exposed[f"{base}_sum"] = labels
-            exposed[f"{base}_created"] = labels
+        for name in series_of(metric):
+            own = name == f"{metric.name}_bucket" or (metric.kind == "Summary" and name == metric.name)
+            exposed[name] = metric.labels | ({"le" if metric.kind == "Histogram" else "quantile"} if own else set())
     return exposed
 
 

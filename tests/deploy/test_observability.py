@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.deploy.charts import REPO, render
-from tests.deploy.code_catalogue import TARGET_LABELS, metrics, series, string_literals
+from tests.deploy.code_catalogue import (
+    PROCESSES_OF_MODULE,
+    TARGET_LABELS,
+    metrics,
+    processes_of,
+    series,
+    string_literals,
+)
 from tests.deploy.promql import Selector, selectors
 
 ALERTS = REPO / "infra" / "prometheus" / "alerts.yml"
@@ -27,6 +37,34 @@ CLUSTER_SERIES = {
     "container_memory_working_set_bytes": frozenset({"pod", "container"}),
 }
 ADAPTER = REPO / "infra" / "prometheus" / "prometheus-adapter-values.yaml"
+# The scrape job of each process (compose's job names; the charts' ServiceMonitors relabel to the same).
+JOBS = {
+    "api": "payment-service",
+    "dispatcher": "payment-dispatcher",
+    "consumers": "payment-consumers",
+    "lag_exporter": "payment-lag-exporter",
+}
+# What each process imports and builds before it serves (its meters are registered by then).
+PROCESS_BUILDS = {
+    "api": "import services.payment_service.api.app",
+    "dispatcher": "import services.payment_service.dispatcher",
+    "consumers": """
+import asyncio
+from services.payment_consumers.bootstrap import build_container, kafka_workers
+from services.payment_consumers.settings import ConsumersSettings
+
+async def build() -> None:
+    kafka_workers(build_container(ConsumersSettings()))
+
+asyncio.run(build())
+""",
+    "lag_exporter": """
+from prometheus_client import REGISTRY
+from services.payment_consumers.lag_exporter import LagCollector
+
+REGISTRY.register(LagCollector())
+""",
+}
 DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 
 
@@ -50,6 +88,21 @@ def dashboard(path: Any = DASHBOARD) -> dict[str, Any]:
 
 def dashboard_exprs(path: Any = DASHBOARD) -> list[str]:
     return [t["expr"] for p in dashboard(path)["panels"] for t in p.get("targets", [])]
+
+
+def registered_metric_families(build: str) -> set[str]:
+    """The metric families in the default registry once `build` ran in a fresh interpreter (with or without
+    samples: a labelled meter is registered before its first child)."""
+    listing = "\nfrom prometheus_client import REGISTRY\nprint(' '.join(f.name for f in REGISTRY.collect()))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(build) + listing],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return set(out.split())
 
 
 def unknown_series(expr: str) -> list[str]:
@@ -311,17 +364,40 @@ def test_dashboard_shows_what_operators_need(required: str | tuple[str, tuple[st
         assert any(s.metric == metric and matcher in s.matchers for s in read)
 
 
-def test_the_payments_dashboard_filters_every_query_by_its_namespace_and_job_variables() -> None:
-    variables = {v["name"] for v in dashboard(DASHBOARD)["templating"]["list"]}
-    assert {"datasource", "namespace", "job"} <= variables
+def test_the_payments_dashboard_has_a_job_variable_per_process_listing_only_that_process_jobs() -> None:
+    variables = {v["name"]: v for v in dashboard(DASHBOARD)["templating"]["list"]}
+    assert {"datasource", "namespace"} | {f"{process}_job" for process in JOBS} == set(variables)
+    for process, job in JOBS.items():
+        query = variables[f"{process}_job"]["query"]["query"]
+        (selector,) = selectors(query.removeprefix("label_values(").removesuffix(", job)"))
+        matchers = {label: (op, value) for label, op, value in selector.matchers}
+        assert selector.metric == "up" and matchers["namespace"] == ("=~", "$namespace"), query
+        op, pattern = matchers["job"]
+        assert op == "=~" and re.fullmatch(pattern, job), query
+        assert [other for other in JOBS.values() if other != job and re.fullmatch(pattern, other)] == [], query
+
+
+def test_the_payments_dashboard_filters_every_query_by_its_namespace_and_the_jobs_its_series_come_from() -> None:
+    """Each series is filtered by the job variables of the processes that export it, so whatever an operator
+    picks in one process's variable, the panels of the other processes keep their data."""
     recorded = {rule["record"] for rule in recording_rules()}
     for expr in dashboard_exprs():
         for selector in selectors(expr):
-            # A recording rule keeps `namespace` only (it sums over the jobs).
-            wanted = {("namespace", "=~", "$namespace")} | (
-                set() if selector.metric in recorded else {("job", "=~", "$job")}
-            )
-            assert wanted <= set(selector.matchers), expr
+            assert ("namespace", "=~", "$namespace") in selector.matchers, expr
+            jobs = [(op, value) for label, op, value in selector.matchers if label == "job"]
+            if selector.metric in recorded:  # a recording rule keeps `namespace` only (it sums over the jobs)
+                assert jobs == [], expr
+            else:
+                wanted = "|".join(f"${process}_job" for process in processes_of()[selector.metric])
+                assert jobs == [("=~", wanted)], f"{selector.metric} in {expr}"
+
+
+@pytest.mark.parametrize("process", ["api", "dispatcher", "consumers", "lag_exporter"])
+def test_each_process_registers_the_meters_the_dashboards_read_from_it(process: str) -> None:
+    """PROCESSES_OF_MODULE checked against the registry of each process, built in a fresh interpreter."""
+    registered = registered_metric_families(PROCESS_BUILDS[process])
+    owned = {m.name.removesuffix("_total") for m in metrics().values() if process in PROCESSES_OF_MODULE[m.defined_in]}
+    assert owned - registered == set()
 
 
 def test_dashboard_shows_p50_p95_p99_of_api_latency() -> None:

@@ -36,13 +36,18 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "infra" / "grafana" / "dashboards").glob("*.json"))
 NAMESPACE = "payments-live"
 # Grafana's built-in variables as Grafana fills them for a 5-minute view at a 1 s scrape interval, and the
-# dashboards' own (`namespace`, `job`) as an operator picks them.
+# dashboards' own (`namespace`; the consumers dashboard's `job`, the payments dashboard's job of each process) as an
+# operator picks them.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__interval": "15s",
     "$__range": "5m",
     "$namespace": NAMESPACE,
     "$job": "payment-consumers",
+    "$api_job": "payment-service",
+    "$dispatcher_job": "payment-dispatcher",
+    "$consumers_job": "payment-consumers",
+    "$lag_exporter_job": "payment-lag-exporter",
 }
 # Kubernetes' own series (kube-state-metrics, the kubelet's cAdvisor): a cluster exports them, this machine has none.
 # A query reading one of them may come back empty; it must still evaluate.
@@ -64,11 +69,9 @@ FAULT_SELECTORS = {
     'http_server_requests_seconds_count{route="/payments",method="POST",status=~"5.."}': "no 5xx either",
 }
 MAY_BE_EMPTY = CLUSTER_SERIES | set(FAULT_SERIES)
-# The matchers a dashboard's variables add to a selector (`namespace=~"$namespace"`, `job=~"$job"`): a fault-only
-# selector is the same fault with or without them.
-VARIABLE_MATCHERS = re.compile(
-    rf'(namespace=~"{re.escape(NAMESPACE)}"|job=~"{re.escape(GRAFANA_VARIABLES["$job"])}"),?'
-)
+# The matchers a dashboard's variables add to a selector (`namespace=~"$namespace"`, `job=~"$api_job"`...): a
+# fault-only selector is the same fault with or without them.
+VARIABLE_MATCHERS = re.compile(rf'(namespace=~"{re.escape(NAMESPACE)}"|job=~"(payment-[a-z-]+)(\|payment-[a-z-]+)*"),?')
 
 
 def is_fault_only(what: str) -> bool:
@@ -86,6 +89,19 @@ def dashboard_queries() -> list[str]:
             stack += panel.get("panels", [])
             queries += [target["expr"] for target in panel.get("targets", []) if target.get("expr")]
     return [_substitute(query) for query in queries]
+
+
+def variable_queries() -> list[str]:
+    """Each dashboard variable's `label_values(<selector>, <label>)` as the query Grafana's list comes from."""
+    queries = []
+    for path in DASHBOARDS:
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            if variable["type"] == "query":
+                found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+                assert found, variable["query"]["query"]
+                selector, label = found.groups()
+                queries.append(_substitute(f"group by ({label}) ({selector})"))
+    return queries
 
 
 def _substitute(query: str) -> str:
@@ -172,7 +188,7 @@ async def _check_everything(prometheus: LivePrometheus) -> None:
     errors: dict[str, str] = {}
     evaluated = 0
     reads: set[str] = set()
-    for query in dashboard_queries():
+    for query in variable_queries() + dashboard_queries():
         evaluated += 1
         read = selectors(query)
         try:
