@@ -1,7 +1,8 @@
 """Run the PSP simulator (dev and test only): ``python -m services.psp_simulator [--scenario NORMAL ...]``.
 
 Command-line flags win over the environment (``PAYMENTS_PSP_SIM__HOST``, ``__PORT``, ``__SCENARIO``,
-``__SEED``, ``__PENDING_PERCENT``, ``__TIMEOUT_DURATION_MS``), which wins over the defaults.
+``__SEED``, ``__PENDING_PERCENT``, ``__CHARGED_THEN_UNAVAILABLE_PERCENT``, ``__TIMEOUT_DURATION_MS``), which
+wins over the defaults.
 ``--fd`` serves on an already-listening socket inherited from the parent (how the test fixture avoids a
 race for a free port).
 """
@@ -55,6 +56,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.en
         help="share of 'pending, check later' answers, carved out of the scenario's mix",
     )
     parser.add_argument(
+        "--charged-then-unavailable-percent",
+        type=float,
+        default=_optional(env, "CHARGED_THEN_UNAVAILABLE_PERCENT", float),
+        help="share of new charges and refunds executed but answered 503 (default 0)",
+    )
+    parser.add_argument(
         "--timeout-duration-ms",
         type=int,
         default=_optional(env, "TIMEOUT_DURATION_MS", int),
@@ -70,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides: dict[str, Any] = {}
     if args.pending_percent is not None:
         overrides["pendingPercent"] = args.pending_percent
+    if args.charged_then_unavailable_percent is not None:
+        overrides["chargedThenUnavailablePercent"] = args.charged_then_unavailable_percent
     if args.timeout_duration_ms is not None:
         overrides["timeoutDurationMs"] = args.timeout_duration_ms
     profile = build_profile(args.scenario, overrides)

@@ -6,6 +6,8 @@ PSP API:
   GET  /v1/charges/{key}         200 with the charge's current status; 404 (code "charge_not_found") if unseen
   POST /v1/refunds               header Idempotency-Key (required), body {merchantReference, refundReference,
                                  amount, currency, sellerId}: a refund, answered like a charge (same scenarios)
+                                 Either may answer 503 (code "service_unavailable") after executing, with the
+                                 profile's chargedThenUnavailablePercent; the key then replays it (200)
   GET  /v1/refunds/{key}         200 with the refund's current status; 404 (code "refund_not_found") if unseen
 Admin:
   GET/PUT /admin/scenario        the active profile; PUT {"scenario": "PEAK", <profile field overrides>...}
@@ -33,6 +35,7 @@ from pydantic.alias_generators import to_camel
 from services.psp_simulator.ledger import Charge, ChargeRequest
 from services.psp_simulator.profiles import Outcome, ScenarioProfile, UnknownScenario, build_profile
 from services.psp_simulator.simulator import (
+    ChargedThenUnavailable,
     Clock,
     ForcedCall,
     ForcedHttpError,
@@ -110,6 +113,13 @@ def create_app(profile: ScenarioProfile, rng: random.Random, clock: Clock = utc_
                 "idempotency_key_mismatch",
                 "Unprocessable Content",
                 "this Idempotency-Key was first used with a different request body",
+            )
+        except ChargedThenUnavailable:
+            return problem(
+                503,
+                "service_unavailable",
+                "Service Unavailable",
+                "the PSP is temporarily unavailable (chargedThenUnavailablePercent: it was executed all the same)",
             )
         except ForcedHttpError as forced:
             return problem(forced.status, "forced_error", "Forced Error", "scripted by POST /admin/force")

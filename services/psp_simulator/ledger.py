@@ -96,6 +96,8 @@ class Ledger:
     replays: int = 0
     idempotency_mismatches: int = 0
     forced_http_errors: int = 0
+    # new charges and refunds executed (and recorded) whose caller heard a 503 (chargedThenUnavailablePercent)
+    answered_unavailable_after_execution: int = 0
     slow_calls: int = 0
     status_queries: int = 0
     pending_resolved: int = 0
@@ -171,6 +173,7 @@ class Ledger:
             "replays": self.replays,
             "idempotency_mismatches": self.idempotency_mismatches,
             "forced_http_errors": self.forced_http_errors,
+            "answered_unavailable_after_execution": self.answered_unavailable_after_execution,
             "slow_calls": self.slow_calls,
             "by_outcome": dict(self.by_outcome),
             "status_queries": self.status_queries,

@@ -18,6 +18,11 @@ A pending charge later resolves to success or declined in the ratio of the succe
 A "timeout" is the original's step 1: the call takes `timeoutDurationMs` (5,000 ms) instead of a latency
 bucket, far past the caller's 500 ms wait, and then completes with an outcome drawn from the same mix;
 the charge exists even though the caller gave up. Tests shorten `timeoutDurationMs`.
+
+`chargedThenUnavailablePercent` (default 0) is a fault none of the originals has: that share of new charges and
+refunds is executed and recorded as usual (the money moves), but the caller hears a 503 problem (`code`
+"service_unavailable") once the charge is decided, as from a proxy whose upstream reset after the PSP charged.
+A later call under the same key replays the charge normally.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class ScenarioProfile(_Wire):
     pending_resolve_max_ms: int = Field(default=3000, ge=0)
     # None: resolve pending charges in the ratio of success to declined (all success if both are 0).
     pending_success_percent: float | None = Field(default=None, ge=0, le=100)
+    # Executed, then answered 503: drawn (one extra draw) only when above 0, so seeded runs without it are unchanged.
+    charged_then_unavailable_percent: float = Field(default=0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

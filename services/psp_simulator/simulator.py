@@ -34,6 +34,14 @@ class IdempotencyKeyMismatch(Exception):
     """The key was first used with a different request body."""
 
 
+class ChargedThenUnavailable(Exception):
+    """The charge (or refund) was executed and recorded, but the caller is to hear a 503."""
+
+    def __init__(self, charge: Charge) -> None:
+        super().__init__(f"{charge.idempotency_key} executed, answered 503")
+        self.charge = charge
+
+
 class ForcedHttpError(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"forced HTTP {status}")
@@ -87,6 +95,7 @@ class PspSimulator:
             await existing.decided.wait()
             return existing, True
         plan = self._plan(request.refund_reference or request.merchant_reference)
+        unavailable = self._answers_unavailable()
         now = self._clock()
         charge = Charge(
             id=f"{'re' if request.refund_reference else 'ch'}_{self._rng.getrandbits(64):016x}",
@@ -104,6 +113,9 @@ class PspSimulator:
             ledger.slow_calls += 1
         self._spawn(self._execute(ledger, charge, plan))
         await charge.decided.wait()
+        if unavailable:
+            ledger.answered_unavailable_after_execution += 1
+            raise ChargedThenUnavailable(charge)
         return charge, False
 
     def status(self, key: str) -> Charge | None:
@@ -145,6 +157,10 @@ class PspSimulator:
             self.ledger.forced_http_errors += 1
             raise ForcedHttpError(forced.http_status)
         return ChargePlan(delay_ms=forced.delay_ms, bucket="forced", outcome=forced.outcome)
+
+    def _answers_unavailable(self) -> bool:
+        percent = self.profile.charged_then_unavailable_percent
+        return percent > 0 and self._rng.uniform(0, 100) < percent
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

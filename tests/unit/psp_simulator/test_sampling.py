@@ -105,6 +105,8 @@ def test_timeout_bucket_applies_only_to_the_timeout_share() -> None:
         {"latency": [{"name": "x", "percent": 100, "minMs": 9, "maxMs": 2}]},  # max below min
         {"pendingResolveMinMs": 10, "pendingResolveMaxMs": 5},
         {"timeoutPercent": 101},
+        {"chargedThenUnavailablePercent": 101},
+        {"chargedThenUnavailablePercent": -1},
         {"noSuchField": 1},
     ],
 )
