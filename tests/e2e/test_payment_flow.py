@@ -91,6 +91,27 @@ async def test_a_charge_completing_after_the_timeout_is_found_by_a_status_check_
     assert summary["status_queries"] >= 6
 
 
+async def test_a_psp_that_charges_then_answers_503_is_asked_about_the_key_and_never_charged_again(
+    pipeline: Pipeline, tokens: dict[str, str]
+) -> None:
+    """Half the charges are executed and then answered 503 (a proxy whose upstream reset after the PSP charged).
+    Trusting the 503 as "not executed" would open attempt 1 under a new key and charge the buyer a second time."""
+    await pipeline.psp.reset()
+    await pipeline.psp.set_scenario("BEST_PSP_EVER", charged_then_unavailable_percent=50)
+    payment_ids = await create_payments(pipeline, tokens["order-service"], 6)
+
+    payments = await wait_until_final(pipeline, tokens["order-service"], payment_ids, within=60)
+
+    orders = [o for p in payments.values() for o in p["paymentOrders"]]
+    assert {o["status"] for o in orders} == {"SUCCESSFUL_FINAL"}
+    assert {o["retryCount"] for o in orders} == {0}, "no second key was charged"
+    summary = await pipeline.psp.summary()
+    assert summary["answered_unavailable_after_execution"] > 0
+    assert (summary["orders_charged"], summary["executions"]) == (12, 12)
+    assert summary["orders_charged_more_than_once"] == 0
+    assert summary["status_queries"] >= summary["answered_unavailable_after_execution"]
+
+
 async def test_declined_orders_keep_their_reason_and_emit_a_failed_event(
     pipeline: Pipeline, tokens: dict[str, str]
 ) -> None:
