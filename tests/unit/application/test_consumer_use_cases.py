@@ -345,14 +345,7 @@ async def test_a_psp_that_charged_then_answered_503_is_asked_before_a_new_key_an
 async def test_a_503_the_status_query_finds_no_charge_for_opens_the_next_attempt(world: World) -> None:
     order = world.tables.add_order(an_order())
     world.psp.script_charge("paymentorder-7-0", PspCallResult(PspAnswer(AnswerKind.UNAVAILABLE), 3, "HTTP_503"))
-    request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
-    assert request is not None
-
-    await _deliver_twice_and_apply(world, request)
-    world.clock.advance(timedelta(seconds=5))
-    await world.dispatch_checks.dispatch_batch(limit=10)
-    [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
-    await _deliver_twice_and_apply(world, check_request, execute=False)  # the PSP: no such charge
+    await _charge_then_first_check(world, order)  # the PSP: no such charge
 
     saved = world.tables.order(7)
     assert (saved.status, saved.retry_count, saved.retry_reason) == (S.FAILED_TRANSIENT_ERROR, 1, NO_CHARGE_AT_PSP)
@@ -780,6 +773,18 @@ async def _deliver_twice_and_apply(world: World, request: EventEnvelope, *, exec
         await world.apply(result)
 
 
+async def _charge_then_first_check(world: World, order: PaymentOrder) -> None:
+    """The order's created event through enqueue, the charge and its answer (each delivered twice), then, 5 s
+    later, status check 1 dispatched, asked and applied (twice too)."""
+    request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
+    assert request is not None
+    await _deliver_twice_and_apply(world, request)
+    world.clock.advance(timedelta(seconds=5))
+    await world.dispatch_checks.dispatch_batch(limit=10)
+    [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
+    await _deliver_twice_and_apply(world, check_request, execute=False)
+
+
 async def test_a_timed_out_charge_that_went_through_is_resolved_by_a_status_check_and_charged_once(
     world: World,
 ) -> None:
@@ -808,14 +813,7 @@ async def test_a_timed_out_charge_the_psp_never_saw_is_charged_again_under_the_n
 ) -> None:
     order = world.tables.add_order(an_order())
     world.psp.script_charge("paymentorder-7-0", PspCallResult(psp_said(S.TIMEOUT_EXCEEDED_1S_TRANSIENT), 1_000))
-    request = await world.enqueue(payment_order_created(order, trace_id=TRACE, now=T0))
-    assert request is not None
-
-    await _deliver_twice_and_apply(world, request)
-    world.clock.advance(timedelta(seconds=5))
-    await world.dispatch_checks.dispatch_batch(limit=10)
-    [check_request] = world.emitted(EventType.STATUS_CHECK_REQUESTED)
-    await _deliver_twice_and_apply(world, check_request, execute=False)  # the PSP: no such charge
+    await _charge_then_first_check(world, order)  # the PSP: no such charge
     world.retries.now_ms += 60_000
     [retry] = await world.retries.claim_due(limit=10)
     retry_request = world.retries.inflight[retry.member][0].envelope
