@@ -7,7 +7,7 @@ PY := .venv/bin/python
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test lint typecheck imports alerts pytest chaos bench-api bench-dispatch bench-e2e bench-e2e-case install services jvm-parts clean
+.PHONY: run test lint typecheck imports alerts pytest chaos bench-api bench-dispatch bench-e2e bench-e2e-case install install-runtime services jvm-parts clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@bash infra/scripts/ensure-venv.sh .venv
@@ -17,14 +17,25 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
 install: .venv/.installed
 
+# `make run` needs only the runtime set: no test, lint or benchmark tools (see the README for the sizes). --inexact
+# keeps what `make test` installed, so the two commands never undo each other.
+.venv/.installed-runtime: pyproject.toml uv.lock
+	@bash infra/scripts/ensure-venv.sh .venv
+	@.venv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@.venv/bin/uv sync --frozen --no-dev --inexact --quiet
+	@touch $@
+
+install-runtime: .venv/.installed-runtime
+
 services:
 	@bash infra/scripts/ensure-services.sh
 
 jvm-parts: install services
 	@$(PY) -m devstack install
 
-run: install services
-	@bash infra/scripts/run-local.sh
+# RUN_ARGS="--api-port 8181 --kafka-port 19092" picks other ports (every port is a flag: .venv/bin/python -m devstack.run --help)
+run: install-runtime services
+	@bash infra/scripts/run-local.sh $(RUN_ARGS)
 
 lint: install
 	.venv/bin/ruff check .

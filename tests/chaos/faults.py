@@ -40,6 +40,8 @@ FAILING_PSP: dict[str, Any] = {
     "pending_percent": 0,
 }
 DEGRADED_PSP: dict[str, Any] = {"timeout_duration_ms": 3_000}
+# A third of new charges (and refunds) executed, then answered 503: a proxy whose upstream reset after the PSP charged.
+CHARGED_THEN_503_PSP: dict[str, Any] = {**BASELINE_PSP, "charged_then_unavailable_percent": 30}
 POISON_KEY = b"chaos-poison"
 COPY_HEADER = "chaos-copy"  # marks the records the duplicating fault wrote, so that it never copies a copy
 KAFKA_SESSION_TIMEOUT_S = 6.0  # PAYMENTS_CONSUMER__SESSION_TIMEOUT_MS in tests/chaos/stack.py
@@ -299,6 +301,7 @@ REDIS_RESTART_EMPTY = restart_redis(keep_data=False)
 REDIS_RESTART_KEPT = restart_redis(keep_data=True)
 PSP_DEGRADED = psp("PSP DEGRADED 15s", DEGRADED_PSP, 15, scenario="DEGRADED")
 PSP_FAILING = psp("PSP failing 10s", FAILING_PSP, 10)
+PSP_CHARGED_THEN_503 = psp("PSP charges then 503 15s", CHARGED_THEN_503_PSP, 15)
 
 
 async def carry_out(fault: Fault, stack: ChaosStack, log: FaultLog, errors: list[str]) -> None:

@@ -58,6 +58,7 @@ def scenarios(outage_s: float = 30.0) -> list[Scenario]:
         Scenario("Redis restarts", (f.REDIS_RESTART_EMPTY, f.REDIS_RESTART_KEPT)),
         Scenario("every message twice", (f.DUPLICATES,)),
         Scenario("PSP slow, failing", (f.PSP_DEGRADED, f.PSP_FAILING)),
+        Scenario("PSP charges then 503", (f.PSP_CHARGED_THEN_503,) * 2),
         Scenario("poison", (f.POISON,)),
         Scenario("wedged poll loop", (f.WEDGE,)),
         Scenario(
@@ -74,6 +75,7 @@ def scenarios(outage_s: float = 30.0) -> list[Scenario]:
                 f.DUPLICATES,
                 f.PSP_DEGRADED,
                 f.PSP_FAILING,
+                f.PSP_CHARGED_THEN_503,
                 f.POISON,
                 f.WEDGE,
             ),
