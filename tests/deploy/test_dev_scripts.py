@@ -5,6 +5,7 @@ record what they are asked (nothing is installed on this machine)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from pathlib import Path
@@ -86,6 +87,23 @@ def test_make_creates_the_virtualenv_with_the_script() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert "\t@bash infra/scripts/ensure-venv.sh .venv\n" in makefile
     assert "python3.11 -m venv" not in makefile
+
+
+def _recipe(makefile: str, target: str) -> str:
+    """The recipe lines of `target` (the tab-indented lines right after its rule)."""
+    after = makefile.split(f"\n{target}:", 1)[1].splitlines()[1:]
+    return "\n".join(itertools.takewhile(lambda line: line.startswith("\t"), after))
+
+
+def test_make_run_installs_the_runtime_set_only_and_make_test_everything() -> None:
+    """A newcomer's `make run` needs no test, lint or benchmark tools (≈ 210 MB against ≈ 900 MB); neither command
+    removes what the other installed."""
+    makefile = (REPO / "Makefile").read_text()
+    assert "\nrun: install-runtime services\n" in makefile
+    assert "uv sync --frozen --no-dev --inexact" in _recipe(makefile, ".venv/.installed-runtime")
+    full = _recipe(makefile, ".venv/.installed")
+    assert "uv sync --frozen" in full and "--no-dev" not in full
+    assert "\npytest: install " in makefile
 
 
 def test_ensure_services_installs_curl_and_jq_for_the_readme() -> None:
