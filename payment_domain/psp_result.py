@@ -5,7 +5,7 @@ Rule 3 lives here: an unknown outcome (timeout, pending, unrecognised answer) is
 is resolved by asking the PSP about that attempt, and only "the PSP has no such charge" allows another attempt. A
 charge call answered "not processed" (a 429, refused before sending) proves no money moved only when it was the
 only call ever made under the attempt's key: any other call under that key may have charged, so the answer is
-then an unknown outcome too. A 503 proves it never (`unconfirmed`): a proxy in front of the PSP answers 503 after
+then an unknown outcome too. A 503 never proves it (`unconfirmed`): a proxy in front of the PSP answers 503 after
 an upstream reset as well, when the PSP may have charged. Likewise a status check's "no such charge" (or "failed,
 no money moved") proves nothing while a call under the key may still reach the PSP: the check is asked again
 later instead.
