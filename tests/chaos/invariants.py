@@ -217,8 +217,8 @@ async def read_topics(bootstrap: str, topics: list[str], *, within: float = 60.0
 
 async def check_kafka(database_url: str, bootstrap: str, poison: dict[str, bytes], verdict: Verdict) -> None:
     """Every outbox row on its topic (published at least once); duplicates delivered (a record whose eventId an
-        earlier one of its topic carried); the dead-letter topics: exactly the injected poison, one each (a copy of the same
-    poison after a crash is counted in `dead_letters_repeated`)."""
+    earlier one of its topic carried); the dead-letter topics: exactly the injected poison, one each (a copy of
+    the same poison after a crash is counted in `dead_letters_repeated`)."""
     dead_letter_topics = [f"{topic.value}.DLQ" for topic in CONSUMED_TOPICS]
     read = await read_topics(bootstrap, [*(t.value for t in ALL_TOPICS), *dead_letter_topics])
     duplicates = 0
