@@ -15,6 +15,10 @@ from typing import Any
 Condition = Callable[[], bool]
 
 
+class SimulationFailed(AssertionError):
+    """A seed broke an invariant, or a simulated process could not go on."""
+
+
 class _Checkpoint:
     def __init__(self, until: Condition | None = None) -> None:
         self.until = until
