@@ -5,8 +5,10 @@ Per group and partition: fetches of a random size from the log (paused when the 
 low-water mark, as the real consumer pauses and resumes the partition), each record the window lets start run as a
 scheduler task (retried in place on a connection error or a timeout, as the real record processor does with a
 dependency failure), and on its finish whatever the window lets start next. A commit takes the window's
-`completed`. A crash or rebalance of the group closes its tasks where they stand and drops its windows: the next
-member starts from the committed offsets.
+`completed`. A crash closes the group's tasks where they stand and drops its windows: the next member starts from
+the committed offsets. A rebalance is either such a loss of the member, or a revocation as the real consumer
+runs it: the windows stop (the queue dropped, nothing more started), the records in hand finish, or are abandoned
+at the drain's deadline, then the finished prefix is committed and the windows dropped.
 Two oracles watch the window itself, since idempotent handlers and the stale-order sweeper mask most of what a
 broken one would do to the money: an order's records start one at a time in offset order (per member), and no
 commit passes a record that was never handled to its end.
@@ -26,6 +28,7 @@ WINDOW_SIZE = 4  # records of a partition in hand at once (`CONSUMER__BATCH_SIZE
 CAPACITY = 8  # records fetched and not yet finished (`CONSUMER__MAX_IN_FLIGHT_PER_PARTITION`, 50)
 FETCH_MAX = 4  # records one fetch returns at most (`CONSUMER__MAX_POLL_RECORDS`, 200)
 IN_PLACE_TRIES = 200
+DRAIN_MS = 1_000  # a revoked partition's records in hand get this long (`CONSUMER__DRAIN_TIMEOUT_SECONDS`, 10)
 
 
 def _window() -> KeyedWindow[Record]:
@@ -40,6 +43,7 @@ class Lane:
     committed: int = 0
     fetched: int = 0  # the next offset to fetch
     paused: bool = False
+    drain_until: int | None = None  # revoked: the deadline of its records in hand
     window: KeyedWindow[Record] = field(default_factory=_window)
     running: dict[str, int] = field(default_factory=dict)  # order -> its offset being handled
     started: dict[str, int] = field(default_factory=dict)  # order -> the last offset of it started by this member
@@ -55,6 +59,7 @@ class Lane:
         self.window = _window()
         self.fetched = self.committed
         self.paused = False
+        self.drain_until = None
         self.running.clear()
         self.started.clear()
 
@@ -68,13 +73,20 @@ class SimGroup:
     broker: SimBroker
     random: random.Random
     trace: Callable[[str], None]
+    now_ms: Callable[[], int]
     lanes: list[Lane] = field(default_factory=lambda: [Lane(p) for p in range(PARTITIONS)])
 
     def actions(self) -> list[tuple[float, Callable[[], None]]]:
         actions: list[tuple[float, Callable[[], None]]] = []
         logs = self.broker.logs
         for lane in self.lanes:
-            if not lane.paused and lane.fetched < len(logs.get((self.topic, lane.partition), ())):
+            if lane.drain_until is not None and lane.drain_until <= self.now_ms():
+                actions.append((2.0, lambda lane=lane: self._drain_timed_out(lane)))  # type: ignore[misc]
+            if (
+                not lane.paused
+                and lane.drain_until is None
+                and lane.fetched < len(logs.get((self.topic, lane.partition), ()))
+            ):
                 actions.append((5.0, lambda lane=lane: self.fetch(lane)))  # type: ignore[misc]
             if lane.committed < lane.position:
                 actions.append((2.0, lambda lane=lane: self.commit(lane)))  # type: ignore[misc]
@@ -101,6 +113,30 @@ class SimGroup:
         self.scheduler.kill(self.name)
         for lane in self.lanes:
             lane.drop()
+
+    def revoke(self) -> None:
+        """A rebalance takes the partitions away cleanly: each window stops; once its records in hand are done (or
+        abandoned at the deadline), what finished is committed and the window dropped."""
+        for lane in self.lanes:
+            if lane.drain_until is None:
+                lane.window.stop()
+                lane.drain_until = self.now_ms() + DRAIN_MS
+                self._drained(lane, waited=False)
+
+    def _drained(self, lane: Lane, *, waited: bool = True) -> None:
+        if lane.drain_until is not None and not lane.running:
+            self.commit(lane)
+            if waited:
+                self.trace(f"{self.name}/{lane.partition} drained and committed {lane.committed}")
+            lane.drop()
+
+    def _drain_timed_out(self, lane: Lane) -> None:
+        killed = self.scheduler.kill_named(f"{self.name}/{lane.partition}")
+        self.commit(lane)
+        self.trace(
+            f"{self.name}/{lane.partition} drain timed out ({len(killed)} abandoned), committed {lane.committed}"
+        )
+        lane.drop()
 
     def settled(self) -> bool:
         return all(lane.committed >= len(self.broker.log(self.topic, lane.partition)) for lane in self.lanes)
@@ -132,6 +168,7 @@ class SimGroup:
                 self._start(lane, window.finish(record))
                 if window.wants_more:
                     lane.paused = False
+                self._drained(lane)
 
             self.scheduler.spawn(name, self.name, self._run(name, record), done)
 

@@ -84,6 +84,14 @@ class Scheduler:
             task.coro.close()
         return killed
 
+    def kill_named(self, name: str) -> list[Task]:
+        """Close the tasks called `name` (one part of a process) where they wait, as `kill` does."""
+        killed = [t for t in self.tasks if t.name == name]
+        for task in killed:
+            self.tasks.remove(task)
+            task.coro.close()
+        return killed
+
     def running(self, name: str) -> bool:
         return any(t.name == name for t in self.tasks)
 

@@ -93,7 +93,11 @@ def test_the_faults_happen() -> None:
         "on its way until",  # a charge slow to reach the PSP, within the call budget
         "could not ask",
         "retry in place",
-        "side by side",  # a consumer batch running several orders of one partition at once
+        "side by side",  # a partition's window running several orders at once
+        "its partitions revoked",  # a rebalance that lets the records in hand finish
+        "drained and committed",
+        "drain timed out",  # ... and one whose records in hand outlast the drain, abandoned uncommitted
+        "the member is gone",  # a rebalance that drops the member's windows where they stand
         "answers in one transaction",  # the result applier's batches (apply_many) of several orders
         "CRASH api",
         "(try 2)",  # a client sending a create again after the API died under it

@@ -157,7 +157,7 @@ class World:
 
         def group(name: str, event_type: EventType, handle: Callable[[Record], Awaitable[object]]) -> SimGroup:
             topic = event_type.topic.value
-            return SimGroup(name, topic, handle, self.scheduler, self.broker, self.random, self.trace)
+            return SimGroup(name, topic, handle, self.scheduler, self.broker, self.random, self.trace, self.now_ms)
 
         self.groups = [
             group("enqueuer", EventType.PAYMENT_ORDER_CREATED, lambda r: enqueue(r.envelope)),
@@ -290,8 +290,12 @@ class World:
 
     def _rebalance(self) -> None:
         group = self.random.choice(self.groups)
-        group.drop()
-        self.trace(f"REBALANCE {group.name}: uncommitted records are delivered again")
+        if self.random.random() < 0.5:
+            self.trace(f"REBALANCE {group.name}: its partitions revoked, the records in hand finish first")
+            group.revoke()
+        else:
+            group.drop()
+            self.trace(f"REBALANCE {group.name}: the member is gone, uncommitted records are delivered again")
 
     def _flush_redis(self) -> None:
         self.retry_queue.queued.clear()
