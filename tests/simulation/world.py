@@ -6,7 +6,8 @@ consumers' tables (the contract-tested fakes), the Redis retry queue, and every 
 process with its own (possibly skewed) clock. While faults are on, the scheduler interleaves the workers at every
 await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
 faults stop and the world runs until it settles; the invariants are checked on what is left.
-The result applier's answers go through the coalescer as deployed (batches.py): answers of distinct orders share
+Each consumer group's partitions run the product's sliding window (partitions.py). The result applier's answers
+go through the coalescer as deployed (batches.py): answers of distinct orders share
 one `apply_many` transaction. Clients ask for refunds of the orders they paid (refunds.py) through the real
 RefundPaymentOrder; the real ExecuteRefund pays them back, the stale-refund sweeper and the parked-refund re-query
 (RedriveRefunds) run beside the charges' own.
