@@ -40,6 +40,7 @@ class Lane:
     """One group on one partition: its committed offset and, for the member holding it, its window."""
 
     partition: int
+    log: list[Record]  # the partition's log (the broker appends to this list)
     committed: int = 0
     fetched: int = 0  # the next offset to fetch
     paused: bool = False
@@ -74,28 +75,26 @@ class SimGroup:
     random: random.Random
     trace: Callable[[str], None]
     now_ms: Callable[[], int]
-    lanes: list[Lane] = field(default_factory=lambda: [Lane(p) for p in range(PARTITIONS)])
+    lanes: list[Lane] = field(init=False)
 
-    def actions(self) -> list[tuple[float, Callable[[], None]]]:
-        actions: list[tuple[float, Callable[[], None]]] = []
-        logs = self.broker.logs
+    def __post_init__(self) -> None:
+        self.lanes = [Lane(p, self.broker.log(self.topic, p)) for p in range(PARTITIONS)]
+
+    def add_actions(self, actions: list[tuple[float, Callable[[], None]]]) -> None:
+        """What the group may do next (looked at on every step of the world, so kept cheap)."""
         for lane in self.lanes:
-            if lane.drain_until is not None and lane.drain_until <= self.now_ms():
-                actions.append((2.0, lambda lane=lane: self._drain_timed_out(lane)))  # type: ignore[misc]
-            if (
-                not lane.paused
-                and lane.drain_until is None
-                and lane.fetched < len(logs.get((self.topic, lane.partition), ()))
-            ):
+            if lane.drain_until is not None:
+                if lane.drain_until <= self.now_ms():
+                    actions.append((2.0, lambda lane=lane: self._drain_timed_out(lane)))  # type: ignore[misc]
+            elif not lane.paused and lane.fetched < len(lane.log):
                 actions.append((5.0, lambda lane=lane: self.fetch(lane)))  # type: ignore[misc]
-            if lane.committed < lane.position:
+            completed = lane.window.completed
+            if completed is not None and lane.committed < completed:
                 actions.append((2.0, lambda lane=lane: self.commit(lane)))  # type: ignore[misc]
-        return actions
 
     def fetch(self, lane: Lane) -> None:
         """One poll: what the window has room for is queued; the rest is fetched again once it has room."""
-        log = self.broker.log(self.topic, lane.partition)
-        records = log[lane.fetched : lane.fetched + self.random.randint(1, FETCH_MAX)]
+        records = lane.log[lane.fetched : lane.fetched + self.random.randint(1, FETCH_MAX)]
         taken = lane.window.offer(records)
         lane.fetched += taken
         if taken < len(records) or lane.window.room == 0:
@@ -139,7 +138,7 @@ class SimGroup:
         lane.drop()
 
     def settled(self) -> bool:
-        return all(lane.committed >= len(self.broker.log(self.topic, lane.partition)) for lane in self.lanes)
+        return all(lane.committed >= len(lane.log) for lane in self.lanes)
 
     def _start(self, lane: Lane, records: list[Record]) -> None:
         name = f"{self.name}/{lane.partition}"

@@ -252,7 +252,7 @@ class World:
         if self.results.can_start():
             actions.append((5.0, self.results.start))
         for group in self.groups:
-            actions += group.actions()
+            group.add_actions(actions)
         running = {task.name for task in self.scheduler.tasks}
         now = self.now_ms()
         for periodic in self.periodic:
