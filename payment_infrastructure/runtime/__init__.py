@@ -1,2 +1,3 @@
-"""The one worker runtime every deployable runs its background work on: paced loops, timers, and the table of
-workers a process runs (the Kafka workers are `PartitionOrderedConsumer.run`, the same shape)."""
+"""The one worker runtime every deployable runs its background work on: paced loops, timers, the table of
+workers a process runs (the Kafka workers are `PartitionOrderedConsumer.run`, the same shape), the coalescer, and
+the partitions' sliding window (`keyed_window.KeyedWindow`, also run by the simulation)."""

@@ -29,14 +29,6 @@ class Record:
 
 
 @dataclass
-class Cursor:
-    """One consumer group on one partition: where it has committed, and how far it has processed since."""
-
-    committed: int = 0
-    position: int = 0
-
-
-@dataclass
 class SimBroker:
     random: random.Random
     trace: Callable[[str], None]

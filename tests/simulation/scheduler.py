@@ -15,6 +15,10 @@ from typing import Any
 Condition = Callable[[], bool]
 
 
+class SimulationFailed(AssertionError):
+    """A seed broke an invariant, or a simulated process could not go on."""
+
+
 class _Checkpoint:
     def __init__(self, until: Condition | None = None) -> None:
         self.until = until
@@ -74,7 +78,13 @@ class Scheduler:
 
     def kill(self, process: str) -> list[Task]:
         """Close every task of `process` at the checkpoint where it waits; their `on_done` is not called."""
-        killed = [t for t in self.tasks if t.process == process]
+        return self._close([t for t in self.tasks if t.process == process])
+
+    def kill_named(self, name: str) -> list[Task]:
+        """Close the tasks called `name` (one part of a process) where they wait, as `kill` does."""
+        return self._close([t for t in self.tasks if t.name == name])
+
+    def _close(self, killed: list[Task]) -> list[Task]:
         for task in killed:
             self.tasks.remove(task)
             task.coro.close()

@@ -3,14 +3,15 @@
 A failing seed reports itself with its trace; `python -m tests.simulation --seed N` replays it identically.
 `PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). Broken stores must fail
 seeds, so the oracles are shown to catch them: ledger entries posted after the state change commits (charges and
-refunds), a refund limit that forgets the refunds still in flight.
+refunds), a refund limit that forgets the refunds still in flight; and so must a broken consumer window (a commit
+past a record still running, an order's records side by side).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
@@ -19,11 +20,14 @@ import pytest
 import structlog
 
 from payment_domain.ledger import JournalEntry
+from payment_infrastructure.runtime.keyed_window import KeyedWindow
 from tests import fakes_refunds
 from tests.fakes_consumers import FakeResultStore, FakeResultTransaction
 from tests.fakes_refunds import FakeRefundStore, FakeRefundTransaction
+from tests.simulation import partitions as partitions_module
 from tests.simulation import refunds as refunds_module
 from tests.simulation import world as world_module
+from tests.simulation.broker import Record
 from tests.simulation.refund_invariants import check_refunds
 from tests.simulation.scheduler import checkpoint
 from tests.simulation.world import SimulationFailed, World
@@ -89,7 +93,11 @@ def test_the_faults_happen() -> None:
         "on its way until",  # a charge slow to reach the PSP, within the call budget
         "could not ask",
         "retry in place",
-        "side by side",  # a consumer batch running several orders of one partition at once
+        "side by side",  # a partition's window running several orders at once
+        "its partitions revoked",  # a rebalance that lets the records in hand finish
+        "drained and committed",
+        "drain timed out",  # ... and one whose records in hand outlast the drain, abandoned uncommitted
+        "the member is gone",  # a rebalance that drops the member's windows where they stand
         "answers in one transaction",  # the result applier's batches (apply_many) of several orders
         "CRASH api",
         "(try 2)",  # a client sending a create again after the API died under it
@@ -177,10 +185,13 @@ class _LimitOnConfirmedOnly(FakeRefundTransaction):
 def _failures(seeds: int) -> list[str]:
     failures = []
     for seed in range(seeds):
+        world = World(seed)
         try:
-            World(seed).run()
+            world.run()
         except SimulationFailed as failure:
             failures.append(str(failure))
+            for task in world.scheduler.tasks:  # the run stopped mid-flight: its tasks end here
+                task.coro.close()
     return failures
 
 
@@ -209,3 +220,34 @@ def test_the_refund_oracle_fails_seeds_when_the_limit_forgets_refunds_in_flight(
             for task in world.scheduler.tasks:  # the run stopped mid-flight: its tasks end here
                 task.coro.close()
     assert found
+
+
+class _CommitsPastRunning(KeyedWindow[Record]):
+    """A broken window: its committable offset jumps to whatever finished last, over records still running."""
+
+    def finish(self, record: Record) -> list[Record]:
+        ready = super().finish(record)
+        self.completed = max(self.completed or 0, record.offset + 1)
+        return ready
+
+
+class _NoOrderPerKey(KeyedWindow[Record]):
+    """A broken window: every record is a key of its own, so one order's records run side by side."""
+
+    def __init__(self, *, size: int, capacity: int, key: Callable[[Record], Hashable]) -> None:
+        super().__init__(size=size, capacity=capacity, key=lambda record: record.offset)
+
+
+@pytest.mark.parametrize(
+    ("broken", "symptom"),
+    [(_CommitsPastRunning, "past unhandled"), (_NoOrderPerKey, "out of turn")],
+    ids=["commit-past-a-running-record", "an-orders-records-side-by-side"],
+)
+def test_the_delivery_oracles_fail_seeds_when_the_consumer_window_is_broken(
+    monkeypatch: pytest.MonkeyPatch, broken: type[KeyedWindow[Record]], symptom: str
+) -> None:
+    """The money invariants alone pass such a window (idempotent handlers, the sweeper): the oracles on the window
+    itself must not."""
+    monkeypatch.setattr(partitions_module, "KeyedWindow", broken)
+    failures = _failures(20)
+    assert any(symptom in f for f in failures), failures[:3]

@@ -6,7 +6,8 @@ consumers' tables (the contract-tested fakes), the Redis retry queue, and every 
 process with its own (possibly skewed) clock. While faults are on, the scheduler interleaves the workers at every
 await, kills processes there, rebalances groups, flushes Redis, and the broker and the PSP misbehave. Then the
 faults stop and the world runs until it settles; the invariants are checked on what is left.
-The result applier's answers go through the coalescer as deployed (batches.py): answers of distinct orders share
+Each consumer group's partitions run the product's sliding window (partitions.py). The result applier's answers
+go through the coalescer as deployed (batches.py): answers of distinct orders share
 one `apply_many` transaction. Clients ask for refunds of the orders they paid (refunds.py) through the real
 RefundPaymentOrder; the real ExecuteRefund pays them back, the stale-refund sweeper and the parked-refund re-query
 (RedriveRefunds) run beside the charges' own.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,12 +44,13 @@ from tests.fakes_consumers import (
 )
 from tests.fakes_retry import FakeRetryQueue
 from tests.simulation.batches import SimBatcher
-from tests.simulation.broker import PARTITIONS, Cursor, Record, SimBroker, SimEventSink, SimPublisher
+from tests.simulation.broker import Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
 from tests.simulation.invariants import SIM_COMMISSION, check_invariants
+from tests.simulation.partitions import SimGroup
 from tests.simulation.psp import SimPsp
 from tests.simulation.refunds import SimRefunds
-from tests.simulation.scheduler import Checkpointed, Scheduler, Task, checkpoint
+from tests.simulation.scheduler import Checkpointed, Scheduler, SimulationFailed, Task, checkpoint
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = ResultPolicy(max_retries=3, retry_base_ms=200, retry_max_ms=2_000, status_check_delays_seconds=(1, 3, 6))
@@ -62,11 +64,6 @@ REQUERY_EVERY = timedelta(seconds=30)
 FAULT_STEPS = 600
 SETTLE_DEADLINE = timedelta(hours=2)
 MAX_STEPS = 60_000
-BATCH_SIZE = 4  # records a partition hands its consumer at once (the real default is 16)
-
-
-class SimulationFailed(AssertionError):
-    pass
 
 
 class SkewedClock:
@@ -90,14 +87,6 @@ class Periodic:
     interval_ms: int
     run: Callable[[], Coroutine[None, None, Any]]
     next_ms: int = 0
-
-
-@dataclass
-class Group:
-    name: str
-    topic: str
-    handle: Callable[[Record], Awaitable[object]]
-    cursors: dict[int, Cursor] = field(default_factory=dict)
 
 
 class World:
@@ -166,19 +155,18 @@ class World:
         )
         self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
+
+        def group(name: str, event_type: EventType, handle: Callable[[Record], Awaitable[object]]) -> SimGroup:
+            topic = event_type.topic.value
+            return SimGroup(name, topic, handle, self.scheduler, self.broker, self.random, self.trace, self.now_ms)
+
         self.groups = [
-            Group("enqueuer", EventType.PAYMENT_ORDER_CREATED.topic.value, lambda r: enqueue(r.envelope)),
-            Group(
-                "executor",
-                EventType.PSP_CALL_REQUESTED.topic.value,
-                lambda r: execute(r.envelope, delivery=r.delivery),
-            ),
-            Group("applier", EventType.PSP_RESULT_UPDATED.topic.value, lambda r: self.results.submit(r.envelope)),
-            Group("checker", EventType.STATUS_CHECK_REQUESTED.topic.value, lambda r: check(r.envelope)),
-            Group("refunder", EventType.REFUND_REQUESTED.topic.value, self.refunds.handle),
+            group("enqueuer", EventType.PAYMENT_ORDER_CREATED, lambda r: enqueue(r.envelope)),
+            group("executor", EventType.PSP_CALL_REQUESTED, lambda r: execute(r.envelope, delivery=r.delivery)),
+            group("applier", EventType.PSP_RESULT_UPDATED, lambda r: self.results.submit(r.envelope)),
+            group("checker", EventType.STATUS_CHECK_REQUESTED, lambda r: check(r.envelope)),
+            group("refunder", EventType.REFUND_REQUESTED, self.refunds.handle),
         ]
-        for group in self.groups:
-            group.cursors = {p: Cursor() for p in range(PARTITIONS)}
         dispatch_retries = DispatchRetries(retries, SimPublisher(self.broker))
         dispatch_checks = DispatchStatusChecks(
             checks=Checkpointed(FakeStatusCheckQueue(tables, self.db_clock)),
@@ -263,15 +251,9 @@ class World:
                 actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
         if self.results.can_start():
             actions.append((5.0, self.results.start))
-        running = {task.name for task in self.scheduler.tasks}  # looked up for every partition: once per step
-        logs = self.broker.logs
         for group in self.groups:
-            for partition, cursor in group.cursors.items():
-                unread = cursor.position < len(logs.get((group.topic, partition), ()))
-                if unread and f"{group.name}/{partition}" not in running:
-                    actions.append((5.0, lambda g=group, p=partition: self._deliver(g, p)))  # type: ignore[misc]
-                if cursor.committed < cursor.position:
-                    actions.append((2.0, lambda c=cursor: self._commit(c)))  # type: ignore[misc]
+            group.add_actions(actions)
+        running = {task.name for task in self.scheduler.tasks}
         now = self.now_ms()
         for periodic in self.periodic:
             if periodic.next_ms <= now and periodic.name not in running:
@@ -284,48 +266,6 @@ class World:
         if actions:
             actions.append((2.0, lambda: self._advance(self.random.randint(1, 400))))
         return actions
-
-    def _deliver(self, group: Group, partition: int) -> None:
-        """One batch of the partition, as the real consumer runs it: each order's records one after another, the
-        orders side by side; the position moves over the finished prefix, so a commit never skips a running one."""
-        cursor = group.cursors[partition]
-        log = self.broker.log(group.topic, partition)
-        batch = log[cursor.position : cursor.position + self.random.randint(1, BATCH_SIZE)]
-        name = f"{group.name}/{partition}"
-        finished: set[int] = set()
-        chains: dict[str, list[Record]] = {}
-        for record in batch:
-            chains.setdefault(record.envelope.aggregate_id, []).append(record)
-
-        async def run_chain(chain: list[Record]) -> None:
-            for record in chain:
-                failures = 0
-                while True:
-                    try:
-                        await group.handle(record)
-                        break
-                    except (ConnectionError, TimeoutError) as error:
-                        failures += 1
-                        failed = f"{name} offset {record.offset} failed ({type(error).__name__}: {error})"
-                        self.trace(f"{failed}; retry in place")
-                        if failures > 200:
-                            raise SimulationFailed(f"{name} offset {record.offset} cannot be processed") from error
-                        await checkpoint()
-                finished.add(record.offset)
-                while cursor.position in finished:
-                    cursor.position += 1
-
-        def done(_value: object, error: BaseException | None) -> None:
-            if error is not None:
-                raise SimulationFailed(f"{name} cannot process its batch: {error!r}") from error
-
-        if len(chains) > 1:
-            self.trace(f"{name} runs {len(chains)} orders side by side from offset {cursor.position}")
-        for chain in chains.values():
-            self.scheduler.spawn(name, group.name, run_chain(chain), done)
-
-    def _commit(self, cursor: Cursor) -> None:
-        cursor.committed = cursor.position
 
     def _start(self, periodic: Periodic) -> None:
         def done(_value: object, error: BaseException | None) -> None:
@@ -343,8 +283,7 @@ class World:
         killed: list[Task] = self.scheduler.kill(process)
         for group in self.groups:
             if group.name == process:
-                for cursor in group.cursors.values():
-                    cursor.position = cursor.committed
+                group.drop()
         for periodic in self.periodic:
             if periodic.name == process:
                 periodic.next_ms = self.now_ms() + periodic.interval_ms
@@ -352,10 +291,12 @@ class World:
 
     def _rebalance(self) -> None:
         group = self.random.choice(self.groups)
-        self.scheduler.kill(group.name)
-        for cursor in group.cursors.values():
-            cursor.position = cursor.committed
-        self.trace(f"REBALANCE {group.name}: uncommitted records are delivered again")
+        if self.random.random() < 0.5:
+            self.trace(f"REBALANCE {group.name}: its partitions revoked, the records in hand finish first")
+            group.revoke()
+        else:
+            group.drop()
+            self.trace(f"REBALANCE {group.name}: the member is gone, uncommitted records are delivered again")
 
     def _flush_redis(self) -> None:
         self.retry_queue.queued.clear()
@@ -386,10 +327,8 @@ class World:
             return False
         if any(e.event_id not in self.outbox_sent for e in self.tables.outbox):
             return False
-        for group in self.groups:
-            for partition, cursor in group.cursors.items():
-                if cursor.committed < len(self.broker.log(group.topic, partition)):
-                    return False
+        if not all(group.settled() for group in self.groups):
+            return False
         # Parked orders too must leave NEEDS_RECONCILIATION: once faults stop the PSP answers truthfully, and the
         # re-query (defect 4) must turn that answer into a final state.
         orders_final = all(is_terminal(row.order.status) for row in self.tables.orders.values())
