@@ -4,7 +4,10 @@ Every process has one or two pools (the SQLAlchemy engine; the API also its plai
 bounded by `DB__POOL_SIZE` (+ `DB__MAX_OVERFLOW` for the engine): the sum over every pod is what the release may
 open against the server's `max_connections` (docs/operations.md, "Postgres connections"). Exported as
 `db_pool_connections{pool,state}` (in_use, idle) and `db_pool_max_connections{pool}`; a pool saturated at its
-maximum is where creates start answering 503 "connection pool exhausted" and records wait.
+maximum is where creates start answering 503 "connection pool exhausted" and records wait. The server's own
+`max_connections` is exported too (`db_server_max_connections`), read by the engine's first connections, so that
+a dashboard compares what the release holds and may open with what the server allows (behind PgBouncer it is the
+server's value, not the bouncer's).
 
 A collector on the default registry: with several API worker processes (PROMETHEUS_MULTIPROC_DIR) it is not
 aggregated, and each process's pools are then not shown (one process per pod is the default).
@@ -14,13 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import structlog
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ def engine_reading(engine: AsyncEngine) -> PoolReading:
 class PoolCollector(Collector):
     def __init__(self) -> None:
         self._pools: dict[str, Callable[[], PoolReading]] = {}
+        self.server_max_connections: int | None = None
+        """The server's `max_connections` as last read; None until a connection has read it."""
 
     def watch(self, name: str, read: Callable[[], PoolReading]) -> None:
         self._pools[name] = read
@@ -68,6 +78,12 @@ class PoolCollector(Collector):
             maximum.add_metric([name], reading.maximum)
         yield connections
         yield maximum
+        server = GaugeMetricFamily(
+            "db_server_max_connections", "The Postgres server's max_connections, as this process last read it"
+        )
+        if self.server_max_connections is not None:  # unknown until a connection read it: no sample, not a guess
+            server.add_metric([], self.server_max_connections)
+        yield server
 
 
 POOLS = PoolCollector()
@@ -75,7 +91,22 @@ REGISTRY.register(POOLS)
 
 
 def watch_engine(name: str, engine: AsyncEngine) -> None:
+    """Export the engine's pool, and the server's `max_connections` read on each new connection it opens."""
     POOLS.watch(name, lambda: engine_reading(engine))
+    if not event.contains(engine.sync_engine, "connect", read_server_max_connections):
+        event.listen(engine.sync_engine, "connect", read_server_max_connections)
+
+
+def read_server_max_connections(dbapi_connection: Any, _entry: ConnectionPoolEntry) -> None:
+    """One round trip per new physical connection (pools keep theirs for long); a failure only leaves it unknown.
+
+    Read on the raw asyncpg connection, outside any transaction, so nothing is left open on the pooled one.
+    """
+    try:
+        value = dbapi_connection.run_async(lambda connection: connection.fetchval("SHOW max_connections"))
+        POOLS.server_max_connections = int(value)
+    except Exception as error:  # the metric is an aid: a connection must not fail for it
+        log.warning("server_max_connections_unread", error=type(error).__name__, detail=str(error))
 
 
 def watch_asyncpg_pool(name: str, pool: asyncpg.Pool) -> None:

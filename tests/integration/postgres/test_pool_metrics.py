@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from payment_infrastructure.postgres.engine import create_engine
 from payment_infrastructure.postgres.pool import create_pool
-from payment_infrastructure.postgres.pool_metrics import POOLS, watch_asyncpg_pool, watch_engine
+from payment_infrastructure.postgres.pool_metrics import (
+    POOLS,
+    read_server_max_connections,
+    watch_asyncpg_pool,
+    watch_engine,
+)
 from payment_infrastructure.postgres.settings import DatabaseSettings
 from tests.fixtures.database import migrated_database
 
@@ -53,3 +60,32 @@ async def test_each_pool_shows_its_connections_in_use_idle_and_its_maximum(datab
         await pool.close()
         await engine.dispose()
     assert sample("db_pool_max_connections", pool="test-engine") is None
+
+
+async def test_the_servers_max_connections_is_read_by_the_engines_first_connection(database: str) -> None:
+    engine = create_engine(DatabaseSettings(url=database, pool_size=1, max_overflow=0), application_name="pool-test")
+    POOLS.server_max_connections = None
+    watch_engine("test-server-limit", engine)
+    watch_engine("test-server-limit", engine)  # watched twice (a rebuilt container): still one listener
+    try:
+        assert sample("db_server_max_connections") is None  # nothing connected yet: unknown, not a guess
+        async with engine.connect() as conn:
+            expected = int((await conn.execute(text("SHOW max_connections"))).scalar_one())
+        assert sample("db_server_max_connections") == expected
+    finally:
+        POOLS.forget("test-server-limit")
+        await engine.dispose()
+
+
+class RefusingConnection:
+    """A DBAPI connection whose statements fail (a bouncer that refuses SHOW, a server going away)."""
+
+    def run_async(self, _call: object) -> object:
+        raise RuntimeError("unsupported startup parameter")
+
+
+async def test_a_failed_read_of_max_connections_leaves_it_unknown_and_does_not_fail_the_connection() -> None:
+    POOLS.server_max_connections = None
+    read_server_max_connections(RefusingConnection(), cast(ConnectionPoolEntry, None))
+    assert POOLS.server_max_connections is None
+    assert sample("db_server_max_connections") is None
