@@ -33,7 +33,8 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.transport.prepare import get_exclude_headers
 
 from tests.fixtures.payment_api import RunningApi
-from tests.integration.api.helpers import bearer, bounded, row_counts, valid_payment
+from tests.integration.api.helpers import bearer, bounded, fetch, row_counts, valid_payment
+from tests.integration.api.test_refunds import charged_payment
 
 EXAMPLES_PER_OPERATION_AND_MODE = 40
 CHECKS = [
@@ -87,13 +88,17 @@ def _examples(
     session: requests.Session,
     headers: dict[str, str],
     report: FuzzReport,
+    path_parameters: dict[str, str] | None = None,
 ) -> Callable[[], None]:
+    """`path_parameters` point every case at those ids (e.g. an order that exists) instead of generated ones."""
     key = f"{operation.label} {mode.value}"
     checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
 
     @bounded(EXAMPLES_PER_OPERATION_AND_MODE)
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
+        if path_parameters is not None:
+            case.path_parameters = dict(path_parameters)
         report.cases[key] += 1
         # A case that tests a missing Authorization header is sent without ours.
         sent = {} if "Authorization" in get_exclude_headers(case) else headers
@@ -203,3 +208,40 @@ async def test_a_created_payment_and_its_reads_match_the_document(
             case.validate_response(answer, checks=CHECKS)
 
     await asyncio.to_thread(check)
+
+
+REFUND = "/payments/{payment_id}/orders/{payment_order_id}/refunds"
+
+
+async def test_refund_bodies_aimed_at_a_charged_order_answer_inside_the_document_and_write_only_when_accepted(
+    payment_api: RunningApi, tokens: dict[str, str], database_url: str
+) -> None:
+    """The fuzz above names orders that do not exist (404): here every positive case reaches a charged order, so
+    the amount, currency and Idempotency-Key rules, the refund limit and the 202 are what answer. (Negative cases
+    need no order: they are refused before it is looked up, as the fuzz above shows.)"""
+    writer = tokens["order-service"]
+    async with payment_api.client() as client:
+        document = (await client.get("/openapi.json")).json()
+        payment_id, order_id, _charged = await charged_payment(client, writer, database_url)
+    (before,) = await fetch(database_url, "SELECT count(*) AS n FROM refunds")
+    report = FuzzReport()
+    operation = schemathesis.openapi.from_dict(document)[REFUND]["POST"]
+    run = _examples(
+        operation,
+        GenerationMode.POSITIVE,
+        base_url=payment_api.base_url,
+        session=requests.Session(),
+        headers=bearer(writer),
+        report=report,
+        path_parameters={"payment_id": payment_id, "payment_order_id": order_id},
+    )
+    await asyncio.to_thread(run)
+    (after,) = await fetch(database_url, "SELECT count(*) AS n FROM refunds")
+
+    print(f"\nrefund fuzz on a charged order: {dict(report.cases)}\nstatuses: {dict(report.statuses)}")  # noqa: T201
+    assert not report.failures, "\n".join(report.failures)
+    assert all(n >= EXAMPLES_PER_OPERATION_AND_MODE // 2 for n in report.cases.values()), report.cases
+    statuses = {status for (_key, status), n in report.statuses.items() if n}
+    assert statuses - {404, 415}, statuses  # the cases reached the order: its rules answered, not its absence
+    # Only the accepted refunds wrote, one row each; every refusal wrote nothing.
+    assert after["n"] - before["n"] == report.created, (report.created, before, after)
