@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
-from payment_application.apply_psp_result import ApplyPspResult
 from payment_domain.events import EventEnvelope, PaymentOrderCreated, payment_order_created
 from payment_domain.status import PaymentOrderStatus
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
@@ -21,10 +19,9 @@ from payment_infrastructure.kafka.producer import kafka_headers, outbound_messag
 from payment_infrastructure.kafka.record_processor import RecordProcessor
 from payment_infrastructure.kafka.records import ConsumedRecord
 from services.payment_consumers.handlers import enqueuer_handler, result_batcher, result_handler
-from tests.fakes import FakeClock
-from tests.fakes_consumers import COMMISSION, ORDERS_CREATED_AT, ConsumerTables, FakeResultStore, an_order
-from tests.fakes_retry import FakeRetryQueue
-from tests.unit.application.test_consumer_use_cases import CONSUMER, POLICY, T0, charge_result
+from tests.fakes_consumers import ORDERS_CREATED_AT, ConsumerTables, an_order
+from tests.unit.application.test_consumer_use_cases import charge_result
+from tests.unit.payment_consumers.test_result_handler import result_applier
 
 S = PaymentOrderStatus
 
@@ -93,15 +90,7 @@ async def test_every_line_of_an_applied_answer_carries_its_ids_though_answers_ar
     log_lines: list[dict[str, Any]],
 ) -> None:
     tables = ConsumerTables()
-    store = FakeResultStore(tables, FakeClock(T0))
-    apply = ApplyPspResult(
-        store=store,
-        retries=FakeRetryQueue(),
-        policy=POLICY,
-        randint=random.Random(1).randint,
-        consumer=CONSUMER,
-        commission=COMMISSION,
-    )
+    store, apply = result_applier(tables)
     processor = RecordProcessor(
         result_handler(result_batcher(apply, concurrency=1, max_batch=32).submit),
         NoDeadLetters(),

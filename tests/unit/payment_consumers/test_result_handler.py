@@ -22,12 +22,8 @@ from tests.unit.application.test_consumer_use_cases import CONSUMER, PAYMENT, PO
 S = PaymentOrderStatus
 
 
-def record(envelope: EventEnvelope, offset: int) -> ConsumedRecord:
-    return ConsumedRecord("psp_result_updated_topic", 0, offset, envelope.aggregate_id, envelope_to_bytes(envelope))
-
-
-async def test_records_handled_together_share_a_transaction_and_an_unknown_order_is_poison_alone() -> None:
-    tables = ConsumerTables()
+def result_applier(tables: ConsumerTables) -> tuple[FakeResultStore, ApplyPspResult]:
+    """The use case over the fake store, as the use-case tests configure it (policy, commission, seeded jitter)."""
     store = FakeResultStore(tables, FakeClock(T0))
     apply = ApplyPspResult(
         store=store,
@@ -37,6 +33,16 @@ async def test_records_handled_together_share_a_transaction_and_an_unknown_order
         consumer=CONSUMER,
         commission=COMMISSION,
     )
+    return store, apply
+
+
+def record(envelope: EventEnvelope, offset: int) -> ConsumedRecord:
+    return ConsumedRecord("psp_result_updated_topic", 0, offset, envelope.aggregate_id, envelope_to_bytes(envelope))
+
+
+async def test_records_handled_together_share_a_transaction_and_an_unknown_order_is_poison_alone() -> None:
+    tables = ConsumerTables()
+    store, apply = result_applier(tables)
     handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)
     seven, eight = tables.add_order(an_order(7)), tables.add_order(an_order(8, payment_id=5))
     nine = tables.add_order(an_order(9, payment_id=6))
@@ -71,15 +77,7 @@ async def test_records_handled_together_share_a_transaction_and_an_unknown_order
 
 async def test_an_undecodable_record_is_poison_before_it_reaches_a_batch() -> None:
     tables = ConsumerTables()
-    store = FakeResultStore(tables, FakeClock(T0))
-    apply = ApplyPspResult(
-        store=store,
-        retries=FakeRetryQueue(),
-        policy=POLICY,
-        randint=random.Random(1).randint,
-        consumer=CONSUMER,
-        commission=COMMISSION,
-    )
+    store, apply = result_applier(tables)
     handle = result_handler(result_batcher(apply, concurrency=2, max_batch=32).submit)
 
     with pytest.raises(PoisonMessage):
