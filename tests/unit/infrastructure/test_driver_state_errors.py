@@ -1,6 +1,7 @@
 """After a Postgres crash, asyncpg can hand back a connection whose protocol the crash left mid-exchange, and the next
-statement fails in the driver itself (InternalClientError). That is the database being unavailable, answered 503/504,
-never a 500; a create whose statement met it has an unknown outcome (the client retries with the same key)."""
+statement fails in the driver itself (InternalClientError). That is the database being unavailable: answered 503/504,
+never a 500 (a create whose statement met it has an unknown outcome; the client retries with the same key), and a
+consumer's record that met it waits for the database instead of being dead-lettered as a bug."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from payment_application.errors import DependencyUnavailable, WriteOutcomeUnknown
+from payment_infrastructure.kafka.failures import FailureKind, classify
 from payment_infrastructure.postgres import payment_repository
 from payment_infrastructure.postgres.errors import translate
 
@@ -24,6 +26,11 @@ class _OpenConnection:
 
 def test_a_driver_state_error_means_the_database_is_unavailable() -> None:
     assert isinstance(translate(asyncpg.InternalClientError(STATE_ERROR)), DependencyUnavailable)
+
+
+def test_a_consumer_record_that_meets_a_driver_state_error_waits_for_the_database() -> None:
+    failure = classify(asyncpg.InternalClientError(STATE_ERROR))
+    assert (failure.kind, failure.dependency) == (FailureKind.DEPENDENCY, "database")
 
 
 @pytest.mark.asyncio
