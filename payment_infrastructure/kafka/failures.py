@@ -54,6 +54,10 @@ _REDIS_UNAVAILABLE = (
 )
 
 
+# The driver's own errors: a connection a server crash left mid-exchange ("cannot switch to state ..."), one closed.
+_ASYNCPG_CLIENT_ERRORS = asyncpg.InterfaceError | asyncpg.InternalClientError
+
+
 class FailureKind(enum.Enum):
     POISON = "poison"
     DEPENDENCY = "dependency"
@@ -92,7 +96,7 @@ def classify(error: BaseException) -> Failure:
 def _dependency_of(error: BaseException) -> str | None:
     if isinstance(error, DependencyUnavailable | DependencyTimeout):
         return _known_name(error.dependency)
-    if isinstance(error, sa_exc.SQLAlchemyError | asyncpg.PostgresError):
+    if isinstance(error, sa_exc.SQLAlchemyError | asyncpg.PostgresError | _ASYNCPG_CLIENT_ERRORS):
         translated = translate_database_error(error)
         return "database" if isinstance(translated, DependencyUnavailable | DependencyTimeout) else None
     if isinstance(error, _REDIS_UNAVAILABLE):

@@ -107,6 +107,7 @@ def _is_connection_failure(error: BaseException) -> bool:
             | asyncpg.exceptions.ConnectionDoesNotExistError
             | asyncpg.exceptions.CannotConnectNowError
             | asyncpg.exceptions.InterfaceError
+            | asyncpg.exceptions.InternalClientError  # a protocol a server crash left mid-exchange
             | asyncpg.exceptions.TooManyConnectionsError,
         )
         for e in _chain(error)

@@ -229,8 +229,9 @@ async def write_payments(
 
 
 # What a statement on an open connection can raise: the server's errors (asyncpg counts a connection that dies
-# under the statement among them), and the socket's.
-_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError)
+# under the statement among them), the socket's, and the driver's own when a server crash left the connection's
+# protocol mid-exchange ("cannot switch to state 12; another operation (2) is in progress").
+_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def _not_sent() -> DependencyUnavailable:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from tests.chaos.invariants import CONSUMED_TOPICS
 from tests.chaos.stack import ChaosStack, Service, poll
+from tests.fixtures.private_postgres import PrivatePostgres
 from tests.fixtures.redis import start_redis_server
 
 # The PSP the load meets when no fault is on: every path (success, decline, transient error, timeout past the
@@ -63,6 +64,7 @@ Inject = Callable[[ChaosStack, FaultLog], Awaitable[None]]
 class Fault:
     name: str
     inject: Inject
+    own_postgres: bool = False  # the fault restarts or crashes the server: the stack runs on a private one
 
 
 async def _restarted(stack: ChaosStack, service: Service, starts_before: int) -> None:
@@ -155,6 +157,30 @@ def cut_postgres(seconds: float) -> Fault:
 
 def cut_redis(seconds: float) -> Fault:
     return _cut("redis", seconds)
+
+
+def _private_server(stack: ChaosStack) -> PrivatePostgres:
+    if stack.postgres is None:
+        raise RuntimeError("a Postgres restart or crash needs a stack on its own server (Fault.own_postgres)")
+    return stack.postgres
+
+
+async def _restart_postgres(stack: ChaosStack, log: FaultLog) -> None:
+    """`pg_ctl restart -m fast`: every backend terminated mid-transaction, a clean shutdown, the server back."""
+    server = _private_server(stack)
+    async with stack.postgres_lock:
+        log.injected.append("Postgres restart")
+        await server.restart(within=RECOVER_WITHIN_S)
+
+
+async def _crash_postgres(stack: ChaosStack, log: FaultLog) -> None:
+    """SIGKILL to the postmaster and its backends, then a start: crash recovery replays the WAL, and the services
+    must reconnect by themselves."""
+    server = _private_server(stack)
+    async with stack.postgres_lock:
+        server.crash()
+        log.injected.append("Postgres crash")
+        await server.start(within=RECOVER_WITHIN_S)
 
 
 async def _flush_redis(stack: ChaosStack, log: FaultLog) -> None:
@@ -292,6 +318,8 @@ async def _wedge_consumers(stack: ChaosStack, log: FaultLog) -> None:
 
 
 KILL9_KAFKA = Fault("kill -9 kafka", _kill9_kafka)
+POSTGRES_RESTART = Fault("Postgres restart", _restart_postgres, own_postgres=True)
+POSTGRES_CRASH = Fault("Postgres crash", _crash_postgres, own_postgres=True)
 PAUSE_KAFKA = Fault("SIGSTOP kafka", _pause_kafka)
 FLUSH_REDIS = Fault("Redis FLUSHALL", _flush_redis)
 POISON = Fault("poison", _poison)

@@ -38,6 +38,10 @@ class Scenario:
     name: str
     faults: tuple[Fault, ...]
 
+    @property
+    def own_postgres(self) -> bool:
+        return any(fault.own_postgres for fault in self.faults)
+
 
 def scenarios(outage_s: float = 30.0) -> list[Scenario]:
     """Every fault on its own (most of them twice), then all of them in one run. `outage_s`: how long Postgres and
@@ -53,6 +57,8 @@ def scenarios(outage_s: float = 30.0) -> list[Scenario]:
         Scenario("kill -9 Kafka", (f.KILL9_KAFKA,) * 2),
         Scenario("Kafka paused", (f.PAUSE_KAFKA,)),
         Scenario(f"Postgres cut {outage_s:g}s", (outages[0],)),
+        Scenario("Postgres restart", (f.POSTGRES_RESTART,) * 3),
+        Scenario("Postgres crash", (f.POSTGRES_CRASH,) * 3),
         Scenario(f"Redis cut {outage_s:g}s", (outages[1],)),
         Scenario("Redis FLUSHALL", (f.FLUSH_REDIS,) * 2),
         Scenario("Redis restarts", (f.REDIS_RESTART_EMPTY, f.REDIS_RESTART_KEPT)),
@@ -69,6 +75,8 @@ def scenarios(outage_s: float = 30.0) -> list[Scenario]:
                 f.KILL9_KAFKA,
                 f.PAUSE_KAFKA,
                 *outages,
+                f.POSTGRES_RESTART,
+                f.POSTGRES_CRASH,
                 f.FLUSH_REDIS,
                 f.REDIS_RESTART_EMPTY,
                 f.REDIS_RESTART_KEPT,
@@ -144,7 +152,9 @@ async def run_scenario(
     load = LoadResult()
     load_over = asyncio.Event()
     began = time.monotonic()
-    async with chaos_stack(psp=psp, issuer_url=issuer_url, log_dir=log_dir) as stack:
+    async with chaos_stack(
+        psp=psp, issuer_url=issuer_url, log_dir=log_dir, own_postgres=scenario.own_postgres
+    ) as stack:
         up_in = time.monotonic() - began
 
         async def at(moment: float, fault: Fault) -> None:

@@ -1,11 +1,12 @@
 """The system under attack, as real processes: payment-service API, outbox dispatcher and payment-consumers (each
 `python -m ...`, supervised as `make run` or Kubernetes would: a process that exits is started again, and the
 consumers are killed and started again when their `/health/live` fails), a private Apache Kafka, a private Redis, a
-database of its own on the shared Postgres, and the PSP simulator of the caller.
+database of its own on the shared Postgres (or, for the faults that restart or crash the server, on a private one:
+tests/fixtures/private_postgres.py), and the PSP simulator of the caller.
 
 The services reach Postgres and Redis through TCP proxies that run on a thread of their own (tests/fixtures/
-tcp_proxy.py), so a fault can cut them without touching the shared system Postgres. The checks read Postgres and
-Redis directly."""
+tcp_proxy.py), so a fault can cut them without touching the shared system Postgres; the private server sits behind
+the same proxy, so a cut and a restart can meet in one run. The checks read Postgres and Redis directly."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from payment_infrastructure.postgres.database import create_database_if_missing,
 from tests.fixtures.broker import test_broker
 from tests.fixtures.database import unique_database_url
 from tests.fixtures.ports import die_with_parent, free_port
+from tests.fixtures.private_postgres import PrivatePostgres, private_postgres
 from tests.fixtures.psp import PspSimulatorHandle
 from tests.fixtures.redis import RedisServer, start_redis_server
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -195,7 +197,9 @@ class ChaosStack:
     dispatcher: Service
     consumers: Service
     log_dir: Path
+    postgres: PrivatePostgres | None = None  # the stack's own server, when its faults restart or crash it
     broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one broker fault at a time
+    postgres_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one server fault at a time
     _supervisor: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -231,11 +235,31 @@ def _proxied(url: str, port: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path) -> AsyncIterator[ChaosStack]:
-    """A fresh database, Redis and broker; the three services started and ready; everything stopped afterwards."""
+async def chaos_stack(
+    *, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path, own_postgres: bool = False
+) -> AsyncIterator[ChaosStack]:
+    """A fresh database, Redis and broker; the three services started and ready; everything stopped afterwards.
+    `own_postgres`: the database on a private Postgres server (started first, stopped and removed last)."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    if not own_postgres:
+        async with _chaos_stack(psp=psp, issuer_url=issuer_url, log_dir=log_dir, postgres=None) as stack:
+            yield stack
+        return
+    async with (
+        private_postgres(keep_log=log_dir / "postgres.log") as postgres,
+        _chaos_stack(psp=psp, issuer_url=issuer_url, log_dir=log_dir, postgres=postgres) as stack,
+    ):
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def _chaos_stack(
+    *, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path, postgres: PrivatePostgres | None
+) -> AsyncIterator[ChaosStack]:
     broker = test_broker(log_dir / "kafka")
     database_url = unique_database_url("payments_e2e")
+    if postgres is not None:
+        database_url = postgres.url(make_url(database_url).database or "payments_e2e")
     redis: RedisServer | None = None
     proxies = ProxyThread()
     pg_proxy = redis_proxy = None
@@ -302,6 +326,7 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
                 live_url=url("consumers", "/health/live"),
             ),
             log_dir=log_dir,
+            postgres=postgres,
         )
         for service in stack.services:
             service.spawn()
@@ -321,7 +346,8 @@ async def chaos_stack(*, psp: PspSimulatorHandle, issuer_url: str, log_dir: Path
         elif redis is not None:
             redis.stop()
         await broker.stop(grace=BROKER_STOP_GRACE_S)
-        await drop_database(database_url)
+        if postgres is None:  # a private server goes as a whole
+            await drop_database(database_url)
 
 
 def dump_json(path: Path, value: Any) -> None:
