@@ -4,7 +4,8 @@ A failing seed reports itself with its trace; `python -m tests.simulation --seed
 `PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). Broken stores must fail
 seeds, so the oracles are shown to catch them: ledger entries posted after the state change commits (charges and
 refunds), a refund limit that forgets the refunds still in flight; and so must a broken consumer window (a commit
-past a record still running, an order's records side by side).
+past a record still running, an order's records side by side) and a broken result coalescer (a payment twice in
+one batch, or in two running batches).
 """
 
 from __future__ import annotations
