@@ -20,6 +20,8 @@ Guarantees the callers rely on:
   caller's own idempotency record) must not depend on who is still listening;
 - a write cancelled in flight (``close`` giving up on it) fails its items with ``WriteOutcomeUnknown``: it may
   have committed.
+Which items form a batch and what a failed write means for each are `runtime.coalescing.Coalescer`'s decisions
+(keys not exclusive across batches, every batch-wide error each item's own); this module runs them on asyncio.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import structlog
 from prometheus_client import Histogram
 
 from payment_application.errors import DependencyUnavailable, WriteOutcomeUnknown
+from payment_infrastructure.runtime.batcher import answer
+from payment_infrastructure.runtime.coalescing import Coalescer
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +67,7 @@ WriteBatch = Callable[[Conn, Sequence[Item]], Awaitable[Sequence[Result | BaseEx
 @dataclass(eq=False, slots=True)
 class _Pending(Generic[Item, Result]):
     item: Item
-    conflict_key: Hashable | None
+    key: Hashable | None  # the conflict key
     future: asyncio.Future[Result]
     queued_at: float
     taken: bool = field(default=False)
@@ -90,13 +94,15 @@ class GroupCommit(Generic[Item, Result, Conn]):
     ) -> None:
         if writers < 1 or max_batch < 1:
             raise ValueError("writers and max_batch must be at least 1")
+        # The writers are the slots; a write's failure is every item's own (the write function retries per item).
+        self._coalescer: Coalescer[_Pending[Item, Result]] = Coalescer(
+            max_batch=max_batch, slots=writers, exclusive=False, outage=lambda _error: True
+        )
         self._connect = connect
         self._write = write
         self._writers = writers
-        self._max_batch = max_batch
         self._queue_timeout = queue_timeout_seconds
         self._conflict_key = conflict_key
-        self._queue: deque[_Pending[Item, Result]] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()  # one per writer waiting for work
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -104,7 +110,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
     @property
     def queued(self) -> int:
         """Items waiting for a writer (taken ones not counted)."""
-        return len(self._queue)
+        return self._coalescer.queued
 
     async def submit(self, item: Item) -> Result:
         if self._closing:
@@ -115,7 +121,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
             item, self._conflict_key(item), loop.create_future(), time.perf_counter()
         )
         pending.expiry = loop.call_later(self._queue_timeout, self._expire, pending)
-        self._queue.append(pending)
+        self._coalescer.add(pending)
         self._wake_one()
         # A caller cancelled while its item waits cancels the future, and writers skip done futures; once taken,
         # the write goes on regardless and its result is simply not read.
@@ -124,7 +130,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
     def _expire(self, pending: _Pending[Item, Result]) -> None:
         if pending.taken or pending.future.done():
             return
-        self._queue.remove(pending)
+        self._coalescer.withdraw(pending)
         pending.future.set_exception(DependencyUnavailable("database", "connection pool exhausted"))
 
     async def close(self, *, timeout_seconds: float = 5.0) -> None:
@@ -161,7 +167,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue:
+            while not self._coalescer.queued:
                 if self._closing:
                     return
                 waiter = loop.create_future()
@@ -171,7 +177,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
             try:
                 async with self._connect() as conn:
                     batch = self._take()
-                    if self._queue:
+                    if self._coalescer.queued:
                         self._wake_one()  # more than one batch waits: another writer takes the rest
                     if batch:
                         await self._write_batch(conn, batch)
@@ -189,32 +195,24 @@ class GroupCommit(Generic[Item, Result, Conn]):
     def _take(self) -> list[_Pending[Item, Result]]:
         """Up to `max_batch` live items in arrival order; an item whose conflict key is already in the batch
         stays queued, in place, for the next one."""
-        batch: list[_Pending[Item, Result]] = []
-        keys: set[Hashable] = set()
-        deferred: list[_Pending[Item, Result]] = []
+        batch = self._coalescer.take()
         now = time.perf_counter()
-        while self._queue and len(batch) < self._max_batch:
-            pending = self._queue.popleft()
-            if pending.future.done():
-                continue
-            if pending.conflict_key is not None:
-                if pending.conflict_key in keys:
-                    deferred.append(pending)
-                    continue
-                keys.add(pending.conflict_key)
+        for pending in batch:
             pending.taken = True
             if pending.expiry is not None:
                 pending.expiry.cancel()
             QUEUE_WAIT.observe(now - pending.queued_at)
-            batch.append(pending)
-        self._queue.extendleft(reversed(deferred))
         return batch
 
     async def _write_batch(self, conn: Conn, batch: list[_Pending[Item, Result]]) -> None:
         BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
+
+        def write(entries: list[_Pending[Item, Result]]) -> Awaitable[Sequence[Result | BaseException]]:
+            return self._write(conn, [p.item for p in entries])
+
         try:
-            results = await self._write(conn, [p.item for p in batch])
+            results = await self._coalescer.results(batch, write)
         except asyncio.CancelledError:
             # Stopped mid-write (close gave up waiting): the statement may have committed, and its callers must
             # hear that rather than wait forever.
@@ -223,20 +221,7 @@ class GroupCommit(Generic[Item, Result, Conn]):
                 if not pending.future.done():
                     pending.future.set_exception(unknown)
             raise
-        except Exception as error:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-            return
-        if len(results) != len(batch):
-            raise RuntimeError(f"write returned {len(results)} results for {len(batch)} items")
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+        answer(batch, results)
         elapsed = time.perf_counter() - started
         if elapsed > 0.25:
             log.warning("group_commit_slow_batch", items=len(batch), seconds=round(elapsed, 3))

@@ -15,20 +15,21 @@ Guarantees:
   item cannot fail its neighbours;
 - a caller cancelled while its item is queued withdraws it (it never runs); one cancelled after its batch started
   does not cancel the batch: its neighbours must not depend on who is still listening.
+Those decisions are `coalescing.Coalescer`'s (the simulation runs the same class); this module runs it on asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
 from payment_application.errors import DependencyUnavailable
+from payment_infrastructure.runtime.coalescing import Coalescer
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,22 @@ RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]
 def unreachable(error: Exception) -> bool:
     """The default `outage`: a backing service could not be had at all (nothing ran), the same for every item."""
     return isinstance(error, DependencyUnavailable)
+
+
+class _Answered(Protocol[Result]):
+    @property
+    def future(self) -> asyncio.Future[Result]: ...
+
+
+def answer(batch: Sequence[_Answered[Result]], results: Sequence[Result | BaseException]) -> None:
+    """Each caller still listening hears its own item's outcome."""
+    for pending, result in zip(batch, results, strict=True):
+        if pending.future.done():
+            continue  # its caller went away
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)
 
 
 @dataclass(eq=False, slots=True)
@@ -68,22 +85,18 @@ class Batcher(Generic[Key, Item, Result]):
         observe: Callable[[int], None] = lambda _size: None,
         outage: Callable[[Exception], bool] = unreachable,
     ) -> None:
-        if concurrency < 1 or max_batch < 1:
-            raise ValueError("concurrency and max_batch must be at least 1")
+        self._coalescer: Coalescer[_Pending[Key, Item, Result]] = Coalescer(
+            max_batch=max_batch, slots=concurrency, exclusive=True, outage=outage
+        )
         self._run_batch = run_batch
         self._key = key
-        self._concurrency = concurrency
-        self._max_batch = max_batch
         self._observe = observe
-        self._outage = outage
-        self._queue: deque[_Pending[Key, Item, Result]] = deque()
-        self._busy_keys: set[Key] = set()
         self._runners: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
         """Items waiting for a batch (withdrawn ones may still be counted until a batch skips them)."""
-        return len(self._queue)
+        return self._coalescer.queued
 
     async def drain(self, within: float) -> bool:
         """Wait up to `within` seconds for the running batches (once callers stopped submitting), so none is cut off
@@ -105,7 +118,7 @@ class Batcher(Generic[Key, Item, Result]):
         pending: _Pending[Key, Item, Result] = _Pending(
             item, self._key(item), asyncio.get_running_loop().create_future()
         )
-        self._queue.append(pending)
+        self._coalescer.add(pending)
         self._fill()
         # Cancelling this await cancels the future: a queued item is then skipped, a running one's result unread.
         return await pending.future
@@ -113,82 +126,36 @@ class Batcher(Generic[Key, Item, Result]):
     def _fill(self) -> None:
         """Start runners for free slots while something queued could be taken. A runner takes its batch when it
         first runs, so calls arriving in the same tick share it."""
-        while len(self._runners) < self._concurrency and self._takeable():
+        coalescer = self._coalescer
+        while coalescer.can_start():
+            coalescer.open_slot()
             # A fresh context: a runner must not carry the log context (trace id) of the call that started it.
             runner = asyncio.create_task(self._runner(), name="batcher-runner", context=contextvars.Context())
             self._runners.add(runner)
-
-    def _takeable(self) -> bool:
-        return any(not p.future.done() and p.key not in self._busy_keys for p in self._queue)
 
     async def _runner(self) -> None:
         """Batch after batch while there is work; the slot frees in the same step that finds none."""
         me = asyncio.current_task()
         assert me is not None
         try:
-            while batch := self._take():
+            while batch := self._coalescer.take():
                 self._fill()  # more than one batch's worth waits: a free slot takes the rest
                 await self._run(batch)
         finally:
             self._runners.discard(me)
-
-    def _take(self) -> list[_Pending[Key, Item, Result]]:
-        """Up to `max_batch` live items in arrival order, their keys distinct and free; the rest stay in place."""
-        batch: list[_Pending[Key, Item, Result]] = []
-        left: deque[_Pending[Key, Item, Result]] = deque()
-        while self._queue:
-            pending = self._queue.popleft()
-            if pending.future.done():
-                continue  # withdrawn by its caller
-            if len(batch) < self._max_batch and pending.key not in self._busy_keys:
-                self._busy_keys.add(pending.key)
-                batch.append(pending)
-            else:
-                left.append(pending)
-        self._queue = left
-        return batch
+            self._coalescer.close_slot()
 
     async def _run(self, batch: list[_Pending[Key, Item, Result]]) -> None:
         self._observe(len(batch))
         try:
-            results = await self._results_of(batch)
+            results = await self._coalescer.results(batch, self._items_run)
         except asyncio.CancelledError:
             for pending in batch:
                 pending.future.cancel()
             raise
         finally:
-            self._busy_keys.difference_update(p.key for p in batch)
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue  # its caller went away
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+            self._coalescer.finish(batch)
+        answer(batch, results)
 
-    async def _results_of(self, batch: list[_Pending[Key, Item, Result]]) -> Sequence[Result | BaseException]:
-        """The batch's results; after a batch-wide error that is not an outage, each item's own, run alone."""
-        try:
-            return await self._checked([p.item for p in batch])
-        except Exception as error:
-            if len(batch) == 1 or self._outage(error):
-                log.warning("batch_failed", items=len(batch), error=repr(error))
-                return [error] * len(batch)
-            log.warning("batch_failed_running_items_one_by_one", items=len(batch), error=repr(error))
-        results: list[Result | BaseException] = []
-        for pending in batch:
-            if pending.future.done():  # its caller went away: nobody reads it
-                results.append(asyncio.CancelledError())
-                continue
-            try:
-                (result,) = await self._checked([pending.item])
-            except Exception as error:
-                result = error
-            results.append(result)
-        return results
-
-    async def _checked(self, items: list[Item]) -> Sequence[Result | BaseException]:
-        results = await self._run_batch(items)
-        if len(results) != len(items):
-            raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} items")
-        return results
+    def _items_run(self, batch: list[_Pending[Key, Item, Result]]) -> Awaitable[Sequence[Result | BaseException]]:
+        return self._run_batch([p.item for p in batch])

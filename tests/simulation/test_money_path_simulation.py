@@ -4,7 +4,8 @@ A failing seed reports itself with its trace; `python -m tests.simulation --seed
 `PAYMENTS_SIMULATION_SEEDS` changes how many seeds run (default 2,000, in chunks of 200). Broken stores must fail
 seeds, so the oracles are shown to catch them: ledger entries posted after the state change commits (charges and
 refunds), a refund limit that forgets the refunds still in flight; and so must a broken consumer window (a commit
-past a record still running, an order's records side by side).
+past a record still running, an order's records side by side) and a broken result coalescer (a payment twice in
+one batch, or in two running batches).
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import os
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import structlog
 
 from payment_domain.ledger import JournalEntry
+from payment_infrastructure.runtime.coalescing import Coalescer
 from payment_infrastructure.runtime.keyed_window import KeyedWindow
 from tests import fakes_refunds
 from tests.fakes_consumers import FakeResultStore, FakeResultTransaction
 from tests.fakes_refunds import FakeRefundStore, FakeRefundTransaction
+from tests.simulation import batches as batches_module
 from tests.simulation import partitions as partitions_module
 from tests.simulation import refunds as refunds_module
 from tests.simulation import world as world_module
@@ -251,3 +254,36 @@ def test_the_delivery_oracles_fail_seeds_when_the_consumer_window_is_broken(
     monkeypatch.setattr(partitions_module, "KeyedWindow", broken)
     failures = _failures(20)
     assert any(symptom in f for f in failures), failures[:3]
+
+
+class _PaymentTwiceInABatch(Coalescer[Any]):
+    """A broken coalescer: a batch also takes the next queued answer of a payment it already holds."""
+
+    def take(self) -> list[Any]:
+        batch = super().take()
+        keys = {entry.key for entry in batch}
+        for entry in self._queue:
+            if entry.key in keys and not entry.future.done():
+                self._queue.remove(entry)
+                return [*batch, entry]
+        return batch
+
+
+class _KeysFreeAcrossBatches(Coalescer[Any]):
+    """A broken coalescer: a payment a running batch holds may be taken by the other slot's batch."""
+
+    def __init__(self, *, max_batch: int, slots: int, exclusive: bool, outage: Callable[[Exception], bool]) -> None:
+        super().__init__(max_batch=max_batch, slots=slots, exclusive=False, outage=outage)
+
+
+@pytest.mark.parametrize(
+    "broken", [_PaymentTwiceInABatch, _KeysFreeAcrossBatches], ids=["a-key-twice-in-a-batch", "a-key-in-two-batches"]
+)
+def test_the_coalescer_oracle_fails_seeds_when_the_result_coalescer_is_broken(
+    monkeypatch: pytest.MonkeyPatch, broken: type[Coalescer[Any]]
+) -> None:
+    """The money invariants alone pass such a coalescer (apply_many splits what it cannot apply whole, and the
+    payment's row locks serialise the rest): the oracle on the batches themselves must not."""
+    monkeypatch.setattr(batches_module, "Coalescer", broken)
+    failures = _failures(20)
+    assert any("while running batches hold" in f for f in failures), failures[:3]
