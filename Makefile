@@ -55,7 +55,7 @@ pytest: install services jvm-parts
 
 test: lint typecheck imports alerts pytest
 
-# make chaos: the crash-and-fault suite (tests/chaos/, ~45 minutes on 2 cores) on real processes; writes the table to
+# make chaos: the crash-and-fault suite (tests/chaos/, ~25 minutes on 2 cores) on real processes; writes the table to
 # docs/reliability.md. CHAOS_ARGS="--only 'kill -9 API' --payments 300" for one scenario (see --help); the short
 # fixed-seed part runs inside `make test` (tests/chaos/test_chaos.py).
 chaos: install services jvm-parts

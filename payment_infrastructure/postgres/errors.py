@@ -146,7 +146,14 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except (DependencyTimeout, DependencyUnavailable):
         raise
-    except (TimeoutError, sa_exc.SQLAlchemyError, asyncpg.PostgresError, OSError) as error:
+    except (
+        TimeoutError,
+        sa_exc.SQLAlchemyError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,  # the driver's own: a connection closed under it, a protocol left mid-exchange
+        asyncpg.InternalClientError,
+        OSError,
+    ) as error:
         mapped = translate(error)
         if mapped is error:
             raise
