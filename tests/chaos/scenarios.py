@@ -191,6 +191,10 @@ async def run_scenario(
             not load.given_up, f"the client gave up on {len(load.given_up)}: {list(load.given_up.items())[:3]}"
         )
         verdict.check(not load.refused, f"refused outright: {list(load.refused.items())[:3]}")
+        # 503 (unavailable, with Retry-After) and 504 (outcome unknown) are the API's answers to a fault; any other
+        # 5xx is an error it did not recognise (the id floor's unhandled driver error was one).
+        unrecognised = {a: n for a, n in load.answers.items() if a.startswith("5") and a not in ("503", "504")}
+        verdict.check(not unrecognised, f"the API answered errors it did not recognise: {unrecognised}")
         checks = (
             check_outbox(stack.database_url, verdict),
             check_ledger(stack.database_url, psp.base_url, verdict),
