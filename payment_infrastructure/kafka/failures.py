@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 
 from payment_application.errors import DependencyTimeout, DependencyUnavailable
 from payment_infrastructure.kafka.records import PoisonMessage
+from payment_infrastructure.postgres.errors import DRIVER_OWN_ERRORS
 from payment_infrastructure.postgres.errors import translate as translate_database_error
 
 _MAX_CAUSES = 10
@@ -52,10 +53,6 @@ _REDIS_UNAVAILABLE = (
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
 )
-
-
-# The driver's own errors: a connection a server crash left mid-exchange ("cannot switch to state ..."), one closed.
-_ASYNCPG_CLIENT_ERRORS = asyncpg.InterfaceError | asyncpg.InternalClientError
 
 
 class FailureKind(enum.Enum):
@@ -96,7 +93,7 @@ def classify(error: BaseException) -> Failure:
 def _dependency_of(error: BaseException) -> str | None:
     if isinstance(error, DependencyUnavailable | DependencyTimeout):
         return _known_name(error.dependency)
-    if isinstance(error, sa_exc.SQLAlchemyError | asyncpg.PostgresError | _ASYNCPG_CLIENT_ERRORS):
+    if isinstance(error, (sa_exc.SQLAlchemyError, asyncpg.PostgresError, *DRIVER_OWN_ERRORS)):
         translated = translate_database_error(error)
         return "database" if isinstance(translated, DependencyUnavailable | DependencyTimeout) else None
     if isinstance(error, _REDIS_UNAVAILABLE):

@@ -16,6 +16,11 @@ from sqlalchemy import exc as sa_exc
 
 from payment_application.errors import DependencyTimeout, DependencyUnavailable, IdCollision, WriteOutcomeUnknown
 
+DRIVER_OWN_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""The driver's own errors, not the server's: a connection closed under it, or a protocol a server crash left
+mid-exchange ("cannot switch to state 12; another operation (2) is in progress"). The database's, like a lost
+connection."""
+
 QUERY_CANCELED = "57014"
 LOCK_NOT_AVAILABLE = "55P03"
 DEADLOCK_DETECTED = "40P01"
@@ -101,14 +106,15 @@ def _is_connection_failure(error: BaseException) -> bool:
     return any(
         isinstance(
             e,
-            OSError
-            | ConnectionError
-            | TimeoutError
-            | asyncpg.exceptions.ConnectionDoesNotExistError
-            | asyncpg.exceptions.CannotConnectNowError
-            | asyncpg.exceptions.InterfaceError
-            | asyncpg.exceptions.InternalClientError  # a protocol a server crash left mid-exchange
-            | asyncpg.exceptions.TooManyConnectionsError,
+            (
+                OSError,
+                ConnectionError,
+                TimeoutError,
+                asyncpg.exceptions.ConnectionDoesNotExistError,
+                asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.TooManyConnectionsError,
+                *DRIVER_OWN_ERRORS,
+            ),
         )
         for e in _chain(error)
     ) or (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated)
@@ -150,8 +156,7 @@ async def translated_errors() -> AsyncIterator[None]:
         TimeoutError,
         sa_exc.SQLAlchemyError,
         asyncpg.PostgresError,
-        asyncpg.InterfaceError,  # the driver's own: a connection closed under it, a protocol left mid-exchange
-        asyncpg.InternalClientError,
+        *DRIVER_OWN_ERRORS,
         OSError,
     ) as error:
         mapped = translate(error)

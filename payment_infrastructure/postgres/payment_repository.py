@@ -20,6 +20,7 @@ from payment_domain.payment import Payment
 from payment_domain.status import PaymentStatus
 from payment_infrastructure.observability import tracing
 from payment_infrastructure.postgres.errors import (
+    DRIVER_OWN_ERRORS,
     lock_timeout_on_row,
     order_already_paid,
     rolled_back,
@@ -231,7 +232,7 @@ async def write_payments(
 # What a statement on an open connection can raise: the server's errors (asyncpg counts a connection that dies
 # under the statement among them), the socket's, and the driver's own when a server crash left the connection's
 # protocol mid-exchange ("cannot switch to state 12; another operation (2) is in progress").
-_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError, *DRIVER_OWN_ERRORS)
 
 
 def _not_sent() -> DependencyUnavailable:
