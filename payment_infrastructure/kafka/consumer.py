@@ -31,6 +31,7 @@ from payment_infrastructure.kafka.consumer_metrics import (
 from payment_infrastructure.kafka.consumer_settings import ConsumerSettings
 from payment_infrastructure.kafka.dead_letters import DeadLetterSink
 from payment_infrastructure.kafka.failures import DEPENDENCY_NAMES
+from payment_infrastructure.kafka.fetch_pacing import FetchPacing
 from payment_infrastructure.kafka.lifecycle import stop_consumer
 from payment_infrastructure.kafka.partition_worker import PartitionWorker
 from payment_infrastructure.kafka.record_processor import RecordProcessor
@@ -89,6 +90,7 @@ class PartitionOrderedConsumer:
         self._joined_at: float | None = None
         self._last_poll_at = 0.0
         self._last_turn_at = 0.0
+        self._fetch_pacing = FetchPacing(settings)
 
     @property
     def group_id(self) -> str:
@@ -121,6 +123,10 @@ class PartitionOrderedConsumer:
 
     def assigned_partitions(self) -> frozenset[tuple[str, int]]:
         return frozenset((tp.topic, tp.partition) for tp in self._workers)
+
+    def fetching_idle(self) -> bool:
+        """Whether the last poll found nothing, so fetches wait for the first record (see `FetchPacing`)."""
+        return self._fetch_pacing.idle
 
     def in_flight(self) -> dict[tuple[str, int], int]:
         """Records taken from the broker and not finished yet, per (topic, partition)."""
@@ -167,6 +173,7 @@ class PartitionOrderedConsumer:
                 raise
             self._running = True
             self._stopping = False
+            self._fetch_pacing = FetchPacing(self._settings)
             self._last_poll_at = self._last_turn_at = time.monotonic()
             log.info("consumer_started", topics=list(self._topics))
             committer = asyncio.create_task(self._commit_periodically(), name=f"{self._name}-commit")
@@ -222,6 +229,7 @@ class PartitionOrderedConsumer:
         batch = await consumer.getmany(timeout_ms=self._settings.poll_timeout_ms)
         # No await from here on: the batch belongs to the assignment that is current right now.
         self._last_poll_at = time.monotonic()
+        self._fetch_pacing.after_poll(consumer, got_records=bool(batch))
         for tp, raw_records in batch.items():
             worker = self._worker_for(consumer, tp)
             if worker is None:

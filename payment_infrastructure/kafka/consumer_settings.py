@@ -41,6 +41,10 @@ class ConsumerSettings(BaseModel):
     # at most `fetch_max_wait_ms` per hop when traffic is light.
     fetch_max_wait_ms: int = Field(default=50, ge=0)
     fetch_min_bytes: int = Field(default=16_384, ge=1)
+    # After a poll that found nothing, fetches ask for one byte and may wait this long: an idle broker answers each
+    # consumer twice a second instead of twenty times, and the first record after a quiet spell comes back at once.
+    # At or below `fetch_max_wait_ms`, the fetch settings never change.
+    idle_fetch_max_wait_ms: int = Field(default=500, ge=0)
     commit_interval_ms: int = Field(default=500, ge=10)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
