@@ -9,6 +9,7 @@ calls), so a target missed comes with where the time went.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ class Profile:
     part: str
     samples: int
     top: list[tuple[float, str]]  # (share of the samples, "function (module)"), largest first
+    own: list[tuple[float, str]]  # the same for the innermost Python frame of each sample: time spent in itself
 
 
 async def record(pids: Mapping[str, int], seconds: int, scratch: Path) -> dict[str, Path]:
@@ -64,6 +66,7 @@ async def record(pids: Mapping[str, int], seconds: int, scratch: Path) -> dict[s
 def summarise(part: str, raw: Path, *, rows: int = 25) -> Profile:
     """Inclusive share per function: every sample counts once for each distinct function on its stack."""
     inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -71,11 +74,13 @@ def summarise(part: str, raw: Path, *, rows: int = 25) -> Profile:
             continue
         samples = int(count)
         total += samples
+        own[_label(stack.split(";")[-1])] += samples
         for frame in {_label(f) for f in stack.split(";")}:
             if frame and not frame.startswith(_ROOTS):
                 inclusive[frame] += samples
     top = [(n / total, frame) for frame, n in inclusive.most_common(rows)] if total else []
-    return Profile(part, total, top)
+    spent = [(n / total, frame) for frame, n in own.most_common(rows)] if total else []
+    return Profile(part, total, top, spent)
 
 
 def _label(frame: str) -> str:
@@ -86,6 +91,10 @@ def _label(frame: str) -> str:
     return f"{match['function']} ({path.removesuffix('.py').replace('/', '.')})"
 
 
+def _cells(row: tuple[float, str] | None) -> str:
+    return " | " if row is None else f"{row[0]:.1%} | `{row[1]}`"
+
+
 def markdown(profiles: list[Profile], command: str, seconds: int) -> str:
     lines = [
         "# Where the CPU goes (py-spy)",
@@ -93,15 +102,18 @@ def markdown(profiles: list[Profile], command: str, seconds: int) -> str:
         f"`{command} --profile {seconds}`",
         "",
         f"Each Python process sampled for {seconds} s from the middle of the measured window, at 200 Hz. A share is "
-        "of the samples in which the process was running (not waiting): a function counts with everything it calls.",
+        'of the samples in which the process was running (not waiting). "With what it calls": a function counts '
+        'with everything it calls. "In itself": the innermost Python function of each sample (time in C code '
+        "counts for the Python function that called it).",
     ]
     for profile in profiles:
         lines += [
             "",
             f"## {profile.part} ({profile.samples:,} samples)",
             "",
-            "| share | function (module) |",
-            "|--:|---|",
+            "| share with what it calls | function (module) | share in itself | function (module) |",
+            "|--:|---|--:|---|",
         ]
-        lines += [f"| {share:.1%} | `{frame}` |" for share, frame in profile.top]
+        for left, right in itertools.zip_longest(profile.top, profile.own):
+            lines.append(f"| {_cells(left)} | {_cells(right)} |")
     return "\n".join(lines) + "\n"

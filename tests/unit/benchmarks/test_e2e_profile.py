@@ -25,6 +25,11 @@ def test_shares_are_inclusive_and_count_a_recursive_function_once(tmp_path: Path
         (0.6, "apply (asyncpg.connection)"),
         (0.2, "poll (aiokafka.consumer)"),  # two frames of one function on one stack: counted once
     ]
+    assert profile.own == [
+        (0.6, "apply (asyncpg.connection)"),
+        (0.2, "handle (services.payment_consumers.handlers)"),
+        (0.2, "poll (aiokafka.consumer)"),
+    ]
     page = markdown([profile], "python -m tests.benchmarks.bench_e2e --rate 300", 20)
-    assert "| 80.0% | `handle (services.payment_consumers.handlers)` |" in page
+    assert "| 80.0% | `handle (services.payment_consumers.handlers)` | 60.0% | `apply (asyncpg.connection)` |" in page
     assert "--profile 20" in page
