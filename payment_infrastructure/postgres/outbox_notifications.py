@@ -14,6 +14,8 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from payment_infrastructure.postgres.settings import SslMode
+
 log = structlog.get_logger(__name__)
 
 
@@ -25,9 +27,15 @@ class PostgresOutboxNotifications:
     """`NewOutboxRowSignal` fed by Postgres NOTIFY."""
 
     def __init__(
-        self, database_url: str, *, channel: str = "outbox_event_new", reconnect_delay_seconds: float = 1.0
+        self,
+        database_url: str,
+        *,
+        ssl: SslMode = "prefer",
+        channel: str = "outbox_event_new",
+        reconnect_delay_seconds: float = 1.0,
     ) -> None:
         self._dsn = asyncpg_dsn(database_url)
+        self._ssl = ssl  # as the pools have it: a verify-full deployment verifies this connection too
         self._channel = channel
         self._reconnect_delay = reconnect_delay_seconds
         self._woken = asyncio.Event()
@@ -74,7 +82,7 @@ class PostgresOutboxNotifications:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5.0)
+                conn = await asyncpg.connect(self._dsn, ssl=self._ssl, timeout=5.0)
                 self._lost.clear()
                 conn.add_termination_listener(self._terminated)
                 await conn.add_listener(self._channel, self._notified)

@@ -271,7 +271,7 @@ def build_dispatcher_container(
     publisher = publisher or KafkaEventPublisher.from_settings(
         settings.kafka, client_id=f"{settings.kafka.client_id}-outbox"
     )
-    notifications = PostgresOutboxNotifications(settings.db.url, channel=outbox.notify_channel)
+    notifications = PostgresOutboxNotifications(settings.db.url, ssl=settings.db.ssl, channel=outbox.notify_channel)
     relay = outbox_relay(
         DispatchOutbox(store, publisher, batch_size=outbox.batch_size, lease_seconds=outbox.lease_seconds),
         notifications,

@@ -1,4 +1,4 @@
-"""`DB__SSL` reaches both drivers: the SQLAlchemy engine and the API's plain asyncpg pool."""
+"""`DB__SSL` reaches every connection: the SQLAlchemy engine, the API's plain asyncpg pool, the outbox listener."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from devstack.run import _on_loopback
 from payment_infrastructure.postgres.engine import create_engine
+from payment_infrastructure.postgres.outbox_notifications import PostgresOutboxNotifications
 from payment_infrastructure.postgres.pool import create_pool
 from payment_infrastructure.postgres.settings import DatabaseSettings
 
@@ -44,3 +45,24 @@ async def test_an_unknown_mode_is_refused() -> None:
 )
 def test_the_local_stack_disables_tls_only_for_a_server_on_this_machine(url: str, loopback: bool) -> None:
     assert _on_loopback(url) is loopback
+
+
+async def test_the_outbox_listener_connection_follows_the_setting_too(database_url: str) -> None:
+    listener = PostgresOutboxNotifications(database_url, ssl="disable", channel="ssl_test_channel")
+    await listener.start()
+    try:
+        assert listener.connected
+        engine = create_engine(DatabaseSettings(url=database_url, ssl="disable", pool_size=1), application_name="t")
+        try:
+            async with engine.connect() as conn:
+                encrypted = await conn.execute(
+                    text(
+                        "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                        "WHERE a.datname = current_database() AND a.query = 'LISTEN \"ssl_test_channel\"'"
+                    )
+                )
+                assert encrypted.scalars().all() == [False]
+        finally:
+            await engine.dispose()
+    finally:
+        await listener.stop()
