@@ -14,6 +14,7 @@ pages. `--duration` applies to every case (the targets are for 300 s).
 
     python -m tests.benchmarks.bench_suite --duration 300 --out docs/benchmarks
     python -m tests.benchmarks.bench_suite --duration 60 --only steady,overload
+    python -m tests.benchmarks.bench_suite --profile 30   # and where each case's Python processes spend their CPU
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def row(case: Case, page: Path, summary: Summary) -> str:
     largest = max((p for p in summary.parts if p.name not in JVM_PARTS | LOAD_PARTS), key=lambda p: p.largest_rss_bytes)
     latency = summary.latency_s
     shed = summary.api_shed_ms
+    profile = page.with_name(f"{page.stem}-profile.md")
+    linked = f"[{case.name}]({page.name})" + (f" ([profile]({profile.name}))" if profile.exists() else "")
     return (
-        f"| [{case.name}]({page.name}) | {case.rate}/s {case.scenario} | {summary.accepted_per_s:.1f} "
+        f"| {linked} | {case.rate}/s {case.scenario} | {summary.accepted_per_s:.1f} "
         f"| {summary.accepted_orders_per_s:.0f} / {summary.settled_orders_per_s:.0f} "
         f"| {latency[50]:.2f} / {latency[95]:.2f} / {latency[99]:.2f} "
         f"| {summary.shed:,} ({shed.get(99, float('nan')):.0f} ms p99) | {summary.errors:,} "
@@ -90,7 +93,7 @@ COLUMNS = (
 TABLE_HEAD = "| " + " | ".join(COLUMNS) + " |\n|---|---|" + "--:|" * (len(COLUMNS) - 2) + "\n"
 
 
-async def suite(duration: int, out: Path, only: set[str]) -> Path:
+async def suite(duration: int, out: Path, only: set[str], profile: int = 0) -> Path:
     rows = []
     command = "python -m tests.benchmarks.bench_suite " + " ".join(sys.argv[1:])
     for case in CASES:
@@ -98,7 +101,7 @@ async def suite(duration: int, out: Path, only: set[str]) -> Path:
             continue
         args = [
             "--rate", str(case.rate), "--scenario", case.scenario, "--duration", str(duration),
-            "--warmup", "10", "--out", str(out), *case.extra,
+            "--warmup", "10", "--out", str(out), "--profile", str(profile), *case.extra,
         ]  # fmt: skip
         page, summary = await bench_e2e.bench(bench_e2e.parse_args(args))
         rows.append(row(case, page, summary))
@@ -116,9 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="where the pages go (default: a new .run/bench-e2e/<UTC time>)"
     )
     parser.add_argument("--only", default="", help="comma-separated case names (default: all four)")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="py-spy each case's Python processes for N s mid-window (off)"
+    )
     args = parser.parse_args(argv)
     out = args.out or bench_e2e.default_out_dir(datetime.now(UTC))
-    asyncio.run(suite(args.duration, out, {n for n in args.only.split(",") if n}))
+    asyncio.run(suite(args.duration, out, {n for n in args.only.split(",") if n}, args.profile))
 
 
 if __name__ == "__main__":
