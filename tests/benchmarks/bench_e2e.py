@@ -53,7 +53,7 @@ from devstack.process import ServerProcess, free_port
 from devstack.run import Ports, Stack, StackConfig
 from payment_infrastructure.postgres.database import drop_database
 from payment_infrastructure.postgres.pool import plain_dsn
-from tests.benchmarks import e2e_profile
+from tests.benchmarks import e2e_profile, e2e_statements
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
 from tests.benchmarks.e2e_report import LOAD_PARTS, Context, chart, markdown, stem, system_cpu_ms_per_order
 from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, Summary, summarise
@@ -305,7 +305,7 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         await sampling
         drain_end = sampler.samples[-1].at
         rows = await conn.fetch(ORDERS)
-        profiles = await profiling if profiling is not None else []
+        profiles, statements = await profiling if profiling is not None else ([], None)
     finally:
         stop.set()
         await conn.close()
@@ -326,11 +326,15 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         dropped_iterations=_dropped_iterations(summary),
         psp=_psp_summary(stack.config.psp_url),
         profiles=profiles,
+        statements=statements,
     )
 
 
-async def _profile(options: Options, stack: Stack, scratch: Path) -> list[e2e_profile.Profile]:
-    """py-spy on the Python parts for `--profile` seconds, centred in the measured window."""
+async def _profile(
+    options: Options, stack: Stack, scratch: Path
+) -> tuple[list[e2e_profile.Profile], list[e2e_statements.Statement] | None]:
+    """py-spy on the Python parts for `--profile` seconds, centred in the measured window, and the database's
+    statements over the same seconds when the server has pg_stat_statements."""
     s = options.settings
     await asyncio.sleep(s.warmup + max(s.duration - options.profile, 0) / 2)
     by_name = {part.name: part for part in stack.parts}
@@ -340,8 +344,15 @@ async def _profile(options: Options, stack: Stack, scratch: Path) -> list[e2e_pr
         if (pid := by_name[name].pid()) is not None
     }
     print(f"  profiling {', '.join(pids)} for {options.profile} s ...")
-    raw = await e2e_profile.record(pids, options.profile, scratch)
-    return [e2e_profile.summarise(part, path) for part, path in raw.items()]
+    statements = await e2e_statements.StatementProfile.open(stack.config.database_url)
+    try:
+        before = await statements.snapshot() if statements is not None else {}
+        raw = await e2e_profile.record(pids, options.profile, scratch)
+        ran = e2e_statements.difference(before, await statements.snapshot()) if statements is not None else None
+    finally:
+        if statements is not None:
+            await statements.close()
+    return [e2e_profile.summarise(part, path) for part, path in raw.items()], ran
 
 
 def _k6_command(console: Path, summary: Path) -> list[str]:
@@ -527,7 +538,10 @@ async def _bench(options: Options, receiver: OtlpReceiver | None, tracing: dict[
     chart(run, options.out / f"{name}.png")
     if run.profiles:
         profile_page = options.out / f"{name}-profile.md"
-        profile_page.write_text(e2e_profile.markdown(run.profiles, options.command(), options.profile))
+        profile_page.write_text(
+            e2e_profile.markdown(run.profiles, options.command(), options.profile)
+            + e2e_statements.markdown(run.statements, options.profile)
+        )
         print(f"  wrote {profile_page}")
     print(
         f"  accepted {summary.accepted_per_s:.1f} payments/s, settled {summary.settled_orders_per_s:.1f} orders/s, "

@@ -26,6 +26,7 @@ from tests.benchmarks.e2e_figures import (
     slope,
 )
 from tests.benchmarks.e2e_profile import Profile
+from tests.benchmarks.e2e_statements import Statement
 from tests.benchmarks.proc_usage import PartUsage
 
 
@@ -72,6 +73,7 @@ class Run:
     dropped_iterations: int = 0
     psp: dict[str, object] = field(default_factory=dict)
     profiles: list[Profile] = field(default_factory=list)
+    statements: list[Statement] | None = None  # the database's, over the profile window (None: not measured)
 
     @property
     def idle(self) -> Window:
