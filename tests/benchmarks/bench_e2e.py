@@ -55,6 +55,7 @@ from payment_infrastructure.postgres.database import drop_database
 from payment_infrastructure.postgres.pool import plain_dsn
 from tests.benchmarks import e2e_profile, e2e_statements
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
+from tests.benchmarks.e2e_flow import FlowReader
 from tests.benchmarks.e2e_report import LOAD_PARTS, Context, chart, markdown, stem, system_cpu_ms_per_order
 from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, Summary, summarise
 from tests.benchmarks.proc_usage import (
@@ -169,8 +170,15 @@ class KafkaLag:
 class Sampler:
     """Once a second: lag, outbox backlog, orders not final, retry queue, CPU and RSS per part."""
 
-    def __init__(self, conn: asyncpg.Connection, lag: KafkaLag, redis: Redis, meters: dict[str, PartMeter]) -> None:
-        self._conn, self._lag, self._redis, self._meters = conn, lag, redis, meters
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        lag: KafkaLag,
+        redis: Redis,
+        meters: dict[str, PartMeter],
+        flow: FlowReader | None = None,
+    ) -> None:
+        self._conn, self._lag, self._redis, self._meters, self._flow = conn, lag, redis, meters, flow
         self.samples: list[Sample] = []
 
     async def sample(self) -> Sample:
@@ -180,8 +188,17 @@ class Sampler:
         in_flight = int(await self._conn.fetchval(IN_FLIGHT))
         retry_queue = int(await self._redis.zcard(RETRY_QUEUE))
         parts = {name: meter.update(reading.processes) for name, meter in self._meters.items()}
+        flow = await self._flow.read() if self._flow is not None else {}
         sample = Sample(
-            reading.at, lag, backlog, in_flight, retry_queue, parts, reading.busy_seconds, reading.pressure_seconds
+            reading.at,
+            lag,
+            backlog,
+            in_flight,
+            retry_queue,
+            parts,
+            reading.busy_seconds,
+            reading.pressure_seconds,
+            flow,
         )
         self.samples.append(sample)
         return sample
@@ -277,7 +294,11 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
     lag = KafkaLag(stack.kafka.bootstrap_servers)
     await lag.start()
     redis_client = Redis.from_url(redis_url)
-    sampler = Sampler(conn, lag, redis_client, meters)
+    ports = stack.config.ports
+    flow = FlowReader(
+        f"http://127.0.0.1:{ports.api_management}/metrics", f"http://127.0.0.1:{ports.consumers_management}/metrics"
+    )
+    sampler = Sampler(conn, lag, redis_client, meters, flow)
     stop = asyncio.Event()
     try:
         sampling = asyncio.create_task(sampler.run(stop))  # its first sample is every CPU meter's baseline
@@ -311,6 +332,7 @@ async def measure(options: Options, stack: Stack, redis: ServerProcess, redis_ur
         await conn.close()
         await lag.close()
         await redis_client.aclose()
+        await flow.close()
     orders = [Order(r["created"], r["final"] if r["status"] in TERMINAL else None, r["waited"]) for r in rows]
     statuses: dict[str, int] = {}
     for r in rows:

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from tests.benchmarks.e2e_figures import (
     ACCEPTED,
@@ -102,6 +103,8 @@ def markdown(run: Run, summary: Summary, context: Context, chart_name: str) -> s
         f"| every offered payment accepted |",
         f"| shed (429/503) / errors and timeouts / not sent (k6 short of VUs) | {s.shed:,} / {s.errors:,} / "
         f"{s.dropped_iterations:,} | 0 / 0 / 0 |",
+        f"| … shed by the pipeline budget (pipeline-behind) / by the API's queue (overloaded) | {_shed_by_reason(run)} "
+        "| only what cannot be settled in the bound |",
         f"| accepted orders/s | {_num(s.accepted_orders_per_s, 1)} ({orders_per_payment:.2f} per payment) | ≈ 750 |",
         f"| settled orders/s (became final in the window) | **{_num(s.settled_orders_per_s, 1)}** "
         "| ≈ 750, keeping up with accepted |",
@@ -176,8 +179,8 @@ def chart(run: Run, path: Path) -> None:
     accepted = [r for r in run.requests if r.outcome == ACCEPTED]
     finals = [(o.final, o.latency * 1000) for o in run.orders if o.final is not None]
 
-    fig, (through, latency, lag, cpu, memory) = plt.subplots(
-        5, 1, figsize=(14, 16), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 3, 2]}
+    fig, (through, latency, lag, flow, cpu, memory) = plt.subplots(
+        6, 1, figsize=(14, 19), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 3, 3, 2]}
     )
     fig.suptitle(
         f"{run.settings.scenario}: {run.settings.rate} payments/s offered for {run.settings.duration} s "
@@ -217,6 +220,8 @@ def chart(run: Run, path: Path) -> None:
         lag.plot(at, [s.retry_queue for s in run.samples], label="retry queue")
     lag.set_ylabel("count")
 
+    _flow_panel(flow, run, start)
+
     names = _cpu_order(run)
     series = []
     for name in names:
@@ -240,7 +245,7 @@ def chart(run: Run, path: Path) -> None:
     memory.set_ylabel("largest process RSS, MB")
     memory.set_xlabel("seconds since the load started")
 
-    for axis in (through, latency, lag, cpu, memory):
+    for axis in (through, latency, lag, flow, cpu, memory):
         axis.axvspan(0, warmup_end, color="grey", alpha=0.12)
         axis.axvline(load_end, color="black", linewidth=0.8, linestyle=":")
         axis.grid(True, alpha=0.3)
@@ -248,6 +253,39 @@ def chart(run: Run, path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _shed_by_reason(run: Run) -> str:
+    """From the API's own counters over the whole run (they count every process's refusals since it started)."""
+    counted = [s.flow for s in run.samples if "shed_pipeline_behind" in s.flow]
+    if not counted:
+        return "not read"
+    first, last = counted[0], counted[-1]
+    behind = last["shed_pipeline_behind"] - first["shed_pipeline_behind"]
+    full = last.get("shed_queue_full", 0.0) - first.get("shed_queue_full", 0.0)
+    return f"{behind:,.0f} / {full:,.0f}"
+
+
+FLOW_LINES = (
+    ("budget", "pipeline budget (orders queued)"),
+    ("queued", "orders queued before their PSP call (API's reading)"),
+    ("psp_limit", "PSP calls allowed at once"),
+    ("psp_queue", "charges waiting for a PSP worker"),
+)
+SHED_RATES = (("shed_pipeline_behind", "503 pipeline-behind/s"), ("shed_queue_full", "503 overloaded/s"))
+
+
+def _flow_panel(axis: Axes, run: Run, start: float) -> None:
+    """The bounds that decide what is accepted, as the services exported them (e2e_flow)."""
+    for key, label in FLOW_LINES:
+        seen = [(s.at - start, s.flow[key]) for s in run.samples if key in s.flow]
+        if seen:
+            axis.plot([t for t, _ in seen], [v for _, v in seen], label=label)
+    for key, label in SHED_RATES:
+        rates = cpu_rates([(s.at - start, s.flow[key]) for s in run.samples if key in s.flow])
+        if any(r for _, r in rates):
+            axis.plot([t for t, _ in rates], [r for _, r in rates], label=label, linestyle="--")
+    axis.set_ylabel("flow control")
 
 
 def _short(group: str) -> str:

@@ -43,6 +43,7 @@ class Sample:
     parts: Mapping[str, PartUsage]
     machine_busy_seconds: float
     cpu_pressure_seconds: float = 0.0  # cumulative time some task waited for a core (PSI)
+    flow: Mapping[str, float] = field(default_factory=dict)  # the services' own flow-control series (e2e_flow)
 
     @property
     def total_lag(self) -> int:

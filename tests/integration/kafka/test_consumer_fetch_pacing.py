@@ -43,7 +43,7 @@ async def test_the_first_record_after_a_quiet_spell_arrives_long_before_the_idle
             for partition in (0, 1):
                 sent_at = time.monotonic()
                 await producer.send_and_wait(topic, b"first", key=b"k", partition=partition)
-                await wait_until(lambda: len(delivered_at) == partition + 1, what=f"the record on {partition}")
+                await wait_until(lambda n=partition + 1: len(delivered_at) == n, what=f"the record on {partition}")
                 # Held for 16 KiB, the fetch would have come back only after the idle wait.
                 assert delivered_at[-1] - sent_at < IDLE_WAIT_MS / 1000 / 3
                 await wait_until(run.consumer.fetching_idle, what="quiet again")
