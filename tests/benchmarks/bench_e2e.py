@@ -56,7 +56,15 @@ from payment_infrastructure.postgres.pool import plain_dsn
 from tests.benchmarks import e2e_profile, e2e_statements
 from tests.benchmarks.e2e_figures import Order, Request, Window, consumer_lag, parse_k6_line
 from tests.benchmarks.e2e_flow import FlowReader
-from tests.benchmarks.e2e_report import LOAD_PARTS, Context, chart, markdown, stem, system_cpu_ms_per_order
+from tests.benchmarks.e2e_report import (
+    LOAD_PARTS,
+    Context,
+    chart,
+    markdown,
+    stem,
+    system_cpu_ms_per_order,
+    write_series,
+)
 from tests.benchmarks.e2e_summary import TERMINAL, Run, Sample, Settings, Summary, summarise
 from tests.benchmarks.proc_usage import (
     PartMeter,
@@ -558,6 +566,7 @@ async def _bench(options: Options, receiver: OtlpReceiver | None, tracing: dict[
     page = options.out / f"{name}.md"
     page.write_text(markdown(run, summary, context, f"{name}.png"))
     chart(run, options.out / f"{name}.png")
+    write_series(run, options.out / f"{name}-series.csv")
     if run.profiles:
         profile_page = options.out / f"{name}-profile.md"
         profile_page.write_text(

@@ -3,6 +3,7 @@ latency, lag and CPU over time (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -253,6 +254,19 @@ def chart(run: Run, path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def write_series(run: Run, path: Path) -> None:
+    """The once-a-second samples behind the chart's lag and flow-control panels, for a closer look."""
+    keys = sorted({key for s in run.samples for key in s.flow})
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["seconds", "consumer_lag", "outbox_backlog", "orders_not_final", "retry_queue", *keys])
+        for s in run.samples:
+            flow = [s.flow.get(key, "") for key in keys]
+            writer.writerow(
+                [f"{s.at - run.load.start:.1f}", s.total_lag, s.outbox_backlog, s.in_flight, s.retry_queue, *flow]
+            )
 
 
 def _shed_by_reason(run: Run) -> str:

@@ -222,17 +222,31 @@ async def test_the_budget_is_the_rate_the_readings_show_times_the_target_wait_wi
     assert REGISTRY.get_sample_value("payment_pipeline_wait_p95_seconds") == 0.1
 
 
-async def test_one_reading_out_of_line_moves_the_budget_only_part_of_the_way_and_an_empty_one_keeps_it() -> None:
+async def test_one_reading_out_of_line_moves_the_budget_only_part_of_the_way() -> None:
     backlog, clock = FakeBacklog(), Clock()
     pipeline = adaptive(backlog, clock)
     assert await settle(pipeline, backlog, 100, 0.25) in (200, 201)
     backlog.count, backlog.wait = 100, 2.5  # one burst of slow answers: the instant rate says 40 orders/s
     await pipeline.refresh()
     assert 100 < pipeline.budget < 200
-    before = pipeline.budget
-    backlog.count = 0  # a lull: nothing waits, nothing is learnt
+
+
+async def test_a_queue_that_keeps_up_lets_the_budget_grow_instead_of_holding_it_where_it_was_sized() -> None:
+    backlog, clock = FakeBacklog(), Clock()
+    pipeline = adaptive(backlog, clock)
+    assert await settle(pipeline, backlog, 20, 0.5) == 20  # a slow spell: 40 orders/s, the floor
+    backlog.count = 0  # nothing queued: the pipeline takes all it is given, which shows no limit
     await pipeline.refresh()
-    assert pipeline.budget == before
+    assert pipeline.budget == 25
+    # Ten orders waiting 0.1 s (a fifth of the target) are the pipeline's own latency, not its rate: 100 orders/s
+    # by Little's law would hold the budget at 50, and what one process accepts between readings would fill it.
+    assert await settle(pipeline, backlog, 10, 0.1) == 1_000
+    # Once the orders wait past half the target, Little's law sizes the budget again, within a few readings.
+    backlog.count, backlog.wait = 300, 1.5
+    for _ in range(8):
+        await pipeline.refresh()
+    assert pipeline.budget < 200
+    assert await settle(pipeline, backlog, 300, 1.5) in (100, 101)
 
 
 async def test_orders_in_a_psp_call_are_not_queueing_but_count_toward_the_ceiling() -> None:
