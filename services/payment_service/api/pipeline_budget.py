@@ -8,7 +8,8 @@ bound: orders queued = the rate they leave the queue x the time each waits, so w
 target. The rate is smoothed over about a second of readings and the budget follows it (between `min_in_flight`,
 so that a few stuck orders never close the door, and `max_in_flight`, which also bounds every order awaiting its
 first answer, in a PSP call or not): stopped consumers or too few PSP calls in flight raise W and shrink it within
-seconds; a faster pipeline grows it. The PSP's own latency is not queueing: a PSP that answers in 150 ms, or lets a
+seconds; a queue that waits less than half the target (or is empty) grows it by a quarter a reading, since
+a short queue shows the pipeline's fixed latency rather than its rate. The PSP's own latency is not queueing: a PSP that answers in 150 ms, or lets a
 fifth of the calls wait out their timeout, leaves the budget alone as long as the calls keep up. Past the budget a
 create is refused at once with 503 `pipeline-behind` and Retry-After: nothing was written, and the client retries
 with the same Idempotency-Key.
@@ -133,18 +134,16 @@ class PipelineBudget:
         readings, so one burst does not swing it) times the target wait.
 
         A queue that waits less than half the target shows the pipeline's fixed latency (fetch waits, lingers),
-        not its rate: few orders over a short wait understate what it could take. Such a reading, or one with
-        nothing queued, lets the rate grow instead: otherwise a budget sized while the queue was short keeps
-        it short (what this process accepts between readings fills it), and the door stays half shut with
-        cores idle. Measured at 300 payments/s offered: the budget sank to its floor within a minute and
-        admitted about 100 payments/s for the rest of the run, where about 180 had settled within the bound."""
-        queueing = reading.queued > 0 and reading.wait_p95_seconds > 0
-        if queueing:
+        not its rate: few orders over a short wait understate what it could take (a cold start's first reading
+        would size the budget from its first few orders). Such a reading, or one with nothing queued, lets the
+        rate grow instead; before any reading has shown queueing, the budget stays at its ceiling. Otherwise a
+        budget sized while the queue was short keeps it short (what this process accepts between readings fills
+        it), and the door stays half shut with cores idle. Measured at 300 payments/s offered: the budget sank to
+        its floor within a minute and admitted about 100 payments/s for the rest of the run, where about 180 had
+        settled within the bound."""
+        if reading.queued > 0 and reading.wait_p95_seconds >= self._target / 2:
             rate = reading.queued / reading.wait_p95_seconds
-            smoothed = rate if self._rate is None else self._rate + _SMOOTHING * (rate - self._rate)
-            if self._rate is not None and reading.wait_p95_seconds < self._target / 2:
-                smoothed = max(smoothed, self._rate * _GROWTH)
-            self._rate = smoothed
+            self._rate = rate if self._rate is None else self._rate + _SMOOTHING * (rate - self._rate)
         elif self._rate is not None:
             self._rate *= _GROWTH
         if self._rate is None:
