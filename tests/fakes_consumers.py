@@ -177,6 +177,14 @@ class FakeClaims:
         row.psp_calls += 1
         return ClaimedAttempt(order=row.order, call_number=row.psp_calls)
 
+    async def claim_many(self, claims: Sequence[tuple[int, int, str, float]]) -> list[ClaimedAttempt | None]:
+        """The coalesced statement: each (order, attempt, token, lease) judged by the single claim's rules, in
+        order, all at once (nothing can come between them, as nothing comes between the rows of one UPDATE)."""
+        return [
+            await self.claim_attempt(order, attempt=attempt, claim_token=token, lease_seconds=lease)
+            for order, attempt, token, lease in claims
+        ]
+
 
 # --- the result transaction -----------------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from tests.fakes_consumers import (
     FakeStatusCheckQueue,
 )
 from tests.fakes_retry import FakeRetryQueue
-from tests.simulation.batches import SimBatcher
+from tests.simulation.batches import SimClaims, result_batcher
 from tests.simulation.broker import Record, SimBroker, SimEventSink, SimPublisher
 from tests.simulation.creates import CommittingRepository, database_floor, requests, send
 from tests.simulation.invariants import SIM_COMMISSION, check_invariants
@@ -136,8 +136,11 @@ class World:
         psp = self.psp  # checkpoints of its own: it must see a request in the same step it is sent
         consumer = "payment-consumers"
         enqueue = EnqueuePspCall(events=sink, clock=self.clock("enqueuer"))
+        self.claims = SimClaims(
+            Checkpointed(FakeClaims(tables, self.db_clock)), self.scheduler, self.trace, process="executor"
+        )
         execute = ExecutePspCall(
-            claims=Checkpointed(FakeClaims(tables, self.db_clock)),
+            claims=self.claims,
             psp=psp,
             events=sink,
             clock=self.clock("executor"),
@@ -153,7 +156,7 @@ class World:
             consumer=consumer,
             commission=SIM_COMMISSION,
         )
-        self.results = SimBatcher(apply, self.scheduler, self.trace, process="applier")
+        self.results = result_batcher(apply, self.scheduler, self.trace, process="applier")
         check = CheckPaymentStatus(psp=psp, events=sink, clock=self.clock("checker"))
 
         def group(name: str, event_type: EventType, handle: Callable[[Record], Awaitable[object]]) -> SimGroup:
@@ -249,8 +252,9 @@ class World:
         for task in self.scheduler.tasks:
             if task.runnable:
                 actions.append((10.0, lambda task=task: self.scheduler.step(task)))  # type: ignore[misc]
-        if self.results.can_start():
-            actions.append((5.0, self.results.start))
+        for coalesced in (self.results, self.claims.batcher):
+            if coalesced.can_start():
+                actions.append((5.0, coalesced.start))
         for group in self.groups:
             group.add_actions(actions)
         running = {task.name for task in self.scheduler.tasks}
