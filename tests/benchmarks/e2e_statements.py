@@ -19,10 +19,9 @@ import asyncpg
 
 from payment_infrastructure.postgres.pool import plain_dsn
 
-_AVAILABLE = """
-    SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'
-           AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
-"""
+# The view answers only when the server loaded the library (`shared_preload_libraries` itself is for superusers).
+_AVAILABLE = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+_PROBE = "SELECT count(*) FROM (SELECT 1 FROM pg_stat_statements LIMIT 1) AS one"
 _READ = """
     SELECT s.queryid, s.query, sum(s.calls)::bigint AS calls, sum(s.total_exec_time) AS ms, sum(s.rows)::bigint AS rows
       FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
@@ -57,6 +56,7 @@ class StatementProfile:
         conn = await asyncpg.connect(plain_dsn(f"{server}/postgres"))
         try:
             if await conn.fetchval(_AVAILABLE):
+                await conn.fetchval(_PROBE)
                 return cls(conn, database)
         except asyncpg.PostgresError:
             pass
