@@ -8,11 +8,11 @@ bound: orders queued = the rate they leave the queue x the time each waits, so w
 target. The rate is smoothed over about a second of readings and the budget follows it (between `min_in_flight`,
 so that a few stuck orders never close the door, and `max_in_flight`, which also bounds every order awaiting its
 first answer, in a PSP call or not): stopped consumers or too few PSP calls in flight raise W and shrink it within
-seconds; a queue that waits less than half the target (or is empty) grows it by a quarter a reading, since
-a short queue shows the pipeline's fixed latency rather than its rate. The PSP's own latency is not queueing: a PSP that answers in 150 ms, or lets a
-fifth of the calls wait out their timeout, leaves the budget alone as long as the calls keep up. Past the budget a
-create is refused at once with 503 `pipeline-behind` and Retry-After: nothing was written, and the client retries
-with the same Idempotency-Key.
+seconds; a queue that waits less than half the target (or is empty) grows it by a quarter a reading, since a
+short queue shows the pipeline's fixed latency rather than its rate. The PSP's own latency is not queueing: a PSP
+that answers in 150 ms, or lets a fifth of the calls wait out their timeout, leaves the budget alone as long as the
+calls keep up. Past the budget a create is refused at once with 503 `pipeline-behind` and Retry-After: nothing was
+written, and the client retries with the same Idempotency-Key.
 
 The reading comes from the database (every API process sees every process's orders), taken at most every
 `refresh_seconds` and only while creates arrive; between readings a process adds the orders it accepted itself. A
