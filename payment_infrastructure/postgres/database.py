@@ -6,7 +6,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 
-def _admin_dsn(url: str) -> tuple[str, str]:
+def admin_dsn(url: str) -> tuple[str, str]:
+    """The plain DSN of the server's `postgres` database (same role and host), and the database `url` names."""
     parsed = make_url(url)
     name = parsed.database
     if not name:
@@ -17,8 +18,8 @@ def _admin_dsn(url: str) -> tuple[str, str]:
 
 async def create_database_if_missing(url: str) -> bool:
     """Return True when the database was created."""
-    admin_dsn, name = _admin_dsn(url)
-    conn = await asyncpg.connect(admin_dsn)
+    server, name = admin_dsn(url)
+    conn = await asyncpg.connect(server)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists:
@@ -30,8 +31,8 @@ async def create_database_if_missing(url: str) -> bool:
 
 
 async def drop_database(url: str) -> None:
-    admin_dsn, name = _admin_dsn(url)
-    conn = await asyncpg.connect(admin_dsn)
+    server, name = admin_dsn(url)
+    conn = await asyncpg.connect(server)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from payment_infrastructure.postgres.pool import plain_dsn
+from payment_infrastructure.postgres.database import admin_dsn
 
 # The view answers only when the server loaded the library (`shared_preload_libraries` itself is for superusers).
 _AVAILABLE = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
@@ -52,8 +52,8 @@ class StatementProfile:
 
     @classmethod
     async def open(cls, database_url: str) -> StatementProfile | None:
-        server, _, database = database_url.rpartition("/")
-        conn = await asyncpg.connect(plain_dsn(f"{server}/postgres"))
+        server, database = admin_dsn(database_url)
+        conn = await asyncpg.connect(server)
         try:
             if await conn.fetchval(_AVAILABLE):
                 await conn.fetchval(_PROBE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from payment_infrastructure.postgres.database import admin_dsn
 from payment_infrastructure.postgres.pool import plain_dsn
 from tests.benchmarks.e2e_statements import StatementProfile, difference
 
@@ -16,7 +17,7 @@ async def test_a_server_with_the_view_profiles_the_window_and_one_without_gives_
     try:
         if profile is None:
             # None must mean the view cannot answer on this server, not that the check went wrong.
-            server = await asyncpg.connect(plain_dsn(database_url.rsplit("/", 1)[0] + "/postgres"))
+            server = await asyncpg.connect(admin_dsn(database_url)[0])
             try:
                 await server.fetchval("SELECT 1 FROM pg_stat_statements LIMIT 1")
             except asyncpg.PostgresError:
