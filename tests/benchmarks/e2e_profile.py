@@ -74,8 +74,9 @@ def summarise(part: str, raw: Path, *, rows: int = 25) -> Profile:
             continue
         samples = int(count)
         total += samples
-        own[_label(stack.split(";")[-1])] += samples
-        for frame in {_label(f) for f in stack.split(";")}:
+        frames = stack.split(";")
+        own[_label(frames[-1])] += samples
+        for frame in {_label(f) for f in frames}:
             if frame and not frame.startswith(_ROOTS):
                 inclusive[frame] += samples
     top = [(n / total, frame) for frame, n in inclusive.most_common(rows)] if total else []

@@ -21,7 +21,7 @@ from payment_infrastructure.postgres.database import admin_dsn
 
 # The view answers only when the server loaded the library (`shared_preload_libraries` itself is for superusers).
 _AVAILABLE = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
-_PROBE = "SELECT count(*) FROM (SELECT 1 FROM pg_stat_statements LIMIT 1) AS one"
+_PROBE = "SELECT 1 FROM pg_stat_statements LIMIT 1"
 _READ = """
     SELECT s.queryid, s.query, sum(s.calls)::bigint AS calls, sum(s.total_exec_time) AS ms, sum(s.rows)::bigint AS rows
       FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
